@@ -1,0 +1,52 @@
+//! Deliberate bugs. Their names always exist; their behaviour is compiled
+//! only with the `planted-bugs` feature, and chosen at run time through
+//! `Config::planted`. They exist to prove that
+//! the differential test and the fuzzers find these classes of failure.
+
+/// One deliberate bug in the core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PlantedBug {
+    /// `release` runs the interval release invalidation twice when classic
+    /// subscribers exist (the duplicated call spotted in the 2019 review).
+    ReleaseTwice,
+    /// An interval inserted during an active invalidation gets an even seq.
+    InsertEvenSeq,
+    /// An insert made while active but even skips making the global seq odd.
+    InsertNoMakeOdd,
+    /// `remove` of an interval queued for deferred removal returns at once.
+    RemoveEarly,
+    /// A failed classic start leaves the interval part active (the kernel's hang).
+    ClassicFailHangs,
+    /// The interval's inclusive `last` is compared as if exclusive, so a range
+    /// that starts on an interval's last byte misses it.
+    LastPageMissed,
+}
+
+impl PlantedBug {
+    /// Every planted bug of the core.
+    pub const ALL: [PlantedBug; 6] = [
+        PlantedBug::ReleaseTwice,
+        PlantedBug::InsertEvenSeq,
+        PlantedBug::InsertNoMakeOdd,
+        PlantedBug::RemoveEarly,
+        PlantedBug::ClassicFailHangs,
+        PlantedBug::LastPageMissed,
+    ];
+
+    /// The name used on command lines and in `MNFUZZ_PLANTED_BUG`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PlantedBug::ReleaseTwice => "notifier-release-twice",
+            PlantedBug::InsertEvenSeq => "notifier-insert-even-seq",
+            PlantedBug::InsertNoMakeOdd => "notifier-insert-no-make-odd",
+            PlantedBug::RemoveEarly => "notifier-remove-early",
+            PlantedBug::ClassicFailHangs => "notifier-classic-fail-hangs",
+            PlantedBug::LastPageMissed => "notifier-last-page-missed",
+        }
+    }
+
+    /// Looks a bug up by [`PlantedBug::name`].
+    pub fn from_name(s: &str) -> Option<PlantedBug> {
+        PlantedBug::ALL.into_iter().find(|b| b.name() == s)
+    }
+}
