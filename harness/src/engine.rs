@@ -1,0 +1,517 @@
+//! The built-in engine: no install needed. Seeded random generation plus
+//! mutation of a corpus (byte-level and program-level), kept in check by
+//! behaviour features that the executor reports (op kind, outcome, seq
+//! state, waiters, callbacks), the way coverage guides libFuzzer.
+//!
+//! With one job and a run cap, a run is a pure function of the seed and the
+//! seed corpus: the wall clock only decides when to stop and what to print.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use notifier::PlantedBug;
+
+use crate::codec;
+use crate::exec::{run, Divergence, RunOptions};
+use crate::minimize::Minimizer;
+use crate::program::{Program, ProgramConfig, Target, MAX_STEPS};
+use crate::targets::decode_for;
+
+/// What to run and for how long.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// The target.
+    pub target: Target,
+    /// The seed of every random choice.
+    pub seed: u64,
+    /// Parallel jobs.
+    pub jobs: usize,
+    /// Stop after this many executions in all.
+    pub runs: Option<u64>,
+    /// Stop after this many seconds.
+    pub seconds: Option<f64>,
+    /// Seed inputs (bytes).
+    pub seeds: Vec<Vec<u8>>,
+    /// Planted bug to enable.
+    pub planted: Option<PlantedBug>,
+    /// Longest generated input in bytes.
+    pub max_len: usize,
+    /// Keep inputs that show new behaviour and mutate them. Off: plain
+    /// random generation, the baseline a proptest-style test gives.
+    pub feedback: bool,
+    /// Show live statistics on stderr.
+    pub progress: bool,
+    /// Executions the minimizer may spend.
+    pub minimize_execs: u64,
+}
+
+impl Default for EngineOptions {
+    fn default() -> EngineOptions {
+        EngineOptions {
+            target: Target::Notifier,
+            seed: 0,
+            jobs: 1,
+            runs: None,
+            seconds: None,
+            seeds: Vec::new(),
+            planted: None,
+            max_len: 256,
+            feedback: true,
+            progress: false,
+            minimize_execs: 50_000,
+        }
+    }
+}
+
+/// A divergence the engine found.
+#[derive(Clone, Debug)]
+pub struct Finding {
+    /// The input as found.
+    pub input: Vec<u8>,
+    /// The minimized program.
+    pub minimized: Program,
+    /// The minimized program's divergence.
+    pub divergence: Divergence,
+    /// Executions (all jobs) up to and including the one that found it.
+    pub execs_to_find: u64,
+    /// Seconds to find it.
+    pub secs_to_find: f64,
+    /// Steps before and after minimization.
+    pub steps: (usize, usize),
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default)]
+pub struct EngineReport {
+    /// Executions in all.
+    pub execs: u64,
+    /// Wall seconds.
+    pub secs: f64,
+    /// Inputs kept.
+    pub corpus: usize,
+    /// Inputs that ran no op at all.
+    pub rejected: u64,
+    /// Ops run and ops skipped as meaningless in their state.
+    pub ops: (u64, u64),
+    /// Steps per executed program, summed (for the mean and the median).
+    pub program_steps: Vec<u32>,
+    /// The divergence, if one was found.
+    pub finding: Option<Finding>,
+}
+
+impl EngineReport {
+    /// Executions per second.
+    pub fn execs_per_sec(&self) -> f64 {
+        self.execs as f64 / self.secs.max(1e-9)
+    }
+
+    /// Percentage of inputs that ran no op.
+    pub fn rejected_pct(&self) -> f64 {
+        100.0 * self.rejected as f64 / self.execs.max(1) as f64
+    }
+
+    /// Percentage of ops skipped.
+    pub fn skipped_pct(&self) -> f64 {
+        100.0 * self.ops.1 as f64 / (self.ops.0 + self.ops.1).max(1) as f64
+    }
+
+    /// Median steps per program.
+    pub fn median_steps(&self) -> u32 {
+        let mut v = self.program_steps.clone();
+        v.sort_unstable();
+        v.get(v.len() / 2).copied().unwrap_or(0)
+    }
+
+    /// One status line.
+    pub fn summary(&self, target: Target) -> String {
+        format!(
+            "target={} execs={} secs={:.1} execs_per_sec={:.0} corpus={} rejected={:.1}% skipped_ops={:.1}% median_steps={} result={}",
+            target.name(),
+            self.execs,
+            self.secs,
+            self.execs_per_sec(),
+            self.corpus,
+            self.rejected_pct(),
+            self.skipped_pct(),
+            self.median_steps(),
+            match &self.finding {
+                Some(f) => f.divergence.kind.name(),
+                None => "clean",
+            }
+        )
+    }
+}
+
+/// splitmix64: small, seeded, good enough for choosing mutations.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator seeded with `seed`.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x6a09_e667_f3bc_c908)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// Random bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
+    }
+}
+
+const MAP_BITS: usize = 1 << 16;
+
+struct Shared {
+    corpus: Vec<Vec<u8>>,
+    map: Vec<u64>,
+    rejected: u64,
+    ops: (u64, u64),
+    steps: Vec<u32>,
+}
+
+impl Shared {
+    // Marks the features of one run; true if any was new.
+    fn merge(&mut self, features: &[u32]) -> bool {
+        let mut new = false;
+        let mut prev = 0u32;
+        for &f in features {
+            // Single features and consecutive pairs, so that orderings count.
+            for h in [f, f ^ prev.rotate_left(7).wrapping_mul(0x9e37_79b1)] {
+                let bit = (h.wrapping_mul(0x85eb_ca6b) >> 16) as usize % MAP_BITS;
+                let (w, b) = (bit / 64, 1u64 << (bit % 64));
+                if self.map[w] & b == 0 {
+                    self.map[w] |= b;
+                    new = true;
+                }
+            }
+            prev = f;
+        }
+        new
+    }
+}
+
+/// Runs the engine.
+pub fn fuzz(opts: &EngineOptions) -> EngineReport {
+    let start = Instant::now();
+    let shared = Mutex::new(Shared {
+        corpus: Vec::new(),
+        map: vec![0; MAP_BITS / 64],
+        rejected: 0,
+        ops: (0, 0),
+        steps: Vec::new(),
+    });
+    let execs = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let found: Mutex<Option<(Vec<u8>, u64, f64)>> = Mutex::new(None);
+    let run_opts = RunOptions {
+        trace: false,
+        planted: opts.planted,
+    };
+    let deadline = opts.seconds.map(|s| start + Duration::from_secs_f64(s));
+
+    let exec_one = |input: &[u8], keep: bool| -> bool {
+        let n = execs.fetch_add(1, Ordering::Relaxed) + 1;
+        let p = decode_for(opts.target, input);
+        let out = run(&p, &run_opts);
+        let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
+        if out.stats.ran == 0 {
+            sh.rejected += 1;
+        }
+        sh.ops.0 += out.stats.ran;
+        sh.ops.1 += out.stats.skipped;
+        if sh.steps.len() < 1 << 20 {
+            sh.steps.push(p.steps.len() as u32);
+        }
+        if out.divergence.is_some() {
+            let mut f = found.lock().unwrap_or_else(|e| e.into_inner());
+            if f.is_none() {
+                *f = Some((input.to_vec(), n, start.elapsed().as_secs_f64()));
+            }
+            stop.store(true, Ordering::Relaxed);
+            return false;
+        }
+        if keep && sh.merge(&out.features) && sh.corpus.len() < 1 << 14 {
+            sh.corpus.push(input.to_vec());
+        }
+        true
+    };
+
+    let out_of_budget = || {
+        stop.load(Ordering::Relaxed)
+            || opts
+                .runs
+                .is_some_and(|r| execs.load(Ordering::Relaxed) >= r)
+            || deadline.is_some_and(|d| Instant::now() >= d)
+    };
+
+    // Seeds run first, in order, on this thread: deterministic start.
+    for s in &opts.seeds {
+        if out_of_budget() {
+            break;
+        }
+        exec_one(s, true);
+    }
+
+    let (execs_r, stop_r, shared_r) = (&execs, &stop, &shared);
+    std::thread::scope(|scope| {
+        for job in 0..opts.jobs.max(1) {
+            let exec_one = &exec_one;
+            let out_of_budget = &out_of_budget;
+            scope.spawn(move || {
+                let mut rng =
+                    Rng::new(opts.seed ^ (job as u64).wrapping_mul(0xd6e8_feb8_6659_fd93));
+                let mut n = 0u64;
+                // Check the clock every few runs only; it is not free.
+                while !(n % 16 == 0 && out_of_budget()) && !stop_r.load(Ordering::Relaxed) {
+                    if opts
+                        .runs
+                        .is_some_and(|r| execs_r.load(Ordering::Relaxed) >= r)
+                    {
+                        break;
+                    }
+                    n += 1;
+                    let input = next_input(&mut rng, opts, shared_r);
+                    exec_one(&input, opts.feedback);
+                }
+            });
+        }
+        if opts.progress {
+            let out_of_budget = &out_of_budget;
+            scope.spawn(move || progress(opts, shared_r, execs_r, stop_r, start, out_of_budget));
+        }
+    });
+    stop.store(true, Ordering::Relaxed);
+
+    let sh = shared.into_inner().unwrap_or_else(|e| e.into_inner());
+    let mut report = EngineReport {
+        execs: execs.load(Ordering::Relaxed),
+        secs: start.elapsed().as_secs_f64(),
+        corpus: sh.corpus.len(),
+        rejected: sh.rejected,
+        ops: sh.ops,
+        program_steps: sh.steps,
+        finding: None,
+    };
+    if let Some((input, n, secs)) = found.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        let p = decode_for(opts.target, &input);
+        let d = run(&p, &run_opts)
+            .divergence
+            .expect("runs are deterministic");
+        let mut m = Minimizer {
+            max_execs: opts.minimize_execs,
+            execs: 0,
+        };
+        let min = m.minimize(&p, &run_opts, d.kind);
+        let divergence = run(&min, &run_opts).divergence.unwrap_or(d);
+        report.finding = Some(Finding {
+            input,
+            steps: (p.steps.len(), min.steps.len()),
+            minimized: min,
+            divergence,
+            execs_to_find: n,
+            secs_to_find: secs,
+        });
+    }
+    report
+}
+
+fn progress(
+    opts: &EngineOptions,
+    shared: &Mutex<Shared>,
+    execs: &AtomicU64,
+    stop: &AtomicBool,
+    start: Instant,
+    out_of_budget: &dyn Fn() -> bool,
+) {
+    let tty = std::io::stderr().is_terminal();
+    let bar = indicatif::ProgressBar::new_spinner();
+    if !tty {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut last_print = Instant::now();
+    while !stop.load(Ordering::Relaxed) && !out_of_budget() {
+        std::thread::sleep(Duration::from_millis(200));
+        let (corpus, rejected, ops) = {
+            let sh = shared.lock().unwrap_or_else(|e| e.into_inner());
+            (sh.corpus.len(), sh.rejected, sh.ops)
+        };
+        let n = execs.load(Ordering::Relaxed);
+        let secs = start.elapsed().as_secs_f64();
+        let msg = format!(
+            "{}: {n} execs, {:.0} execs/s, corpus {corpus}, rejected {:.1}%, skipped ops {:.1}%",
+            opts.target.name(),
+            n as f64 / secs.max(1e-9),
+            100.0 * rejected as f64 / n.max(1) as f64,
+            100.0 * ops.1 as f64 / (ops.0 + ops.1).max(1) as f64,
+        );
+        if tty {
+            bar.set_message(msg);
+            bar.tick();
+        } else if last_print.elapsed() >= Duration::from_secs(10) {
+            eprintln!("mnfuzz: {msg}");
+            last_print = Instant::now();
+        }
+    }
+    bar.finish_and_clear();
+}
+
+fn next_input(rng: &mut Rng, opts: &EngineOptions, shared: &Mutex<Shared>) -> Vec<u8> {
+    let pick = |rng: &mut Rng| {
+        let sh = shared.lock().unwrap_or_else(|e| e.into_inner());
+        if sh.corpus.is_empty() {
+            None
+        } else {
+            Some(sh.corpus[rng.below(sh.corpus.len())].clone())
+        }
+    };
+    if !opts.feedback || rng.below(8) == 0 {
+        return generate(rng, opts.max_len);
+    }
+    let Some(mut base) = pick(rng) else {
+        return generate(rng, opts.max_len);
+    };
+    let other = pick(rng).unwrap_or_default();
+    if rng.below(2) == 0 {
+        mutate_program(rng, &mut base, &other, opts.target);
+    } else {
+        for _ in 0..1 + rng.below(4) {
+            mutate_bytes(rng, &mut base, &other);
+        }
+    }
+    base.truncate(opts.max_len.max(16) * 2);
+    base
+}
+
+/// A fresh random input of up to `max_len` bytes.
+pub fn generate(rng: &mut Rng, max_len: usize) -> Vec<u8> {
+    let n = 8 + rng.below(max_len.max(9) - 7);
+    rng.bytes(n)
+}
+
+/// Classic byte mutations: flips, interesting values, chunk insert, delete,
+/// duplicate and splice.
+pub fn mutate_bytes(rng: &mut Rng, data: &mut Vec<u8>, other: &[u8]) {
+    if data.is_empty() {
+        data.extend(rng.bytes(8));
+        return;
+    }
+    let len = data.len();
+    match rng.below(8) {
+        0 => {
+            let i = rng.below(len);
+            data[i] ^= 1 << rng.below(8);
+        }
+        1 => {
+            let i = rng.below(len);
+            data[i] = rng.next_u64() as u8;
+        }
+        2 => {
+            let i = rng.below(len);
+            data[i] = [0, 1, 0x7f, 0x80, 0xfe, 0xff][rng.below(6)];
+        }
+        3 => {
+            let i = rng.below(len + 1);
+            let chunk = {
+                let k = 1 + rng.below(8);
+                rng.bytes(k)
+            };
+            data.splice(i..i, chunk);
+        }
+        4 => {
+            let i = rng.below(len);
+            let n = 1 + rng.below((len - i).min(16));
+            data.drain(i..i + n);
+        }
+        5 => {
+            let i = rng.below(len);
+            let n = 1 + rng.below((len - i).min(32));
+            let chunk: Vec<u8> = data[i..i + n].to_vec();
+            let at = rng.below(len + 1);
+            data.splice(at..at, chunk);
+        }
+        6 if !other.is_empty() => {
+            let cut = rng.below(len);
+            let from = rng.below(other.len());
+            data.truncate(cut);
+            data.extend_from_slice(&other[from..]);
+        }
+        _ => {
+            let k = 1 + rng.below(16);
+            data.extend(rng.bytes(k))
+        }
+    }
+}
+
+/// Mutations that keep the program structure: insert, delete, duplicate,
+/// swap or reassign whole steps, or splice another program's steps in.
+pub fn mutate_program(rng: &mut Rng, data: &mut Vec<u8>, other: &[u8], target: Target) {
+    let mut p = decode_for(target, data);
+    let fresh = |rng: &mut Rng, cfg: ProgramConfig| {
+        let mut bytes = codec::encode(&Program {
+            config: cfg,
+            steps: Vec::new(),
+        });
+        let k = 4 + rng.below(24);
+        bytes.extend(rng.bytes(k));
+        decode_for(target, &bytes).steps
+    };
+    let n = p.steps.len();
+    match rng.below(7) {
+        0 | 1 => {
+            let at = rng.below(n + 1);
+            let new = fresh(rng, p.config);
+            let k = new.len().min(1 + rng.below(3));
+            p.steps.splice(at..at, new.into_iter().take(k));
+        }
+        2 if n > 0 => {
+            let i = rng.below(n);
+            let k = 1 + rng.below((n - i).min(4));
+            p.steps.drain(i..i + k);
+        }
+        3 if n > 1 => {
+            let (a, b) = (rng.below(n), rng.below(n));
+            p.steps.swap(a, b);
+        }
+        4 if n > 0 => {
+            let i = rng.below(n);
+            p.steps[i].thread = rng.below(p.config.threads as usize) as u8;
+        }
+        5 if n > 0 => {
+            let i = rng.below(n);
+            let k = 1 + rng.below((n - i).min(8));
+            let chunk: Vec<_> = p.steps[i..i + k].to_vec();
+            let at = rng.below(n + 1);
+            p.steps.splice(at..at, chunk);
+        }
+        _ => {
+            let q = decode_for(target, other);
+            if !q.steps.is_empty() {
+                let from = rng.below(q.steps.len());
+                let at = rng.below(n + 1);
+                let k = (q.steps.len() - from).min(1 + rng.below(8));
+                let mut chunk: Vec<_> = q.steps[from..from + k].to_vec();
+                for s in &mut chunk {
+                    s.thread %= p.config.threads;
+                }
+                p.steps.splice(at..at, chunk);
+            }
+        }
+    }
+    p.steps.truncate(MAX_STEPS);
+    *data = codec::encode(&p);
+}

@@ -1,0 +1,981 @@
+//! The executor: runs a program against the notifier core and
+//! `ReferenceNotifier` in lock-step, on a deterministic single-threaded
+//! scheduler of logical threads, and compares the two after every step.
+//!
+//! Scheduling rules:
+//! * Lines run in order. A line whose thread is blocked waits in that
+//!   thread's queue and runs as soon as the thread wakes.
+//! * After every step, blocked threads whose wait is ready wake, in thread
+//!   order. Core and model must agree on who is ready.
+//! * A thread that holds an open invalidation may not call read_begin or
+//!   remove (the kernel's lockdep map forbids it too): such ops are skipped.
+//! * At the end, threads are drained: queued lines run, open invalidations
+//!   are ended innermost first, lowest thread first. If every unfinished
+//!   thread is blocked, that is a deadlock. Then the core must be quiescent.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+
+use notifier::{
+    ClassicOps, Culprit, Interval, IntervalId, InvalidateError, Invalidation, Owner, PlantedBug,
+    Range, ReadBegin, RemoveWait, SeqWait, Subscriptions,
+};
+use oracles::{
+    CallbackModel, Expected, Mark, ModelInvalidation, ModelRead, ModelRemove, ModelStart,
+    ModelWait, ReferenceNotifier, Refuse,
+};
+
+use crate::program::{Op, Program, Step, CLASSIC_SLOTS, MAX_THREADS, SLOTS};
+
+/// How to run a program.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOptions {
+    /// Record a readable trace of every step (slower; for reports).
+    pub trace: bool,
+    /// The planted bug to enable in the core (needs the `planted-bugs` feature).
+    pub planted: Option<PlantedBug>,
+}
+
+/// The class of a divergence; the minimizer keeps it fixed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DivergenceKind {
+    /// Core and model returned different results for an op.
+    Result,
+    /// Different callbacks ran, or in a different order, or with different answers.
+    Callbacks,
+    /// A callback ran with an even seq, or one that is not the current cycle's.
+    CallbackSeq,
+    /// Tree membership, deferred list, seq parity or active count differ.
+    State,
+    /// One side blocks an op and the other does not.
+    Blocking,
+    /// One side wakes a waiter and the other does not.
+    Wake,
+    /// Every unfinished logical thread is blocked.
+    Deadlock,
+    /// The core is not quiescent after the drain.
+    NotQuiescent,
+    /// The core panicked.
+    Panic,
+}
+
+impl DivergenceKind {
+    /// Short name for reports and file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            DivergenceKind::Result => "result",
+            DivergenceKind::Callbacks => "callbacks",
+            DivergenceKind::CallbackSeq => "callback-seq",
+            DivergenceKind::State => "state",
+            DivergenceKind::Blocking => "blocking",
+            DivergenceKind::Wake => "wake",
+            DivergenceKind::Deadlock => "deadlock",
+            DivergenceKind::NotQuiescent => "not-quiescent",
+            DivergenceKind::Panic => "panic",
+        }
+    }
+}
+
+/// A disagreement between the implementation and the oracle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Divergence {
+    /// Its class.
+    pub kind: DivergenceKind,
+    /// Index of the program line being run, or None during the drain.
+    pub step: Option<usize>,
+    /// What was being done, in `.ops` words.
+    pub doing: String,
+    /// What the core said.
+    pub core: String,
+    /// What the model said.
+    pub model: String,
+    /// Both sides' rendered state at the divergence: (core, model).
+    pub states: (String, String),
+}
+
+/// Counters of one execution.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExecStats {
+    /// Ops that ran on both sides.
+    pub ran: u64,
+    /// Ops skipped as meaningless in the state (empty slot, lockdep rule…).
+    pub skipped: u64,
+    /// Ops that blocked their thread.
+    pub blocked: u64,
+    /// Callbacks that ran.
+    pub callbacks: u64,
+}
+
+/// The result of one execution.
+#[derive(Clone, Debug, Default)]
+pub struct Outcome {
+    /// The first divergence, if any.
+    pub divergence: Option<Divergence>,
+    /// One line per executed step, when tracing.
+    pub trace: Vec<String>,
+    /// Behaviour features seen (for the built-in engine's feedback).
+    pub features: Vec<u32>,
+    /// Counters.
+    pub stats: ExecStats,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Observed {
+    Interval {
+        id: IntervalId,
+        range: Range,
+        accepted: bool,
+        cur_seq: u64,
+    },
+    ClassicStart {
+        id: usize,
+        accepted: bool,
+    },
+    ClassicEnd {
+        id: usize,
+    },
+    ClassicRelease {
+        id: usize,
+    },
+}
+
+type Log = Arc<Mutex<Vec<Observed>>>;
+
+struct ClassicCb {
+    key: usize,
+    refuse: Refuse,
+    log: Log,
+}
+
+impl ClassicOps for ClassicCb {
+    fn invalidate_range_start(&self, range: &Range) -> bool {
+        let accepted = !self.refuse.refuses(range);
+        lock(&self.log).push(Observed::ClassicStart {
+            id: self.key,
+            accepted,
+        });
+        accepted
+    }
+    fn invalidate_range_end(&self, _range: &Range) {
+        lock(&self.log).push(Observed::ClassicEnd { id: self.key });
+    }
+    fn release(&self) {
+        lock(&self.log).push(Observed::ClassicRelease { id: self.key });
+    }
+}
+
+fn lock(log: &Log) -> std::sync::MutexGuard<'_, Vec<Observed>> {
+    log.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn interval_cb(model: CallbackModel, log: Log) -> Arc<dyn notifier::IntervalOps> {
+    Arc::new(move |iv: &Interval, range: &Range, cur_seq: u64| {
+        let accepted = !model.refuse.refuses(range);
+        if accepted && model.sets_seq(range) {
+            // Inside the callback, set_seq of its own interval cannot fail.
+            let _ = iv.set_seq(cur_seq);
+        }
+        lock(&log).push(Observed::Interval {
+            id: iv.id(),
+            range: *range,
+            accepted,
+            cur_seq,
+        });
+        accepted
+    })
+}
+
+struct SlotIv {
+    core: Interval,
+    id: IntervalId,
+}
+
+struct SlotClassic {
+    core: notifier::ClassicId,
+    model: notifier::ClassicId,
+}
+
+enum Blocked {
+    Read {
+        slot: usize,
+        id: IntervalId,
+        core: SeqWait,
+        model: ModelWait,
+        token: Mark,
+    },
+    Remove {
+        slot: usize,
+        core: RemoveWait,
+        model: ModelWait,
+    },
+}
+
+#[derive(Clone, Copy)]
+struct Fault {
+    slot: usize,
+    id: IntervalId,
+    seq: u64,
+    token: Mark,
+}
+
+#[derive(Default)]
+struct Thread {
+    open: Vec<(Invalidation, ModelInvalidation)>,
+    // Faults begun and not yet committed, latest last.
+    reads: Vec<Fault>,
+    blocked: Option<Blocked>,
+    queue: VecDeque<usize>,
+}
+
+struct Exec<'p> {
+    program: &'p Program,
+    opts: RunOptions,
+    core: Subscriptions,
+    model: ReferenceNotifier,
+    log: Log,
+    slots: Vec<Option<SlotIv>>,
+    classic: Vec<Option<SlotClassic>>,
+    threads: Vec<Thread>,
+    out: Outcome,
+    // The callbacks of the current step, rendered, when tracing.
+    calls_seen: String,
+    // Core ClassicId of each registration key, in registration order.
+    classic_ids: Vec<Option<notifier::ClassicId>>,
+}
+
+type Step2 = Result<(), Divergence>;
+
+/// Runs `program` on both sides. Never panics on a core panic: that is
+/// reported as a [`DivergenceKind::Panic`] divergence.
+pub fn run(program: &Program, opts: &RunOptions) -> Outcome {
+    let result =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_inner(program, opts)));
+    match result {
+        Ok(out) => out,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "non-string panic".into());
+            Outcome {
+                divergence: Some(Divergence {
+                    kind: DivergenceKind::Panic,
+                    step: None,
+                    doing: "running the program".into(),
+                    core: format!("panicked: {msg}"),
+                    model: "no panic".into(),
+                    states: (String::new(), String::new()),
+                }),
+                ..Outcome::default()
+            }
+        }
+    }
+}
+
+fn run_inner(program: &Program, opts: &RunOptions) -> Outcome {
+    if let Err(e) = program.validate() {
+        return Outcome {
+            divergence: None,
+            trace: vec![format!("invalid program: {e}")],
+            ..Outcome::default()
+        };
+    }
+    let cfg = notifier::Config {
+        initial_seq: program.config.initial_seq,
+        task_size: program.config.task_size,
+        #[cfg(feature = "planted-bugs")]
+        planted: opts.planted,
+    };
+    let core = Subscriptions::new(cfg).expect("validated config");
+    let mut ex = Exec {
+        program,
+        opts: *opts,
+        core,
+        model: ReferenceNotifier::new(program.config.task_size),
+        log: Arc::default(),
+        slots: (0..SLOTS).map(|_| None).collect(),
+        classic: (0..CLASSIC_SLOTS).map(|_| None).collect(),
+        threads: (0..MAX_THREADS).map(|_| Thread::default()).collect(),
+        out: Outcome::default(),
+        calls_seen: String::new(),
+        classic_ids: Vec::new(),
+    };
+    let r = ex.schedule().and_then(|()| ex.drain());
+    ex.out.divergence = r.err();
+    ex.out
+}
+
+impl Exec<'_> {
+    fn schedule(&mut self) -> Step2 {
+        for i in 0..self.program.steps.len() {
+            let t = self.program.steps[i].thread as usize;
+            if self.threads[t].blocked.is_some() {
+                self.threads[t].queue.push_back(i);
+                self.check_all_blocked(Some(i))?;
+                continue;
+            }
+            self.step(i)?;
+            self.wake(Some(i))?;
+        }
+        Ok(())
+    }
+
+    fn check_all_blocked(&self, at: Option<usize>) -> Step2 {
+        let live = self.program.config.threads as usize;
+        if self.threads[..live].iter().all(|t| t.blocked.is_some()) {
+            return Err(self.diverge(
+                DivergenceKind::Deadlock,
+                at,
+                "scheduling".into(),
+                "every logical thread is blocked".into(),
+                self.model_blocked_text(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn model_blocked_text(&self) -> String {
+        let live = self.program.config.threads as usize;
+        let mut s = String::from("waits the model considers complete:");
+        for (t, th) in self.threads[..live].iter().enumerate() {
+            if let Some(b) = &th.blocked {
+                let w = match b {
+                    Blocked::Read { model, .. } | Blocked::Remove { model, .. } => model,
+                };
+                let _ = write!(s, " t{t}={}", self.model.wait_ready(w));
+            }
+        }
+        s
+    }
+
+    fn drain(&mut self) -> Step2 {
+        let live = self.program.config.threads as usize;
+        loop {
+            let mut progress = false;
+            for t in 0..live {
+                if self.threads[t].blocked.is_none() && !self.threads[t].queue.is_empty() {
+                    self.run_queue(t)?;
+                    progress = true;
+                }
+            }
+            if !progress {
+                if let Some(t) = (0..live).find(|&t| {
+                    self.threads[t].blocked.is_none() && !self.threads[t].open.is_empty()
+                }) {
+                    self.end(t, None)?;
+                    let calls = std::mem::take(&mut self.calls_seen);
+                    self.trace(format!("drain: t{t} end{calls}"));
+                    progress = true;
+                }
+            }
+            self.wake(None)?;
+            if !progress {
+                break;
+            }
+        }
+        if self.threads[..live].iter().any(|t| t.blocked.is_some()) {
+            return Err(self.diverge(
+                DivergenceKind::Deadlock,
+                None,
+                "draining".into(),
+                "a logical thread is still blocked with nothing left to run".into(),
+                self.model_blocked_text(),
+            ));
+        }
+        if !self.core.is_quiescent() || !self.model.is_quiescent() {
+            return Err(self.diverge(
+                DivergenceKind::NotQuiescent,
+                None,
+                "checking quiescence after the drain".into(),
+                format!("quiescent={}", self.core.is_quiescent()),
+                format!("quiescent={}", self.model.is_quiescent()),
+            ));
+        }
+        self.compare_state(None)
+    }
+
+    fn run_queue(&mut self, t: usize) -> Step2 {
+        while self.threads[t].blocked.is_none() {
+            let Some(i) = self.threads[t].queue.pop_front() else {
+                break;
+            };
+            self.step(i)?;
+        }
+        Ok(())
+    }
+
+    fn wake(&mut self, at: Option<usize>) -> Step2 {
+        let live = self.program.config.threads as usize;
+        for t in 0..live {
+            let Some(b) = &self.threads[t].blocked else {
+                continue;
+            };
+            let (core_ready, model_ready) = match b {
+                Blocked::Read { core, model, .. } => {
+                    (self.core.wait_is_ready(core), self.model.wait_ready(model))
+                }
+                Blocked::Remove { core, model, .. } => {
+                    let c = match core {
+                        RemoveWait::Done => true,
+                        RemoveWait::Wait(w) => self.core.wait_is_ready(w),
+                    };
+                    (c, self.model.wait_ready(model))
+                }
+            };
+            if core_ready != model_ready {
+                return Err(self.diverge(
+                    DivergenceKind::Wake,
+                    at,
+                    format!("checking whether t{t}'s wait is over"),
+                    format!("ready={core_ready}"),
+                    format!("ready={model_ready}"),
+                ));
+            }
+            if !core_ready {
+                continue;
+            }
+            match self.threads[t].blocked.take().expect("checked above") {
+                Blocked::Read {
+                    slot,
+                    id,
+                    core,
+                    token,
+                    ..
+                } => {
+                    let seq = self.core.read_begin_finish(core);
+                    self.threads[t].reads.push(Fault {
+                        slot,
+                        id,
+                        seq,
+                        token,
+                    });
+                    self.trace(format!("  t{t} wakes: read_begin i{slot} -> seq {seq:#x}"));
+                }
+                Blocked::Remove { slot, core, .. } => {
+                    self.core.remove_finish(core);
+                    self.slots[slot] = None;
+                    self.forget_reads(slot);
+                    self.trace(format!("  t{t} wakes: remove i{slot} done"));
+                }
+            }
+            self.feature(0xa0 + t as u32);
+            self.run_queue(t)?;
+        }
+        Ok(())
+    }
+
+    fn forget_reads(&mut self, slot: usize) {
+        for th in &mut self.threads {
+            th.reads.retain(|r| r.slot != slot);
+        }
+    }
+
+    fn trace(&mut self, line: String) {
+        if self.opts.trace {
+            self.out.trace.push(line);
+        }
+    }
+
+    fn feature(&mut self, f: u32) {
+        self.out.features.push(f);
+    }
+
+    fn skip(&mut self, i: usize, why: &str) -> Step2 {
+        self.out.stats.skipped += 1;
+        if self.opts.trace {
+            let line = crate::text::format_step(&self.program.steps[i]);
+            self.out
+                .trace
+                .push(format!("{i:>4}: {line}    (skipped: {why})"));
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, i: usize) -> Step2 {
+        let Step { thread, op } = self.program.steps[i];
+        let t = thread as usize;
+        lock(&self.log).clear();
+        let said = match op {
+            Op::Insert {
+                slot,
+                start,
+                len,
+                cb,
+            } => {
+                let s = slot as usize;
+                if self.slots[s].is_some() {
+                    return self.skip(i, "slot in use");
+                }
+                let c = self
+                    .core
+                    .insert(start, len, interval_cb(cb, self.log.clone()));
+                let m = self.model.insert(start, len, cb);
+                match (c, m) {
+                    (Ok(iv), Ok(id)) if iv.id() == id => {
+                        let said = format!("{id} seq={:#x}", iv.seq());
+                        self.slots[s] = Some(SlotIv { core: iv, id });
+                        said
+                    }
+                    (Err(a), Err(b)) if a == b => format!("error: {a}"),
+                    (c, m) => {
+                        let c = c.map(|iv| iv.id());
+                        return Err(self.result_div(i, format!("{c:?}"), format!("{m:?}")));
+                    }
+                }
+            }
+            Op::Remove { slot } => {
+                let s = slot as usize;
+                let Some(sl) = &self.slots[s] else {
+                    return self.skip(i, "empty slot");
+                };
+                if !self.threads[t].open.is_empty() {
+                    return self.skip(i, "thread holds an open invalidation");
+                }
+                let (core_iv, id) = (sl.core.clone(), sl.id);
+                let c = self.core.remove_prepare(&core_iv);
+                let m = self.model.remove(id);
+                match (c, m) {
+                    (Ok(RemoveWait::Done), Ok(ModelRemove::Done)) => {
+                        self.slots[s] = None;
+                        self.forget_reads(s);
+                        "removed".to_string()
+                    }
+                    (Ok(RemoveWait::Wait(w)), Ok(ModelRemove::Blocks(mw))) => {
+                        self.out.stats.blocked += 1;
+                        self.threads[t].blocked = Some(Blocked::Remove {
+                            slot: s,
+                            core: RemoveWait::Wait(w),
+                            model: mw,
+                        });
+                        "blocks until the cycle ends".to_string()
+                    }
+                    (Err(a), Err(b)) if a == b => format!("error: {a}"),
+                    (c, m) => {
+                        let kind = match (&c, &m) {
+                            (Ok(_), Ok(_)) => DivergenceKind::Blocking,
+                            _ => DivergenceKind::Result,
+                        };
+                        let (c, m) = (format!("{c:?}"), format!("{m:?}"));
+                        return Err(self.diverge(kind, Some(i), self.doing(i), c, m));
+                    }
+                }
+            }
+            Op::Start {
+                event,
+                start,
+                end,
+                blockable,
+                owner,
+            } => {
+                let range = Range {
+                    start,
+                    end,
+                    event,
+                    blockable,
+                    owner: owner.map(|o| Owner(o.into())),
+                };
+                let c = self.core.invalidate_range_start(&range);
+                let mut expected = Vec::new();
+                let m = self.model.invalidate_start(&range, &mut expected);
+                self.compare_calls(i, &expected)?;
+                match (c, m) {
+                    (Ok(inv), ModelStart::Accepted(minv)) if inv.hit() == minv.hit => {
+                        let said = format!("ok hit={}", inv.hit());
+                        self.threads[t].open.push((inv, minv));
+                        said
+                    }
+                    (Err(InvalidateError::WouldBlock(a)), ModelStart::WouldBlock(b)) if a == b => {
+                        format!("would block ({})", culprit(a))
+                    }
+                    (
+                        Err(InvalidateError::ContractViolation(a)),
+                        ModelStart::ContractViolation(b),
+                    ) if a == b => format!("contract violation ({})", culprit(a)),
+                    (Err(InvalidateError::Bad(e)), ModelStart::Bad) => format!("error: {e}"),
+                    (c, m) => {
+                        let c = c.map(|inv| format!("accepted hit={}", inv.hit()));
+                        return Err(self.result_div(i, format!("{c:?}"), format!("{m:?}")));
+                    }
+                }
+            }
+            Op::End => {
+                if self.threads[t].open.is_empty() {
+                    return self.skip(i, "no open invalidation");
+                }
+                self.end(t, Some(i))?;
+                "ended".to_string()
+            }
+            Op::ReadBegin { slot } => {
+                let s = slot as usize;
+                let Some(sl) = &self.slots[s] else {
+                    return self.skip(i, "empty slot");
+                };
+                if !self.threads[t].open.is_empty() {
+                    return self.skip(i, "thread holds an open invalidation");
+                }
+                let (core_iv, id) = (sl.core.clone(), sl.id);
+                let c = self.core.read_begin_prepare(&core_iv);
+                let m = self.model.read_begin(id);
+                match (c, m) {
+                    (Ok(ReadBegin::Ready(seq)), Ok(ModelRead::Ready(token))) => {
+                        self.threads[t].reads.push(Fault {
+                            slot: s,
+                            id,
+                            seq,
+                            token,
+                        });
+                        format!("seq {seq:#x}")
+                    }
+                    (Ok(ReadBegin::Wait(w)), Ok(ModelRead::Blocks(mw, tok))) => {
+                        self.out.stats.blocked += 1;
+                        let said = format!("blocks (seq {:#x} is the current cycle)", w.seq());
+                        self.threads[t].blocked = Some(Blocked::Read {
+                            slot: s,
+                            id,
+                            core: w,
+                            model: mw,
+                            token: tok,
+                        });
+                        said
+                    }
+                    (Err(a), Err(b)) if a == b => format!("error: {a}"),
+                    (c, m) => {
+                        let kind = match (&c, &m) {
+                            (Ok(_), Ok(_)) => DivergenceKind::Blocking,
+                            _ => DivergenceKind::Result,
+                        };
+                        let (c, m) = (format!("{c:?}"), format!("{m:?}"));
+                        return Err(self.diverge(kind, Some(i), self.doing(i), c, m));
+                    }
+                }
+            }
+            Op::Commit | Op::CheckRetry => {
+                let Some(f) = self.threads[t].reads.last().copied() else {
+                    return self.skip(i, "no fault in progress");
+                };
+                let live = self.slots[f.slot].as_ref().filter(|sl| sl.id == f.id);
+                let Some(sl) = live else {
+                    // Its interval was removed while the fault slept.
+                    self.threads[t].reads.pop();
+                    return self.skip(i, "the fault's interval is gone");
+                };
+                let c = sl.core.read_retry(f.seq);
+                let m = self.model.read_retry(sl.id, f.token);
+                if c != m {
+                    return Err(self.result_div(i, format!("retry={c}"), format!("retry={m}")));
+                }
+                if op == Op::Commit {
+                    self.threads[t].reads.pop();
+                }
+                format!("i{} {}", f.slot, if c { "retry" } else { "commit" })
+            }
+            Op::Release => {
+                let c = self.core.release();
+                let mut expected = Vec::new();
+                let m = self.model.release(&mut expected);
+                self.compare_calls(i, &expected)?;
+                match (c, m) {
+                    (Ok(()), Ok(None)) => "released".to_string(),
+                    (Err(InvalidateError::ContractViolation(a)), Ok(Some(b))) if a == b => {
+                        format!("contract violation ({})", culprit(a))
+                    }
+                    (Err(InvalidateError::Bad(a)), Err(b)) if a == b => format!("error: {a}"),
+                    (c, m) => {
+                        return Err(self.result_div(i, format!("{c:?}"), format!("{m:?}")));
+                    }
+                }
+            }
+            Op::Register { slot, refuse } => {
+                let s = slot as usize;
+                if self.classic[s].is_some() {
+                    return self.skip(i, "slot in use");
+                }
+                let key = self.classic_ids.len();
+                self.classic_ids.push(None);
+                let c = self.core.register(Arc::new(ClassicCb {
+                    key,
+                    refuse,
+                    log: self.log.clone(),
+                }));
+                let m = self.model.register(refuse);
+                match (c, m) {
+                    (Ok(a), Ok(b)) if a == b => {
+                        self.classic_ids[key] = Some(a);
+                        self.classic[s] = Some(SlotClassic { core: a, model: b });
+                        format!("{a}")
+                    }
+                    (Err(a), Err(b)) if a == b => format!("error: {a}"),
+                    (c, m) => {
+                        return Err(self.result_div(i, format!("{c:?}"), format!("{m:?}")));
+                    }
+                }
+            }
+            Op::Unregister { slot } => {
+                let s = slot as usize;
+                let Some(sl) = &self.classic[s] else {
+                    return self.skip(i, "empty slot");
+                };
+                let c = self.core.unregister(sl.core);
+                let m = self.model.unregister(sl.model);
+                if c != m {
+                    return Err(self.result_div(i, format!("{c:?}"), format!("{m:?}")));
+                }
+                self.classic[s] = None;
+                "unregistered".to_string()
+            }
+        };
+        self.out.stats.ran += 1;
+        self.step_feature(&op, &said);
+        if self.opts.trace {
+            let line = crate::text::format_step(&self.program.steps[i]);
+            let calls = std::mem::take(&mut self.calls_seen);
+            self.out
+                .trace
+                .push(format!("{i:>4}: {line}    -> {said}{calls}"));
+        }
+        self.compare_state(Some(i))
+    }
+
+    fn end(&mut self, t: usize, at: Option<usize>) -> Step2 {
+        let (inv, minv) = self.threads[t].open.pop().expect("caller checked");
+        lock(&self.log).clear();
+        self.core.invalidate_range_end(inv);
+        let mut expected = Vec::new();
+        self.model.invalidate_end(&minv, &mut expected);
+        self.compare_calls_at(at, &format!("t{t} end"), &expected)?;
+        if at.is_none() {
+            self.compare_state(None)?;
+        }
+        Ok(())
+    }
+
+    fn step_feature(&mut self, op: &Op, said: &str) {
+        let kind = op.keyword().len() as u32 ^ (op.keyword().as_bytes()[0] as u32) << 4;
+        let outcome = said.as_bytes().first().copied().unwrap_or(0) as u32;
+        let m = &self.model;
+        let state = (m.invalidating() as u32)
+            | (m.active().min(3) as u32) << 1
+            | (m.membership().deferred.len().min(3) as u32) << 3;
+        let blocked = self.threads.iter().filter(|t| t.blocked.is_some()).count() as u32;
+        let calls = lock(&self.log).len().min(3) as u32;
+        self.feature(kind << 16 | outcome << 8 | state << 3 | blocked << 1 | calls << 24);
+    }
+
+    fn doing(&self, i: usize) -> String {
+        crate::text::format_step(&self.program.steps[i])
+    }
+
+    fn result_div(&self, i: usize, core: String, model: String) -> Divergence {
+        self.diverge(DivergenceKind::Result, Some(i), self.doing(i), core, model)
+    }
+
+    fn compare_calls(&mut self, i: usize, expected: &[Expected]) -> Step2 {
+        let doing = self.doing(i);
+        self.compare_calls_at(Some(i), &doing, expected)
+    }
+
+    fn compare_calls_at(&mut self, at: Option<usize>, doing: &str, expected: &[Expected]) -> Step2 {
+        let observed = std::mem::take(&mut *lock(&self.log));
+        self.out.stats.callbacks += observed.len() as u64;
+        let as_model: Vec<Expected> = observed.iter().map(|o| self.to_expected(o)).collect();
+        if self.opts.trace && !as_model.is_empty() {
+            self.calls_seen = format!(" {}", render_calls(&as_model));
+        }
+        if as_model != expected {
+            return Err(self.diverge(
+                DivergenceKind::Callbacks,
+                at,
+                doing.to_string(),
+                format!("callbacks {}", render_calls(&as_model)),
+                format!("callbacks {}", render_calls(expected)),
+            ));
+        }
+        for o in &observed {
+            if let Observed::Interval { cur_seq, .. } = o {
+                if cur_seq & 1 == 0 {
+                    return Err(self.diverge(
+                        DivergenceKind::CallbackSeq,
+                        at,
+                        doing.to_string(),
+                        format!("callback ran with even cur_seq {cur_seq:#x}"),
+                        "callbacks run only in an odd (invalidating) cycle".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn to_expected(&self, o: &Observed) -> Expected {
+        // Classic callbacks know only their registration key.
+        let classic_id = |key: usize| {
+            self.classic_ids
+                .get(key)
+                .copied()
+                .flatten()
+                .unwrap_or(notifier::ClassicId(u64::MAX))
+        };
+        match *o {
+            Observed::Interval {
+                id,
+                range,
+                accepted,
+                ..
+            } => Expected::Interval {
+                id,
+                range,
+                accepted,
+            },
+            Observed::ClassicStart { id, accepted } => Expected::ClassicStart {
+                id: classic_id(id),
+                accepted,
+            },
+            Observed::ClassicEnd { id } => Expected::ClassicEnd { id: classic_id(id) },
+            Observed::ClassicRelease { id } => Expected::ClassicRelease { id: classic_id(id) },
+        }
+    }
+
+    fn compare_state(&self, at: Option<usize>) -> Step2 {
+        let snap = self.core.snapshot();
+        let mem = self.model.membership();
+        let same = snap.tree == mem.tree
+            && snap.deferred == mem.deferred
+            && snap.classic == mem.classic
+            && snap.released == mem.released
+            && (snap.seq & 1 == 1) == self.model.invalidating()
+            && snap.active == self.model.active();
+        if same {
+            return Ok(());
+        }
+        let doing = match at {
+            Some(i) => self.doing(i),
+            None => "draining".into(),
+        };
+        let compact = |s: String| {
+            s.lines()
+                .filter(|l| !l.starts_with('#'))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        Err(self.diverge(
+            DivergenceKind::State,
+            at,
+            doing,
+            compact(self.render_core()),
+            compact(self.render_model()),
+        ))
+    }
+
+    fn diverge(
+        &self,
+        kind: DivergenceKind,
+        step: Option<usize>,
+        doing: String,
+        core: String,
+        model: String,
+    ) -> Divergence {
+        Divergence {
+            kind,
+            step,
+            doing,
+            core,
+            model,
+            states: (self.render_core(), self.render_model()),
+        }
+    }
+
+    fn render_core(&self) -> String {
+        let s = self.core.snapshot();
+        render_state(
+            s.seq & 1 == 1,
+            s.active,
+            &s.tree,
+            &s.deferred,
+            &s.classic,
+            s.released,
+            Some(s.seq),
+        )
+    }
+
+    fn render_model(&self) -> String {
+        let m = self.model.membership();
+        render_state(
+            self.model.invalidating(),
+            self.model.active(),
+            &m.tree,
+            &m.deferred,
+            &m.classic,
+            m.released,
+            None,
+        )
+    }
+}
+
+fn culprit(c: Culprit) -> String {
+    c.to_string()
+}
+
+fn render_calls(calls: &[Expected]) -> String {
+    let mut s = String::from("[");
+    for (n, c) in calls.iter().enumerate() {
+        if n > 0 {
+            s.push_str(", ");
+        }
+        match c {
+            Expected::Interval {
+                id,
+                range,
+                accepted,
+            } => {
+                let _ = write!(s, "{id} {range}");
+                if !accepted {
+                    s.push_str(" refused");
+                }
+            }
+            Expected::ClassicStart { id, accepted } => {
+                let _ = write!(s, "{id} start{}", if *accepted { "" } else { " refused" });
+            }
+            Expected::ClassicEnd { id } => {
+                let _ = write!(s, "{id} end");
+            }
+            Expected::ClassicRelease { id } => {
+                let _ = write!(s, "{id} release");
+            }
+        }
+    }
+    s.push(']');
+    s
+}
+
+fn render_state(
+    invalidating: bool,
+    active: u64,
+    tree: &[(IntervalId, u64, u64)],
+    deferred: &[notifier::Deferred],
+    classic: &[notifier::ClassicId],
+    released: bool,
+    seq: Option<u64>,
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "invalidating: {invalidating}");
+    let _ = writeln!(s, "active: {active}");
+    for (id, start, last) in tree {
+        let _ = writeln!(s, "tree: {id} [{start:#x}, {last:#x}]");
+    }
+    for d in deferred {
+        let _ = match d {
+            notifier::Deferred::Insert(id) => writeln!(s, "deferred: insert {id}"),
+            notifier::Deferred::Remove(id) => writeln!(s, "deferred: remove {id}"),
+        };
+    }
+    for c in classic {
+        let _ = writeln!(s, "classic: {c}");
+    }
+    let _ = writeln!(s, "released: {released}");
+    if let Some(seq) = seq {
+        let _ = writeln!(s, "# core seq {seq:#x}");
+    }
+    s
+}

@@ -1,0 +1,103 @@
+//! Reading inputs and writing findings. Writes are atomic: a temporary file
+//! in the same directory, synced, then renamed over the target.
+
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::exec::{Divergence, RunOptions};
+use crate::program::{Program, Target};
+use crate::report::regression_file;
+use crate::targets::decode_for;
+use crate::text;
+
+/// Every input file under `path` (itself if a file), sorted, skipping
+/// hidden and temporary files.
+pub fn program_files(path: &Path) -> Result<Vec<PathBuf>, String> {
+    let meta = fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if meta.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut out = Vec::new();
+    let mut dirs = vec![path.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        let entries = fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+        for e in entries {
+            let e = e.map_err(|e| format!("{}: {e}", d.display()))?;
+            let p = e.path();
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') || name.ends_with(".tmp") || name == "README.md" {
+                continue;
+            }
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Loads an input: `.ops` text (errors carry `path:line:column`), anything
+/// else as bytes for `target`.
+pub fn load_program(path: &Path, target: Target) -> Result<Program, String> {
+    if path.extension().is_some_and(|e| e == "ops") {
+        let s = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        text::parse(&s)
+            .map_err(|e| format!("{}:{}:{}: {}", path.display(), e.line, e.column, e.message))
+    } else {
+        let bytes = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(decode_for(target, &bytes))
+    }
+}
+
+/// Writes `bytes` to `path` atomically.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let err = |e: std::io::Error| format!("{}: {e}", path.display());
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(err)?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| format!("{}: not a file name", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(err)
+}
+
+/// FNV-1a, 64 bits: a stable name for a finding.
+pub fn fnv64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Writes a finding as `<dir>/<hash>.ops`, atomically; returns the path.
+pub fn write_regression(
+    dir: &Path,
+    p: &Program,
+    d: &Divergence,
+    opts: &RunOptions,
+) -> Result<PathBuf, String> {
+    let body = regression_file(p, d, opts);
+    let path = dir.join(format!("{:016x}.ops", fnv64(text::print(p).as_bytes())));
+    write_atomic(&path, body.as_bytes())?;
+    Ok(path)
+}

@@ -1,0 +1,73 @@
+//! Fuzz target entry points: one `&[u8]` function per target, shared by
+//! libFuzzer, AFL++, honggfuzz and the built-in engine, so that a corpus
+//! moves between them unchanged.
+
+use std::sync::OnceLock;
+
+use notifier::PlantedBug;
+
+use crate::codec;
+use crate::exec::{run, RunOptions};
+use crate::program::{Program, Target};
+use crate::report;
+
+/// The planted bug named by `MNFUZZ_PLANTED_BUG`, read once. An unknown
+/// name, or a name in a build without the `planted-bugs` feature, ends the
+/// process with a clear message instead of fuzzing the wrong thing.
+pub fn planted_from_env() -> Option<PlantedBug> {
+    static PLANTED: OnceLock<Option<PlantedBug>> = OnceLock::new();
+    *PLANTED.get_or_init(|| {
+        let name = std::env::var("MNFUZZ_PLANTED_BUG").ok()?;
+        if name.is_empty() {
+            return None;
+        }
+        match resolve_planted(&name) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                eprintln!("mnfuzz: MNFUZZ_PLANTED_BUG: {e}");
+                std::process::exit(2);
+            }
+        }
+    })
+}
+
+/// Looks up a planted bug by name, checking that this build can plant it.
+pub fn resolve_planted(name: &str) -> Result<PlantedBug, String> {
+    let bug = PlantedBug::from_name(name).ok_or_else(|| {
+        let all: Vec<&str> = PlantedBug::ALL.iter().map(|b| b.name()).collect();
+        format!("unknown planted bug '{name}' (known: {})", all.join(", "))
+    })?;
+    if cfg!(feature = "planted-bugs") {
+        Ok(bug)
+    } else {
+        Err(format!(
+            "'{name}' needs a build with the planted-bugs feature (cargo ... --features planted-bugs)"
+        ))
+    }
+}
+
+/// Decodes `data` as a program for `target`.
+pub fn decode_for(target: Target, data: &[u8]) -> Program {
+    let mut p = codec::decode(data);
+    p.config.target = target;
+    p
+}
+
+/// Runs `data` as a `target` program; panics with the full report on a
+/// divergence, and only then.
+pub fn run_bytes(target: Target, data: &[u8]) {
+    let opts = RunOptions {
+        trace: false,
+        planted: planted_from_env(),
+    };
+    let p = decode_for(target, data);
+    if run(&p, &opts).divergence.is_some() {
+        let report = report::render(&p, &opts).unwrap_or_default();
+        panic!("{report}");
+    }
+}
+
+/// The `notifier` target: the core against `ReferenceNotifier`.
+pub fn notifier(data: &[u8]) {
+    run_bytes(Target::Notifier, data);
+}

@@ -1,0 +1,61 @@
+//! Replays every file under `corpus/` as its own test: seed inputs (bytes
+//! or `.ops`) and regressions. A regression that names the planted bug it
+//! was found under (`# planted: NAME`) must also still diverge with that
+//! bug, when the bugs are compiled in: it proves the detection stays.
+
+use std::path::{Path, PathBuf};
+
+use harness::exec::{run, RunOptions};
+use harness::files::{load_program, program_files};
+use harness::program::Target;
+use libtest_mimic::{Arguments, Failed, Trial};
+
+fn planted_header(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .take_while(|l| l.starts_with('#') || l.trim().is_empty())
+        .find_map(|l| l.strip_prefix("# planted:").map(|n| n.trim().to_string()))
+}
+
+fn replay(path: &Path, target: Target) -> Result<(), Failed> {
+    let p = load_program(path, target)?;
+    if run(&p, &RunOptions::default()).divergence.is_some() {
+        let report = harness::report::render(&p, &RunOptions::default()).unwrap_or_default();
+        return Err(report.into());
+    }
+    if let Some(name) = planted_header(path) {
+        if cfg!(feature = "planted-bugs") {
+            let bug = harness::targets::resolve_planted(&name)?;
+            let with = RunOptions {
+                planted: Some(bug),
+                ..RunOptions::default()
+            };
+            if run(&p, &with).divergence.is_none() {
+                return Err(format!("no longer detects planted bug {name}").into());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus");
+    let mut trials = Vec::new();
+    for target in Target::ALL {
+        for dir in [
+            root.join(target.name()),
+            root.join("regressions").join(target.name()),
+        ] {
+            if !dir.exists() {
+                continue;
+            }
+            let files: Vec<PathBuf> = program_files(&dir).expect("corpus directory is readable");
+            for f in files {
+                let name = f.strip_prefix(&root).unwrap_or(&f).display().to_string();
+                trials.push(Trial::test(name, move || replay(&f, target)));
+            }
+        }
+    }
+    libtest_mimic::run(&args, trials).exit();
+}
