@@ -277,7 +277,7 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
                     Rng::new(opts.seed ^ (job as u64).wrapping_mul(0xd6e8_feb8_6659_fd93));
                 let mut n = 0u64;
                 // Check the clock every few runs only; it is not free.
-                while !(n % 16 == 0 && out_of_budget()) && !stop_r.load(Ordering::Relaxed) {
+                while !(stop_r.load(Ordering::Relaxed) || n.is_multiple_of(16) && out_of_budget()) {
                     if opts
                         .runs
                         .is_some_and(|r| execs_r.load(Ordering::Relaxed) >= r)

@@ -244,7 +244,8 @@ struct Exec<'p> {
     classic_ids: Vec<Option<notifier::ClassicId>>,
 }
 
-type Step2 = Result<(), Divergence>;
+// Boxed: the error path is rare and the Ok path is hot.
+type Checked = Result<(), Box<Divergence>>;
 
 /// Runs `program` on both sides. Never panics on a core panic: that is
 /// reported as a [`DivergenceKind::Panic`] divergence.
@@ -303,12 +304,12 @@ fn run_inner(program: &Program, opts: &RunOptions) -> Outcome {
         classic_ids: Vec::new(),
     };
     let r = ex.schedule().and_then(|()| ex.drain());
-    ex.out.divergence = r.err();
+    ex.out.divergence = r.err().map(|d| *d);
     ex.out
 }
 
 impl Exec<'_> {
-    fn schedule(&mut self) -> Step2 {
+    fn schedule(&mut self) -> Checked {
         for i in 0..self.program.steps.len() {
             let t = self.program.steps[i].thread as usize;
             if self.threads[t].blocked.is_some() {
@@ -322,7 +323,7 @@ impl Exec<'_> {
         Ok(())
     }
 
-    fn check_all_blocked(&self, at: Option<usize>) -> Step2 {
+    fn check_all_blocked(&self, at: Option<usize>) -> Checked {
         let live = self.program.config.threads as usize;
         if self.threads[..live].iter().all(|t| t.blocked.is_some()) {
             return Err(self.diverge(
@@ -350,7 +351,7 @@ impl Exec<'_> {
         s
     }
 
-    fn drain(&mut self) -> Step2 {
+    fn drain(&mut self) -> Checked {
         let live = self.program.config.threads as usize;
         loop {
             let mut progress = false;
@@ -396,7 +397,7 @@ impl Exec<'_> {
         self.compare_state(None)
     }
 
-    fn run_queue(&mut self, t: usize) -> Step2 {
+    fn run_queue(&mut self, t: usize) -> Checked {
         while self.threads[t].blocked.is_none() {
             let Some(i) = self.threads[t].queue.pop_front() else {
                 break;
@@ -406,7 +407,7 @@ impl Exec<'_> {
         Ok(())
     }
 
-    fn wake(&mut self, at: Option<usize>) -> Step2 {
+    fn wake(&mut self, at: Option<usize>) -> Checked {
         let live = self.program.config.threads as usize;
         for t in 0..live {
             let Some(b) = &self.threads[t].blocked else {
@@ -482,7 +483,7 @@ impl Exec<'_> {
         self.out.features.push(f);
     }
 
-    fn skip(&mut self, i: usize, why: &str) -> Step2 {
+    fn skip(&mut self, i: usize, why: &str) -> Checked {
         self.out.stats.skipped += 1;
         if self.opts.trace {
             let line = crate::text::format_step(&self.program.steps[i]);
@@ -493,7 +494,7 @@ impl Exec<'_> {
         Ok(())
     }
 
-    fn step(&mut self, i: usize) -> Step2 {
+    fn step(&mut self, i: usize) -> Checked {
         let Step { thread, op } = self.program.steps[i];
         let t = thread as usize;
         lock(&self.log).clear();
@@ -738,7 +739,7 @@ impl Exec<'_> {
         self.compare_state(Some(i))
     }
 
-    fn end(&mut self, t: usize, at: Option<usize>) -> Step2 {
+    fn end(&mut self, t: usize, at: Option<usize>) -> Checked {
         let (inv, minv) = self.threads[t].open.pop().expect("caller checked");
         lock(&self.log).clear();
         self.core.invalidate_range_end(inv);
@@ -767,16 +768,21 @@ impl Exec<'_> {
         crate::text::format_step(&self.program.steps[i])
     }
 
-    fn result_div(&self, i: usize, core: String, model: String) -> Divergence {
+    fn result_div(&self, i: usize, core: String, model: String) -> Box<Divergence> {
         self.diverge(DivergenceKind::Result, Some(i), self.doing(i), core, model)
     }
 
-    fn compare_calls(&mut self, i: usize, expected: &[Expected]) -> Step2 {
+    fn compare_calls(&mut self, i: usize, expected: &[Expected]) -> Checked {
         let doing = self.doing(i);
         self.compare_calls_at(Some(i), &doing, expected)
     }
 
-    fn compare_calls_at(&mut self, at: Option<usize>, doing: &str, expected: &[Expected]) -> Step2 {
+    fn compare_calls_at(
+        &mut self,
+        at: Option<usize>,
+        doing: &str,
+        expected: &[Expected],
+    ) -> Checked {
         let observed = std::mem::take(&mut *lock(&self.log));
         self.out.stats.callbacks += observed.len() as u64;
         let as_model: Vec<Expected> = observed.iter().map(|o| self.to_expected(o)).collect();
@@ -837,7 +843,7 @@ impl Exec<'_> {
         }
     }
 
-    fn compare_state(&self, at: Option<usize>) -> Step2 {
+    fn compare_state(&self, at: Option<usize>) -> Checked {
         let snap = self.core.snapshot();
         let mem = self.model.membership();
         let same = snap.tree == mem.tree
@@ -875,15 +881,15 @@ impl Exec<'_> {
         doing: String,
         core: String,
         model: String,
-    ) -> Divergence {
-        Divergence {
+    ) -> Box<Divergence> {
+        Box::new(Divergence {
             kind,
             step,
             doing,
             core,
             model,
             states: (self.render_core(), self.render_model()),
-        }
+        })
     }
 
     fn render_core(&self) -> String {

@@ -201,9 +201,9 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
                 println!("{r}");
             }
             eprintln!(
-                "mnfuzz: divergence after {} execs ({:.2} s); minimized {} -> {} steps; written to {}",
+                "mnfuzz: divergence after {} execs ({:.1} ms); minimized {} -> {} steps; written to {}",
                 f.execs_to_find,
-                f.secs_to_find,
+                f.secs_to_find * 1e3,
                 f.steps.0,
                 f.steps.1,
                 path.display()

@@ -245,13 +245,11 @@ fn step_candidates(s: &Step) -> Vec<Step> {
                 }
             }
         }
-        Op::Register { slot, refuse } => {
-            if refuse != Refuse::Never {
-                out.push(with(Op::Register {
-                    slot,
-                    refuse: Refuse::Never,
-                }));
-            }
+        Op::Register { slot, refuse } if refuse != Refuse::Never => {
+            out.push(with(Op::Register {
+                slot,
+                refuse: Refuse::Never,
+            }));
         }
         _ => {}
     }
@@ -267,7 +265,7 @@ fn simpler_addrs(a: u64) -> Vec<u64> {
 // Toward one page, or at least whole pages; never oscillates.
 fn simpler_lens(l: u64) -> Vec<u64> {
     let mut v = vec![PAGE];
-    if l % PAGE != 0 {
+    if !l.is_multiple_of(PAGE) {
         v.push(l.saturating_add(PAGE - 1) / PAGE * PAGE);
     }
     v.retain(|&x| x != l && x != 0);
