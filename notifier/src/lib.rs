@@ -65,7 +65,7 @@ mod range;
 mod subscriptions;
 
 pub use error::{Culprit, Error, InvalidateError};
-pub use planted::PlantedBug;
+pub use planted::{Component, PlantedBug};
 pub use range::{Event, Owner, Range};
 pub use subscriptions::{
     in_callback, ClassicId, ClassicOps, Config, Deferred, Interval, IntervalId, IntervalOps,

@@ -20,18 +20,55 @@ pub enum PlantedBug {
     /// The interval's inclusive `last` is compared as if exclusive, so a range
     /// that starts on an interval's last byte misses it.
     LastPageMissed,
+    /// mm: mprotect changes protections without an invalidation.
+    MprotectNoInvalidate,
+    /// mm: fork write-protects the parent's private pages without an invalidation.
+    ForkNoInvalidate,
+    /// mirror: the callback skips `set_seq` for one event (soft-dirty).
+    MirrorSkipSetSeq,
+    /// mirror: the fault checks read_retry before it takes the driver lock.
+    ReadRetryUnlocked,
+    /// mirror: the own-migration skip checks that an owner is set, not that it is its own.
+    OwnerSkipWrong,
+}
+
+/// Which crate carries a planted bug; a target finds the bugs of the crates it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Component {
+    /// The notifier core.
+    Notifier,
+    /// The simulated address space.
+    Mm,
+    /// The device mirror.
+    Mirror,
 }
 
 impl PlantedBug {
     /// Every planted bug of the core.
-    pub const ALL: [PlantedBug; 6] = [
+    pub const ALL: [PlantedBug; 11] = [
         PlantedBug::ReleaseTwice,
         PlantedBug::InsertEvenSeq,
         PlantedBug::InsertNoMakeOdd,
         PlantedBug::RemoveEarly,
         PlantedBug::ClassicFailHangs,
         PlantedBug::LastPageMissed,
+        PlantedBug::MprotectNoInvalidate,
+        PlantedBug::ForkNoInvalidate,
+        PlantedBug::MirrorSkipSetSeq,
+        PlantedBug::ReadRetryUnlocked,
+        PlantedBug::OwnerSkipWrong,
     ];
+
+    /// The crate the bug lives in.
+    pub fn component(self) -> Component {
+        match self {
+            PlantedBug::MprotectNoInvalidate | PlantedBug::ForkNoInvalidate => Component::Mm,
+            PlantedBug::MirrorSkipSetSeq
+            | PlantedBug::ReadRetryUnlocked
+            | PlantedBug::OwnerSkipWrong => Component::Mirror,
+            _ => Component::Notifier,
+        }
+    }
 
     /// The name used on command lines and in `MNFUZZ_PLANTED_BUG`.
     pub fn name(self) -> &'static str {
@@ -42,6 +79,11 @@ impl PlantedBug {
             PlantedBug::RemoveEarly => "notifier-remove-early",
             PlantedBug::ClassicFailHangs => "notifier-classic-fail-hangs",
             PlantedBug::LastPageMissed => "notifier-last-page-missed",
+            PlantedBug::MprotectNoInvalidate => "mm-mprotect-no-invalidate",
+            PlantedBug::ForkNoInvalidate => "mm-fork-no-invalidate",
+            PlantedBug::MirrorSkipSetSeq => "mirror-skip-set-seq",
+            PlantedBug::ReadRetryUnlocked => "mirror-read-retry-unlocked",
+            PlantedBug::OwnerSkipWrong => "mirror-owner-skip-wrong",
         }
     }
 

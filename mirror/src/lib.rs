@@ -1,0 +1,1 @@
+//! Device mirrors (in progress).

@@ -1,0 +1,586 @@
+//! A simulated address space that emits the kernel's mmu notifier
+//! invalidations.
+//!
+//! [`Phys`] is physical memory: frames with one word of content each, map
+//! and pin counts, swap slots, and a page cache for shared and file
+//! mappings. [`Mm`] is one address space: VMAs, the CPU page table, a model
+//! of the mmap lock, and its notifier core. Operations are [`Task`]s. Each
+//! is a state machine whose steps a scheduler interleaves with other
+//! logical threads: lock, then for every range `invalidate_range_start`,
+//! apply, `invalidate_range_end`, then finish and unlock. CPU PTEs change
+//! only between a start and its end, as in the kernel.
+
+#![deny(missing_docs)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use notifier::{PlantedBug, Subscriptions};
+
+mod task;
+
+pub use task::{Blocked, Env, MapKind, MmError, MmOp, Outcome, Task, TaskStep};
+
+/// Page size.
+pub const PAGE: u64 = notifier::PAGE_SIZE;
+/// The span of a huge page (THP collapse and split work on aligned 2 MiB).
+pub const HUGE: u64 = 2 << 20;
+
+/// A physical frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FrameId(pub u32);
+
+/// One frame: a word of content and its counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    /// The page's content.
+    pub data: u64,
+    /// CPU PTEs that map it.
+    pub mapcount: u32,
+    /// Pins (get_user_pages FOLL_PIN): a pinned frame is never freed.
+    pub pincount: u32,
+    /// Held by the page cache (shared and file mappings).
+    pub cached: bool,
+    /// Not free.
+    pub live: bool,
+}
+
+/// Physical memory shared by every address space (parents and children).
+#[derive(Clone, Debug)]
+pub struct Phys {
+    frames: Vec<Frame>,
+    free: Vec<u32>,
+    swap: BTreeMap<u32, (u64, u32)>,
+    next_slot: u32,
+    cache: BTreeMap<(u32, u64), FrameId>,
+    next_obj: u32,
+    /// Frames freed while pinned: must stay zero.
+    pub freed_pinned: u64,
+}
+
+impl Default for Phys {
+    fn default() -> Phys {
+        Phys::new()
+    }
+}
+
+/// Anonymous shared objects are numbered from here; lower ids are files.
+const FIRST_ANON_OBJECT: u32 = 1 << 16;
+
+/// A new page-cache page's content: zero for anonymous memory, distinct
+/// per file page, so that reading the wrong page shows.
+fn initial_content(obj: u32, pgoff: u64) -> u64 {
+    if obj >= FIRST_ANON_OBJECT {
+        0
+    } else {
+        0xf11e_0000_0000_0000 | (u64::from(obj) << 32) | pgoff
+    }
+}
+
+impl Phys {
+    /// Memory with only the shared zero page.
+    pub fn new() -> Phys {
+        Phys {
+            frames: vec![Frame {
+                data: 0,
+                mapcount: 0,
+                pincount: 0,
+                cached: false,
+                live: true,
+            }],
+            free: Vec::new(),
+            swap: BTreeMap::new(),
+            next_slot: 0,
+            cache: BTreeMap::new(),
+            next_obj: FIRST_ANON_OBJECT,
+            freed_pinned: 0,
+        }
+    }
+
+    /// The shared zero page.
+    pub fn zero(&self) -> FrameId {
+        FrameId(0)
+    }
+
+    /// A new frame holding `data`, with no mappings.
+    pub fn alloc(&mut self, data: u64) -> FrameId {
+        let f = Frame {
+            data,
+            mapcount: 0,
+            pincount: 0,
+            cached: false,
+            live: true,
+        };
+        // Lowest free frame first, so frame numbers stay deterministic.
+        self.free.sort_unstable_by(|a, b| b.cmp(a));
+        match self.free.pop() {
+            Some(n) => {
+                self.frames[n as usize] = f;
+                FrameId(n)
+            }
+            None => {
+                self.frames.push(f);
+                FrameId(self.frames.len() as u32 - 1)
+            }
+        }
+    }
+
+    /// A frame's state.
+    pub fn frame(&self, f: FrameId) -> &Frame {
+        &self.frames[f.0 as usize]
+    }
+
+    /// A frame's content.
+    pub fn data(&self, f: FrameId) -> u64 {
+        self.frames[f.0 as usize].data
+    }
+
+    /// Writes a frame's content.
+    pub fn set_data(&mut self, f: FrameId, v: u64) {
+        self.frames[f.0 as usize].data = v;
+    }
+
+    /// One more CPU mapping.
+    pub fn map(&mut self, f: FrameId) {
+        self.frames[f.0 as usize].mapcount += 1;
+    }
+
+    /// One CPU mapping fewer; frees the frame when nothing holds it.
+    pub fn unmap(&mut self, f: FrameId) {
+        let fr = &mut self.frames[f.0 as usize];
+        fr.mapcount = fr.mapcount.saturating_sub(1);
+        self.maybe_free(f);
+    }
+
+    fn maybe_free(&mut self, f: FrameId) {
+        if f == self.zero() {
+            return;
+        }
+        let fr = &mut self.frames[f.0 as usize];
+        if fr.live && fr.mapcount == 0 && fr.pincount == 0 && !fr.cached {
+            fr.live = false;
+            self.free.push(f.0);
+        }
+    }
+
+    /// Frees a frame regardless of its pins: what a buggy path would do.
+    /// Counted in `freed_pinned` so that the oracle sees it.
+    pub fn force_free(&mut self, f: FrameId) {
+        let fr = &mut self.frames[f.0 as usize];
+        if fr.pincount > 0 {
+            self.freed_pinned += 1;
+        }
+        fr.live = false;
+        self.free.push(f.0);
+    }
+
+    /// Pins a frame.
+    pub fn pin(&mut self, f: FrameId) {
+        self.frames[f.0 as usize].pincount += 1;
+    }
+
+    /// Unpins a frame; frees it when nothing holds it.
+    pub fn unpin(&mut self, f: FrameId) {
+        let fr = &mut self.frames[f.0 as usize];
+        fr.pincount = fr.pincount.saturating_sub(1);
+        self.maybe_free(f);
+    }
+
+    /// Puts `data` in a new swap slot with one reference.
+    pub fn swap_out(&mut self, data: u64) -> u32 {
+        let slot = self.next_slot;
+        self.next_slot += 1;
+        self.swap.insert(slot, (data, 1));
+        slot
+    }
+
+    /// The content of a swap slot.
+    pub fn swap_data(&self, slot: u32) -> u64 {
+        self.swap.get(&slot).map_or(0, |s| s.0)
+    }
+
+    /// One more reference to a swap slot (fork copies swap entries).
+    pub fn swap_dup(&mut self, slot: u32) {
+        if let Some(s) = self.swap.get_mut(&slot) {
+            s.1 += 1;
+        }
+    }
+
+    /// Drops a reference to a swap slot.
+    pub fn swap_free(&mut self, slot: u32) {
+        if let Some(s) = self.swap.get_mut(&slot) {
+            s.1 -= 1;
+            if s.1 == 0 {
+                self.swap.remove(&slot);
+            }
+        }
+    }
+
+    /// The page-cache frame for page `pgoff` of object `obj`, created on first use.
+    pub fn cache_page(&mut self, obj: u32, pgoff: u64) -> FrameId {
+        if let Some(&f) = self.cache.get(&(obj, pgoff)) {
+            return f;
+        }
+        let f = self.alloc(initial_content(obj, pgoff));
+        self.frames[f.0 as usize].cached = true;
+        self.cache.insert((obj, pgoff), f);
+        f
+    }
+
+    /// What a page-cache page holds without creating it.
+    pub fn cache_data(&self, obj: u32, pgoff: u64) -> u64 {
+        match self.cache.get(&(obj, pgoff)) {
+            Some(&f) => self.data(f),
+            None => initial_content(obj, pgoff),
+        }
+    }
+
+    /// A new object id for an anonymous shared mapping.
+    pub fn new_object(&mut self) -> u32 {
+        self.next_obj += 1;
+        self.next_obj
+    }
+
+    /// Frames currently live (for reports and oracles).
+    pub fn live_frames(&self) -> usize {
+        self.frames.iter().filter(|f| f.live).count()
+    }
+}
+
+/// What backs a VMA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Backing {
+    /// Anonymous private memory: copy on write after fork.
+    AnonPrivate,
+    /// Anonymous shared memory, object `obj` in the page cache.
+    AnonShared {
+        /// The shared object.
+        obj: u32,
+    },
+    /// A shared mapping of file `file`.
+    File {
+        /// The file.
+        file: u32,
+    },
+}
+
+impl Backing {
+    /// Private (copy on write) mapping.
+    pub fn is_private(self) -> bool {
+        self == Backing::AnonPrivate
+    }
+
+    fn object(self) -> Option<u32> {
+        match self {
+            Backing::AnonPrivate => None,
+            Backing::AnonShared { obj } => Some(obj),
+            Backing::File { file } => Some(file),
+        }
+    }
+}
+
+/// A mapping `[start, end)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Vma {
+    /// First byte (page aligned).
+    pub start: u64,
+    /// One past the last byte (page aligned).
+    pub end: u64,
+    /// What backs it.
+    pub backing: Backing,
+    /// Page offset of `start` in the backing object.
+    pub pgoff: u64,
+    /// Writable.
+    pub write: bool,
+}
+
+impl Vma {
+    /// The backing object's page for `addr` (shared mappings).
+    pub fn object_page(&self, addr: u64) -> Option<(u32, u64)> {
+        self.backing
+            .object()
+            .map(|o| (o, self.pgoff + (addr - self.start) / PAGE))
+    }
+}
+
+/// A CPU page table entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Pte {
+    /// Mapped.
+    Present {
+        /// The frame.
+        frame: FrameId,
+        /// Writable.
+        writable: bool,
+    },
+    /// Swapped out to `slot`.
+    Swap {
+        /// The swap slot.
+        slot: u32,
+    },
+}
+
+/// Identifies an address space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MmId(pub u8);
+
+/// The model of the mmap lock: readers or one writer, by logical thread.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MmapLock {
+    /// Threads holding it for read.
+    pub readers: Vec<u8>,
+    /// The thread holding it for write.
+    pub writer: Option<u8>,
+}
+
+/// Settings of an address space.
+#[derive(Clone, Copy, Debug)]
+pub struct MmConfig {
+    /// Exclusive top of the address space.
+    pub task_size: u64,
+    /// Initial notifier seq.
+    pub initial_seq: u64,
+    /// The planted bug to enable (mm's own and the core's).
+    pub planted: Option<PlantedBug>,
+}
+
+impl Default for MmConfig {
+    fn default() -> MmConfig {
+        MmConfig {
+            task_size: 1 << 47,
+            initial_seq: 2,
+            planted: None,
+        }
+    }
+}
+
+/// One address space.
+pub struct Mm {
+    /// Its id.
+    pub id: MmId,
+    /// Its settings.
+    pub config: MmConfig,
+    /// Its notifier core.
+    pub notifier: Arc<Subscriptions>,
+    vmas: BTreeMap<u64, Vma>,
+    ptes: BTreeMap<u64, Pte>,
+    /// The mmap lock.
+    pub lock: MmapLock,
+    /// Whether it has exited.
+    pub exited: bool,
+}
+
+impl std::fmt::Debug for Mm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mm")
+            .field("id", &self.id)
+            .field("vmas", &self.vmas)
+            .field("ptes", &self.ptes)
+            .field("lock", &self.lock)
+            .finish()
+    }
+}
+
+impl Mm {
+    /// An empty address space.
+    pub fn new(id: MmId, config: MmConfig) -> Mm {
+        let core = notifier::Config {
+            initial_seq: config.initial_seq,
+            task_size: config.task_size,
+            #[cfg(feature = "planted-bugs")]
+            planted: config.planted,
+        };
+        Mm {
+            id,
+            config,
+            notifier: Arc::new(Subscriptions::new(core).expect("even initial seq")),
+            vmas: BTreeMap::new(),
+            ptes: BTreeMap::new(),
+            lock: MmapLock::default(),
+            exited: false,
+        }
+    }
+
+    pub(crate) fn planted(&self, bug: PlantedBug) -> bool {
+        cfg!(feature = "planted-bugs") && self.config.planted == Some(bug)
+    }
+
+    /// The VMA containing `addr`.
+    pub fn vma_at(&self, addr: u64) -> Option<&Vma> {
+        self.vmas
+            .range(..=addr)
+            .next_back()
+            .map(|(_, v)| v)
+            .filter(|v| addr < v.end)
+    }
+
+    /// Every VMA, ascending.
+    pub fn vmas(&self) -> impl Iterator<Item = &Vma> {
+        self.vmas.values()
+    }
+
+    /// The PTE for the page containing `addr`.
+    pub fn pte(&self, addr: u64) -> Option<Pte> {
+        self.ptes.get(&(addr / PAGE)).copied()
+    }
+
+    /// Every PTE as `(page address, pte)`, ascending.
+    pub fn ptes(&self) -> impl Iterator<Item = (u64, Pte)> + '_ {
+        self.ptes.iter().map(|(&v, &p)| (v * PAGE, p))
+    }
+
+    /// What a CPU read of `addr` returns now, without changing anything;
+    /// None if no VMA maps it (the read would fault with SIGSEGV).
+    pub fn cpu_view(&self, phys: &Phys, addr: u64) -> Option<u64> {
+        let vma = self.vma_at(addr)?;
+        Some(match self.pte(addr) {
+            Some(Pte::Present { frame, .. }) => phys.data(frame),
+            Some(Pte::Swap { slot }) => phys.swap_data(slot),
+            None => match vma.object_page(addr) {
+                Some((obj, pg)) => phys.cache_data(obj, pg),
+                None => 0,
+            },
+        })
+    }
+
+    pub(crate) fn set_pte(&mut self, phys: &mut Phys, addr: u64, pte: Pte) {
+        if let Pte::Present { frame, .. } = pte {
+            phys.map(frame);
+        }
+        if let Some(old) = self.ptes.insert(addr / PAGE, pte) {
+            drop_pte(phys, old);
+        }
+    }
+
+    pub(crate) fn clear_pte(&mut self, phys: &mut Phys, addr: u64) {
+        if let Some(old) = self.ptes.remove(&(addr / PAGE)) {
+            drop_pte(phys, old);
+        }
+    }
+
+    /// Removes every PTE in `[start, end)`.
+    pub(crate) fn zap(&mut self, phys: &mut Phys, start: u64, end: u64) {
+        let pages: Vec<u64> = self
+            .ptes
+            .range(start / PAGE..end.div_ceil(PAGE))
+            .map(|(&v, _)| v)
+            .collect();
+        for v in pages {
+            self.clear_pte(phys, v * PAGE);
+        }
+    }
+
+    /// Page addresses with a PTE in `[start, end)`.
+    pub(crate) fn mapped_pages(&self, start: u64, end: u64) -> Vec<u64> {
+        self.ptes
+            .range(start / PAGE..end.div_ceil(PAGE))
+            .map(|(&v, _)| v * PAGE)
+            .collect()
+    }
+
+    /// Cuts VMAs at `addr` so that no VMA straddles it.
+    pub(crate) fn split_at(&mut self, addr: u64) {
+        let Some(v) = self.vma_at(addr).copied() else {
+            return;
+        };
+        if v.start == addr {
+            return;
+        }
+        let left = Vma { end: addr, ..v };
+        let right = Vma {
+            start: addr,
+            pgoff: v.pgoff + (addr - v.start) / PAGE,
+            ..v
+        };
+        self.vmas.insert(left.start, left);
+        self.vmas.insert(right.start, right);
+    }
+
+    /// Removes VMAs (and their PTEs) in `[start, end)`, splitting at the edges.
+    pub(crate) fn remove_vmas(&mut self, phys: &mut Phys, start: u64, end: u64) {
+        self.zap(phys, start, end);
+        self.split_at(start);
+        self.split_at(end);
+        let keys: Vec<u64> = self.vmas.range(start..end).map(|(&k, _)| k).collect();
+        for k in keys {
+            self.vmas.remove(&k);
+        }
+    }
+
+    pub(crate) fn insert_vma(&mut self, v: Vma) {
+        self.vmas.insert(v.start, v);
+    }
+
+    /// Whether any VMA overlaps `[start, end)`.
+    pub fn any_vma(&self, start: u64, end: u64) -> bool {
+        self.vmas.values().any(|v| v.start < end && start < v.end)
+    }
+
+    /// VMAs overlapping `[start, end)`, clipped to it.
+    pub(crate) fn vmas_in(&self, start: u64, end: u64) -> Vec<Vma> {
+        self.vmas
+            .values()
+            .filter(|v| v.start < end && start < v.end)
+            .map(|v| Vma {
+                start: v.start.max(start),
+                end: v.end.min(end),
+                pgoff: v.pgoff + (v.start.max(start) - v.start) / PAGE,
+                ..*v
+            })
+            .collect()
+    }
+
+    /// Copies this address space for fork: VMAs and PTEs; private pages are
+    /// shared read-only (the parent's were write-protected before).
+    pub(crate) fn fork_into(&self, phys: &mut Phys, id: MmId) -> Mm {
+        let mut child = Mm::new(id, self.config);
+        for v in self.vmas.values() {
+            child.insert_vma(*v);
+        }
+        for (&vpn, &pte) in &self.ptes {
+            let private = self
+                .vma_at(vpn * PAGE)
+                .is_some_and(|v| v.backing.is_private());
+            let pte = match pte {
+                Pte::Present { frame, writable } => Pte::Present {
+                    frame,
+                    writable: writable && !private,
+                },
+                Pte::Swap { slot } => {
+                    phys.swap_dup(slot);
+                    Pte::Swap { slot }
+                }
+            };
+            if let Pte::Present { frame, .. } = pte {
+                phys.map(frame);
+            }
+            child.ptes.insert(vpn, pte);
+        }
+        child
+    }
+
+    /// The lowest free, page-aligned range of `len` bytes at or above `hint`.
+    pub(crate) fn free_range(&self, hint: u64, len: u64) -> Option<u64> {
+        let mut at = hint;
+        for v in self.vmas.values() {
+            if v.end <= at {
+                continue;
+            }
+            if at + len <= v.start {
+                break;
+            }
+            at = v.end;
+        }
+        (at.checked_add(len)? <= self.config.task_size).then_some(at)
+    }
+}
+
+fn drop_pte(phys: &mut Phys, pte: Pte) {
+    match pte {
+        Pte::Present { frame, .. } => phys.unmap(frame),
+        Pte::Swap { slot } => phys.swap_free(slot),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,954 @@
+//! Operations as schedulable state machines.
+//!
+//! Every operation goes through the same steps: take the mmap lock it
+//! needs (write, read or none, as in the kernel), plan the ranges to
+//! invalidate under that lock, then for each range `invalidate_range_start`,
+//! apply, `invalidate_range_end`, and finally finish and unlock. Each call
+//! to [`Task::step`] does one of those steps, so that a scheduler can
+//! interleave other logical threads between them.
+
+use notifier::{Event, InvalidateError, Invalidation, PlantedBug, Range};
+
+use crate::{Backing, Mm, MmId, Phys, Pte, Vma, HUGE, PAGE};
+
+/// What a new mapping maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MapKind {
+    /// Anonymous private memory.
+    AnonPrivate,
+    /// Anonymous shared memory.
+    AnonShared,
+    /// A shared mapping of a file.
+    File(u32),
+}
+
+/// An operation on an address space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MmOp {
+    /// mmap(MAP_FIXED): replaces whatever is mapped there.
+    Mmap {
+        /// Address.
+        addr: u64,
+        /// Length.
+        len: u64,
+        /// What to map.
+        kind: MapKind,
+        /// PROT_WRITE.
+        write: bool,
+    },
+    /// munmap; may split VMAs.
+    Munmap {
+        /// Address.
+        addr: u64,
+        /// Length.
+        len: u64,
+    },
+    /// mprotect to read-only or read-write.
+    Mprotect {
+        /// Address.
+        addr: u64,
+        /// Length.
+        len: u64,
+        /// PROT_WRITE.
+        write: bool,
+    },
+    /// mremap: shrink, grow (in place or moving), move to a fixed address, dontunmap.
+    Mremap {
+        /// Old address.
+        addr: u64,
+        /// Old length.
+        old_len: u64,
+        /// New length.
+        new_len: u64,
+        /// MREMAP_FIXED destination.
+        new_addr: Option<u64>,
+        /// MREMAP_DONTUNMAP.
+        dontunmap: bool,
+    },
+    /// madvise(MADV_DONTNEED).
+    Dontneed {
+        /// Address.
+        addr: u64,
+        /// Length.
+        len: u64,
+    },
+    /// fork: private writable pages become copy on write in both.
+    Fork,
+    /// A CPU load (`write: None`) or store, with page faults.
+    Access {
+        /// Address.
+        addr: u64,
+        /// The value to store.
+        write: Option<u64>,
+    },
+    /// Reclaim of one page to swap.
+    Reclaim {
+        /// Address.
+        addr: u64,
+    },
+    /// NUMA or compaction migration of one page: new frame, same content.
+    Migrate {
+        /// Address.
+        addr: u64,
+    },
+    /// KSM merge of page `b` into page `a` when their contents are equal.
+    Ksm {
+        /// The page that stays.
+        a: u64,
+        /// The page merged into it.
+        b: u64,
+    },
+    /// THP collapse of the aligned 2 MiB around `addr` (new frames).
+    ThpCollapse {
+        /// Address.
+        addr: u64,
+    },
+    /// THP split of the aligned 2 MiB around `addr`.
+    ThpSplit {
+        /// Address.
+        addr: u64,
+    },
+    /// The OOM reaper: non-blockable unmap of private anonymous memory.
+    OomReap,
+    /// Process exit: release, then unmap everything.
+    Exit,
+}
+
+/// Why an operation failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MmError {
+    /// EINVAL: bad alignment, length or combination.
+    Inval,
+    /// Nothing mapped there (ENOMEM, or SIGSEGV for an access).
+    Fault,
+    /// A store to a read-only mapping (SIGSEGV).
+    Perm,
+    /// The address space has exited.
+    Exited,
+    /// The notifier refused an invalidation that had to succeed.
+    Notifier(InvalidateError),
+}
+
+/// What an operation produced.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Nothing to report.
+    Done,
+    /// The operation found nothing to do (page not present, pinned…).
+    Skipped,
+    /// The value a load read, or a store wrote.
+    Value(u64),
+    /// Where a mapping ended up.
+    Addr(u64),
+    /// The child of a fork.
+    Forked(Box<Mm>),
+}
+
+/// What a step is waiting for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Blocked {
+    /// The mmap lock.
+    MmapLock,
+    /// A driver lock that an invalidate callback would have to take.
+    DriverLock,
+}
+
+/// The result of one step.
+#[derive(Debug)]
+pub enum TaskStep {
+    /// A step was taken; more follow.
+    Progress,
+    /// Nothing could be done now.
+    Blocked(Blocked),
+    /// Finished (the mmap lock is released).
+    Done(Result<Outcome, MmError>),
+}
+
+/// What the scheduler knows that the mm does not: whether the callbacks an
+/// invalidation would run can take their driver locks now.
+pub trait Env {
+    /// False if a callback for `range` in address space `mm` would sleep on
+    /// a lock held by another logical thread.
+    fn callbacks_can_run(&self, mm: MmId, range: &Range) -> bool;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LockKind {
+    Read,
+    Write,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Lock,
+    Plan,
+    Start(usize),
+    Apply(usize),
+    End(usize),
+    Finish,
+    Done,
+}
+
+/// How mremap goes about it, decided under the lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Remap {
+    Shrink,
+    Grow,
+    Move { dst: u64, clear_dst: bool },
+}
+
+/// A running operation.
+#[derive(Debug)]
+pub struct Task {
+    op: MmOp,
+    me: u8,
+    state: State,
+    locked: Option<LockKind>,
+    ranges: Vec<Range>,
+    inv: Option<Invalidation>,
+    remap: Option<Remap>,
+    skipped: bool,
+}
+
+fn aligned(addr: u64, len: u64, task_size: u64) -> Result<(u64, u64), MmError> {
+    let len = len.checked_add(PAGE - 1).ok_or(MmError::Inval)? / PAGE * PAGE;
+    let end = addr.checked_add(len).ok_or(MmError::Inval)?;
+    if addr % PAGE != 0 || len == 0 || end > task_size {
+        return Err(MmError::Inval);
+    }
+    Ok((addr, end))
+}
+
+fn range(start: u64, end: u64, event: Event) -> Range {
+    Range::new(start, end, event)
+}
+
+fn page_of(addr: u64) -> u64 {
+    addr / PAGE * PAGE
+}
+
+impl Task {
+    /// Starts `op` on behalf of logical thread `me`.
+    pub fn new(op: MmOp, me: u8) -> Task {
+        Task {
+            op,
+            me,
+            state: State::Lock,
+            locked: None,
+            ranges: Vec::new(),
+            inv: None,
+            remap: None,
+            skipped: false,
+        }
+    }
+
+    /// The operation.
+    pub fn op(&self) -> &MmOp {
+        &self.op
+    }
+
+    /// Whether the task holds an accepted invalidation right now.
+    pub fn in_invalidation(&self) -> bool {
+        self.inv.is_some()
+    }
+
+    fn lock_kind(&self) -> Option<LockKind> {
+        match self.op {
+            MmOp::Mmap { .. }
+            | MmOp::Munmap { .. }
+            | MmOp::Mprotect { .. }
+            | MmOp::Mremap { .. }
+            | MmOp::Fork
+            | MmOp::ThpCollapse { .. }
+            | MmOp::Exit => Some(LockKind::Write),
+            MmOp::Dontneed { .. } | MmOp::Access { .. } => Some(LockKind::Read),
+            MmOp::Reclaim { .. }
+            | MmOp::Migrate { .. }
+            | MmOp::Ksm { .. }
+            | MmOp::ThpSplit { .. }
+            | MmOp::OomReap => None,
+        }
+    }
+
+    fn unlock(&mut self, mm: &mut Mm) {
+        match self.locked.take() {
+            Some(LockKind::Write) => mm.lock.writer = None,
+            Some(LockKind::Read) => {
+                if let Some(i) = mm.lock.readers.iter().position(|&r| r == self.me) {
+                    mm.lock.readers.remove(i);
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn fail(&mut self, mm: &mut Mm, e: MmError) -> TaskStep {
+        self.unlock(mm);
+        self.state = State::Done;
+        TaskStep::Done(Err(e))
+    }
+
+    /// Takes one step.
+    pub fn step(&mut self, mm: &mut Mm, phys: &mut Phys, env: &dyn Env) -> TaskStep {
+        match self.state {
+            State::Lock => {
+                if mm.exited {
+                    return self.fail(mm, MmError::Exited);
+                }
+                if let MmOp::Access { addr, write } = self.op {
+                    // The fast path: no fault, no lock.
+                    match access_fast(mm, phys, addr, write) {
+                        Ok(Some(v)) => {
+                            self.state = State::Done;
+                            return TaskStep::Done(Ok(Outcome::Value(v)));
+                        }
+                        Ok(None) => {}
+                        Err(e) => return self.fail(mm, e),
+                    }
+                }
+                match self.lock_kind() {
+                    Some(LockKind::Write) => {
+                        if mm.lock.writer.is_some() || !mm.lock.readers.is_empty() {
+                            return TaskStep::Blocked(Blocked::MmapLock);
+                        }
+                        mm.lock.writer = Some(self.me);
+                        self.locked = Some(LockKind::Write);
+                    }
+                    Some(LockKind::Read) => {
+                        if mm.lock.writer.is_some() {
+                            return TaskStep::Blocked(Blocked::MmapLock);
+                        }
+                        mm.lock.readers.push(self.me);
+                        self.locked = Some(LockKind::Read);
+                    }
+                    None => {}
+                }
+                self.state = State::Plan;
+                TaskStep::Progress
+            }
+            State::Plan => {
+                if self.op == MmOp::Exit {
+                    let whole = range(0, mm.config.task_size, Event::Release);
+                    if !env.callbacks_can_run(mm.id, &whole) {
+                        return TaskStep::Blocked(Blocked::DriverLock);
+                    }
+                    // A refused release is a driver bug; the mm goes on exiting.
+                    let _ = mm.notifier.release();
+                }
+                match self.plan(mm, phys) {
+                    Ok(r) => self.ranges = r,
+                    Err(e) => return self.fail(mm, e),
+                }
+                self.state = if self.skipped {
+                    State::Finish
+                } else {
+                    State::Start(0)
+                };
+                TaskStep::Progress
+            }
+            State::Start(i) => {
+                let Some(r) = self.ranges.get(i).copied() else {
+                    self.state = State::Finish;
+                    return self.step(mm, phys, env);
+                };
+                if r.blockable && !env.callbacks_can_run(mm.id, &r) {
+                    return TaskStep::Blocked(Blocked::DriverLock);
+                }
+                match mm.notifier.invalidate_range_start(&r) {
+                    Ok(inv) => {
+                        self.inv = Some(inv);
+                        self.state = State::Apply(i);
+                    }
+                    // The reaper skips what it cannot reap without sleeping.
+                    Err(InvalidateError::WouldBlock(_)) if !r.blockable => {
+                        self.state = State::Start(i + 1);
+                    }
+                    Err(e) => return self.fail(mm, MmError::Notifier(e)),
+                }
+                TaskStep::Progress
+            }
+            State::Apply(i) => {
+                self.apply(i, mm, phys);
+                self.state = State::End(i);
+                TaskStep::Progress
+            }
+            State::End(i) => {
+                if let Some(inv) = self.inv.take() {
+                    mm.notifier.invalidate_range_end(inv);
+                }
+                self.state = State::Start(i + 1);
+                TaskStep::Progress
+            }
+            State::Finish => {
+                let out = self.finish(mm, phys);
+                self.unlock(mm);
+                self.state = State::Done;
+                TaskStep::Done(out)
+            }
+            State::Done => TaskStep::Done(Err(MmError::Inval)),
+        }
+    }
+
+    /// Runs the task to completion without yielding; for paths that the
+    /// kernel runs inside another operation (a device fault's
+    /// hmm_range_fault faulting pages in). The caller holds the locks.
+    pub fn run_nested(
+        mut self,
+        mm: &mut Mm,
+        phys: &mut Phys,
+        env: &dyn Env,
+    ) -> Result<Outcome, MmError> {
+        self.state = State::Plan;
+        loop {
+            match self.step(mm, phys, env) {
+                TaskStep::Progress => {}
+                TaskStep::Blocked(_) => return Err(MmError::Fault),
+                TaskStep::Done(r) => return r,
+            }
+        }
+    }
+
+    fn plan(&mut self, mm: &mut Mm, phys: &mut Phys) -> Result<Vec<Range>, MmError> {
+        let ts = mm.config.task_size;
+        Ok(match self.op {
+            MmOp::Mmap { addr, len, .. } => {
+                let (s, e) = aligned(addr, len, ts)?;
+                if mm.any_vma(s, e) {
+                    vec![range(s, e, Event::Unmap)]
+                } else {
+                    vec![]
+                }
+            }
+            MmOp::Munmap { addr, len } => {
+                let (s, e) = aligned(addr, len, ts)?;
+                if mm.any_vma(s, e) {
+                    vec![range(s, e, Event::Unmap)]
+                } else {
+                    vec![]
+                }
+            }
+            MmOp::Mprotect { addr, len, .. } => {
+                let (s, e) = aligned(addr, len, ts)?;
+                let covered: u64 = mm.vmas_in(s, e).iter().map(|v| v.end - v.start).sum();
+                if covered != e - s {
+                    return Err(MmError::Fault);
+                }
+                if mm.planted(PlantedBug::MprotectNoInvalidate) {
+                    vec![]
+                } else {
+                    vec![range(s, e, Event::ProtectionVma)]
+                }
+            }
+            MmOp::Mremap {
+                addr,
+                old_len,
+                new_len,
+                new_addr,
+                dontunmap,
+            } => self.plan_mremap(mm, addr, old_len, new_len, new_addr, dontunmap)?,
+            MmOp::Dontneed { addr, len } => {
+                let (s, e) = aligned(addr, len, ts)?;
+                if !mm.any_vma(s, e) {
+                    return Err(MmError::Fault);
+                }
+                vec![range(s, e, Event::Clear)]
+            }
+            MmOp::Fork => {
+                if mm.planted(PlantedBug::ForkNoInvalidate) {
+                    vec![]
+                } else {
+                    cow_vmas(mm)
+                        .into_iter()
+                        .map(|v| range(v.start, v.end, Event::ProtectionPage))
+                        .collect()
+                }
+            }
+            MmOp::Access { addr, write } => {
+                let vma = *mm.vma_at(addr).ok_or(MmError::Fault)?;
+                if write.is_some() && !vma.write {
+                    return Err(MmError::Perm);
+                }
+                match mm.pte(addr) {
+                    // Copy on write: a new frame replaces a shared one.
+                    Some(Pte::Present {
+                        frame,
+                        writable: false,
+                    }) if write.is_some() && vma.backing.is_private() => {
+                        let f = phys.frame(frame);
+                        if frame == phys.zero() || f.mapcount > 1 || f.cached {
+                            vec![range(page_of(addr), page_of(addr) + PAGE, Event::Clear)]
+                        } else {
+                            vec![]
+                        }
+                    }
+                    _ => vec![],
+                }
+            }
+            MmOp::Reclaim { addr } | MmOp::Migrate { addr } => match mm.pte(addr) {
+                Some(Pte::Present { frame, .. })
+                    if frame != phys.zero()
+                        && phys.frame(frame).pincount == 0
+                        && phys.frame(frame).mapcount == 1
+                        && !phys.frame(frame).cached =>
+                {
+                    vec![range(page_of(addr), page_of(addr) + PAGE, Event::Clear)]
+                }
+                _ => {
+                    self.skipped = true;
+                    vec![]
+                }
+            },
+            MmOp::Ksm { a, b } => {
+                if ksm_candidates(mm, phys, a, b).is_some() {
+                    vec![
+                        range(page_of(a), page_of(a) + PAGE, Event::Clear),
+                        range(page_of(b), page_of(b) + PAGE, Event::Clear),
+                    ]
+                } else {
+                    self.skipped = true;
+                    vec![]
+                }
+            }
+            MmOp::ThpCollapse { addr } | MmOp::ThpSplit { addr } => {
+                let base = addr / HUGE * HUGE;
+                let end = base.checked_add(HUGE).ok_or(MmError::Inval)?;
+                let covered = mm.vmas_in(base, end);
+                let ok = covered.len() == 1
+                    && covered[0].start == base
+                    && covered[0].end == end
+                    && covered[0].backing.is_private();
+                if !ok {
+                    return Err(MmError::Inval);
+                }
+                vec![range(base, end, Event::Clear)]
+            }
+            MmOp::OomReap => mm
+                .vmas()
+                .filter(|v| v.backing.is_private())
+                .map(|v| range(v.start, v.end, Event::Unmap).non_blockable())
+                .collect(),
+            MmOp::Exit => mm
+                .vmas()
+                .map(|v| range(v.start, v.end, Event::Unmap))
+                .collect(),
+        })
+    }
+
+    fn plan_mremap(
+        &mut self,
+        mm: &Mm,
+        addr: u64,
+        old_len: u64,
+        new_len: u64,
+        new_addr: Option<u64>,
+        dontunmap: bool,
+    ) -> Result<Vec<Range>, MmError> {
+        let ts = mm.config.task_size;
+        let (s, old_end) = aligned(addr, old_len, ts)?;
+        let old_len = old_end - s;
+        let new_len = aligned(0, new_len, ts)?.1;
+        let vma = *mm.vma_at(s).ok_or(MmError::Fault)?;
+        if old_end > vma.end {
+            return Err(MmError::Fault);
+        }
+        if dontunmap && (!vma.backing.is_private() || old_len != new_len) {
+            return Err(MmError::Inval);
+        }
+        let remap = match new_addr {
+            Some(d) => {
+                let (d, d_end) = aligned(d, new_len, ts)?;
+                if d < old_end && s < d_end {
+                    return Err(MmError::Inval);
+                }
+                Remap::Move {
+                    dst: d,
+                    clear_dst: mm.any_vma(d, d_end),
+                }
+            }
+            None if dontunmap => Remap::Move {
+                dst: mm.free_range(0, new_len).ok_or(MmError::Fault)?,
+                clear_dst: false,
+            },
+            None if new_len <= old_len => Remap::Shrink,
+            None => {
+                let fits = s + new_len <= ts && !mm.any_vma(old_end, s + new_len);
+                if fits {
+                    Remap::Grow
+                } else {
+                    Remap::Move {
+                        dst: mm.free_range(0, new_len).ok_or(MmError::Fault)?,
+                        clear_dst: false,
+                    }
+                }
+            }
+        };
+        self.remap = Some(remap);
+        Ok(match remap {
+            Remap::Shrink if new_len < old_len => {
+                vec![range(s + new_len, old_end, Event::Unmap)]
+            }
+            Remap::Shrink | Remap::Grow => vec![],
+            Remap::Move { dst, clear_dst } => {
+                let mut r = Vec::new();
+                if clear_dst {
+                    r.push(range(dst, dst + new_len, Event::Unmap));
+                }
+                r.push(range(s, old_end, Event::Unmap));
+                r
+            }
+        })
+    }
+
+    fn apply(&mut self, i: usize, mm: &mut Mm, phys: &mut Phys) {
+        let r = self.ranges[i];
+        match self.op {
+            MmOp::Mmap { .. } | MmOp::Munmap { .. } => mm.remove_vmas(phys, r.start, r.end),
+            MmOp::Mprotect { write, .. } => protect(mm, r.start, r.end, write),
+            MmOp::Mremap {
+                addr,
+                new_len,
+                dontunmap,
+                ..
+            } => match self.remap {
+                Some(Remap::Move { dst, .. }) if r.start == dst => {
+                    mm.remove_vmas(phys, r.start, r.end)
+                }
+                Some(Remap::Move { dst, .. }) => {
+                    move_mapping(mm, phys, addr, r.end - r.start, dst, new_len, dontunmap)
+                }
+                _ => mm.remove_vmas(phys, r.start, r.end),
+            },
+            MmOp::Dontneed { .. } | MmOp::OomReap | MmOp::Exit => mm.zap(phys, r.start, r.end),
+            MmOp::Fork => write_protect(mm, r.start, r.end),
+            MmOp::Access { addr, .. } => {
+                // COW break; re-checked because reclaim and migration do not
+                // take the mmap lock.
+                if let Some(Pte::Present {
+                    frame,
+                    writable: false,
+                }) = mm.pte(addr)
+                {
+                    let copy = phys.alloc(phys.data(frame));
+                    mm.set_pte(
+                        phys,
+                        page_of(addr),
+                        Pte::Present {
+                            frame: copy,
+                            writable: true,
+                        },
+                    );
+                }
+            }
+            MmOp::Reclaim { addr } => {
+                if let Some(Pte::Present { frame, .. }) = mm.pte(addr) {
+                    if phys.frame(frame).pincount == 0 && frame != phys.zero() {
+                        let slot = phys.swap_out(phys.data(frame));
+                        mm.set_pte(phys, page_of(addr), Pte::Swap { slot });
+                    }
+                }
+            }
+            MmOp::Migrate { addr } => {
+                if let Some(Pte::Present { frame, writable }) = mm.pte(addr) {
+                    if phys.frame(frame).pincount == 0 && frame != phys.zero() {
+                        let copy = phys.alloc(phys.data(frame));
+                        mm.set_pte(
+                            phys,
+                            page_of(addr),
+                            Pte::Present {
+                                frame: copy,
+                                writable,
+                            },
+                        );
+                    }
+                }
+            }
+            MmOp::Ksm { a, b } => {
+                if i == 0 {
+                    write_protect(mm, r.start, r.end);
+                } else if let Some((fa, _)) = ksm_candidates(mm, phys, a, b) {
+                    mm.set_pte(
+                        phys,
+                        page_of(b),
+                        Pte::Present {
+                            frame: fa,
+                            writable: false,
+                        },
+                    );
+                }
+            }
+            MmOp::ThpCollapse { .. } => {
+                for page in mm.mapped_pages(r.start, r.end) {
+                    if let Some(Pte::Present { frame, writable }) = mm.pte(page) {
+                        if frame != phys.zero() && phys.frame(frame).pincount == 0 {
+                            let copy = phys.alloc(phys.data(frame));
+                            mm.set_pte(
+                                phys,
+                                page,
+                                Pte::Present {
+                                    frame: copy,
+                                    writable,
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+            // The PTEs come back as they were: devices still had to let go.
+            MmOp::ThpSplit { .. } => {}
+        }
+    }
+
+    fn finish(&mut self, mm: &mut Mm, phys: &mut Phys) -> Result<Outcome, MmError> {
+        if self.skipped {
+            return Ok(Outcome::Skipped);
+        }
+        match self.op {
+            MmOp::Mmap {
+                addr,
+                len,
+                kind,
+                write,
+            } => {
+                let (s, e) = aligned(addr, len, mm.config.task_size)?;
+                let backing = match kind {
+                    MapKind::AnonPrivate => Backing::AnonPrivate,
+                    MapKind::AnonShared => Backing::AnonShared {
+                        obj: phys.new_object(),
+                    },
+                    MapKind::File(file) => Backing::File { file },
+                };
+                mm.insert_vma(Vma {
+                    start: s,
+                    end: e,
+                    backing,
+                    pgoff: 0,
+                    write,
+                });
+                Ok(Outcome::Addr(s))
+            }
+            MmOp::Mprotect { addr, len, write } => {
+                if mm.planted(PlantedBug::MprotectNoInvalidate) {
+                    let (s, e) = aligned(addr, len, mm.config.task_size)?;
+                    protect(mm, s, e, write);
+                }
+                Ok(Outcome::Done)
+            }
+            MmOp::Mremap {
+                addr,
+                old_len,
+                new_len,
+                ..
+            } => match self.remap {
+                Some(Remap::Grow) => {
+                    let old_end = aligned(addr, old_len, mm.config.task_size)?.1;
+                    let v = *mm.vma_at(addr).ok_or(MmError::Fault)?;
+                    let new_end = addr + aligned(0, new_len, mm.config.task_size)?.1;
+                    // Grow the VMA itself when the old range ends it.
+                    let grown = if v.end == old_end {
+                        Vma { end: new_end, ..v }
+                    } else {
+                        Vma {
+                            start: old_end,
+                            end: new_end,
+                            pgoff: v.pgoff + (old_end - v.start) / PAGE,
+                            ..v
+                        }
+                    };
+                    mm.insert_vma(grown);
+                    Ok(Outcome::Addr(addr))
+                }
+                Some(Remap::Move { dst, .. }) => Ok(Outcome::Addr(dst)),
+                _ => Ok(Outcome::Addr(addr)),
+            },
+            MmOp::Fork => {
+                if mm.planted(PlantedBug::ForkNoInvalidate) {
+                    for v in cow_vmas(mm) {
+                        write_protect(mm, v.start, v.end);
+                    }
+                }
+                Ok(Outcome::Forked(Box::new(mm.fork_into(phys, MmId(u8::MAX)))))
+            }
+            MmOp::Access { addr, write } => access_slow(mm, phys, addr, write).map(Outcome::Value),
+            MmOp::Exit => {
+                let all: Vec<(u64, u64)> = mm.vmas().map(|v| (v.start, v.end)).collect();
+                for (s, e) in all {
+                    mm.remove_vmas(phys, s, e);
+                }
+                mm.exited = true;
+                Ok(Outcome::Done)
+            }
+            _ => Ok(Outcome::Done),
+        }
+    }
+}
+
+fn cow_vmas(mm: &Mm) -> Vec<Vma> {
+    mm.vmas()
+        .filter(|v| v.backing.is_private() && v.write)
+        .copied()
+        .collect()
+}
+
+fn write_protect(mm: &mut Mm, start: u64, end: u64) {
+    for page in mm.mapped_pages(start, end) {
+        if let Some(Pte::Present { frame, .. }) = mm.pte(page) {
+            mm.ptes.insert(
+                page / PAGE,
+                Pte::Present {
+                    frame,
+                    writable: false,
+                },
+            );
+        }
+    }
+}
+
+fn protect(mm: &mut Mm, start: u64, end: u64, write: bool) {
+    mm.split_at(start);
+    mm.split_at(end);
+    let keys: Vec<u64> = mm.vmas.range(start..end).map(|(&k, _)| k).collect();
+    for k in keys {
+        if let Some(v) = mm.vmas.get_mut(&k) {
+            v.write = write;
+        }
+    }
+    if !write {
+        write_protect(mm, start, end);
+    }
+}
+
+/// Moves the mapping at `[src, src + len)` to `dst`, PTEs included.
+fn move_mapping(
+    mm: &mut Mm,
+    phys: &mut Phys,
+    src: u64,
+    len: u64,
+    dst: u64,
+    new_len: u64,
+    dontunmap: bool,
+) {
+    let Some(v) = mm.vma_at(src).copied() else {
+        return;
+    };
+    let moved = len.min(new_len);
+    for page in mm.mapped_pages(src, src + moved) {
+        if let Some(pte) = mm.ptes.remove(&(page / PAGE)) {
+            mm.ptes.insert((dst + (page - src)) / PAGE, pte);
+        }
+    }
+    if !dontunmap {
+        mm.remove_vmas(phys, src, src + len);
+    }
+    mm.insert_vma(Vma {
+        start: dst,
+        end: dst + new_len,
+        pgoff: v.pgoff + (src - v.start) / PAGE,
+        ..v
+    });
+}
+
+fn ksm_candidates(
+    mm: &Mm,
+    phys: &Phys,
+    a: u64,
+    b: u64,
+) -> Option<(crate::FrameId, crate::FrameId)> {
+    let private = |x: u64| mm.vma_at(x).is_some_and(|v| v.backing.is_private());
+    let frame = |x: u64| match mm.pte(x) {
+        Some(Pte::Present { frame, .. }) if frame != phys.zero() => Some(frame),
+        _ => None,
+    };
+    let (fa, fb) = (frame(a)?, frame(b)?);
+    let alone = |f| phys.frame(f).mapcount == 1 && phys.frame(f).pincount == 0;
+    (page_of(a) != page_of(b)
+        && private(a)
+        && private(b)
+        && fa != fb
+        && alone(fb)
+        && phys.data(fa) == phys.data(fb))
+    .then_some((fa, fb))
+}
+
+/// A load or store that needs no fault: `Ok(None)` means fault first.
+fn access_fast(
+    mm: &Mm,
+    phys: &mut Phys,
+    addr: u64,
+    write: Option<u64>,
+) -> Result<Option<u64>, MmError> {
+    let vma = mm.vma_at(addr).ok_or(MmError::Fault)?;
+    if write.is_some() && !vma.write {
+        return Err(MmError::Perm);
+    }
+    Ok(match (mm.pte(addr), write) {
+        (Some(Pte::Present { frame, .. }), None) => Some(phys.data(frame)),
+        (
+            Some(Pte::Present {
+                frame,
+                writable: true,
+            }),
+            Some(v),
+        ) => {
+            phys.set_data(frame, v);
+            Some(v)
+        }
+        _ => None,
+    })
+}
+
+/// The fault itself (after any COW break) and then the access.
+fn access_slow(
+    mm: &mut Mm,
+    phys: &mut Phys,
+    addr: u64,
+    write: Option<u64>,
+) -> Result<u64, MmError> {
+    let vma = *mm.vma_at(addr).ok_or(MmError::Fault)?;
+    if write.is_some() && !vma.write {
+        return Err(MmError::Perm);
+    }
+    let page = page_of(addr);
+    let frame = match mm.pte(addr) {
+        Some(Pte::Present { frame, writable }) => {
+            if write.is_some() && !writable {
+                // Exclusive already (the COW step found it so): reuse in place.
+                mm.ptes.insert(
+                    page / PAGE,
+                    Pte::Present {
+                        frame,
+                        writable: true,
+                    },
+                );
+            }
+            frame
+        }
+        Some(Pte::Swap { slot }) => {
+            let f = phys.alloc(phys.swap_data(slot));
+            mm.set_pte(
+                phys,
+                page,
+                Pte::Present {
+                    frame: f,
+                    writable: vma.write,
+                },
+            );
+            f
+        }
+        None => {
+            let (f, writable) = match vma.object_page(addr) {
+                Some((obj, pg)) => (phys.cache_page(obj, pg), vma.write),
+                None if write.is_some() => (phys.alloc(0), true),
+                None => (phys.zero(), false),
+            };
+            mm.set_pte(phys, page, Pte::Present { frame: f, writable });
+            f
+        }
+    };
+    Ok(match write {
+        Some(v) => {
+            phys.set_data(frame, v);
+            v
+        }
+        None => phys.data(frame),
+    })
+}

@@ -1,0 +1,509 @@
+//! Each operation emits the kernel's events over the right ranges, and
+//! changes CPU PTEs only inside them.
+
+use std::sync::{Arc, Mutex};
+
+use notifier::{Event, Interval, Range};
+
+use crate::*;
+
+const W: u64 = 0x10_0000; // a window base, away from 0
+
+struct Always;
+impl Env for Always {
+    fn callbacks_can_run(&self, _: MmId, _: &Range) -> bool {
+        true
+    }
+}
+
+type Seen = Arc<Mutex<Vec<(Event, u64, u64, bool)>>>;
+
+fn setup() -> (Mm, Phys, Seen, Interval) {
+    let mm = Mm::new(MmId(0), MmConfig::default());
+    let seen: Seen = Arc::default();
+    let s2 = seen.clone();
+    let iv = mm
+        .notifier
+        .insert(
+            0,
+            mm.config.task_size,
+            Arc::new(move |iv: &Interval, r: &Range, seq: u64| {
+                iv.set_seq(seq).unwrap();
+                s2.lock()
+                    .unwrap()
+                    .push((r.event, r.start, r.end, r.blockable));
+                true
+            }),
+        )
+        .unwrap();
+    (mm, Phys::new(), seen, iv)
+}
+
+fn run(mm: &mut Mm, phys: &mut Phys, op: MmOp) -> Result<Outcome, MmError> {
+    let mut t = Task::new(op, 0);
+    for _ in 0..64 {
+        match t.step(mm, phys, &Always) {
+            TaskStep::Progress => {}
+            TaskStep::Blocked(b) => panic!("blocked on {b:?} with nothing else running"),
+            TaskStep::Done(r) => return r,
+        }
+    }
+    panic!("task did not finish");
+}
+
+fn take(seen: &Seen) -> Vec<(Event, u64, u64, bool)> {
+    std::mem::take(&mut seen.lock().unwrap())
+}
+
+fn mmap(mm: &mut Mm, phys: &mut Phys, addr: u64, pages: u64, kind: MapKind) {
+    run(
+        mm,
+        phys,
+        MmOp::Mmap {
+            addr,
+            len: pages * PAGE,
+            kind,
+            write: true,
+        },
+    )
+    .unwrap();
+}
+
+fn write(mm: &mut Mm, phys: &mut Phys, addr: u64, v: u64) {
+    match run(
+        mm,
+        phys,
+        MmOp::Access {
+            addr,
+            write: Some(v),
+        },
+    ) {
+        Ok(Outcome::Value(x)) => assert_eq!(x, v),
+        other => panic!("write failed: {other:?}"),
+    }
+}
+
+fn read(mm: &mut Mm, phys: &mut Phys, addr: u64) -> u64 {
+    match run(mm, phys, MmOp::Access { addr, write: None }) {
+        Ok(Outcome::Value(x)) => x,
+        other => panic!("read failed: {other:?}"),
+    }
+}
+
+#[test]
+fn fresh_mmap_emits_nothing_and_mmap_over_a_mapping_unmaps_it() {
+    let (mut mm, mut phys, seen, _iv) = setup();
+    mmap(&mut mm, &mut phys, W, 4, MapKind::AnonPrivate);
+    assert!(take(&seen).is_empty());
+    write(&mut mm, &mut phys, W + PAGE, 7);
+    mmap(&mut mm, &mut phys, W + PAGE, 2, MapKind::AnonShared);
+    assert_eq!(
+        take(&seen),
+        vec![(Event::Unmap, W + PAGE, W + 3 * PAGE, true)]
+    );
+    assert_eq!(mm.vmas().count(), 3, "split into private, shared, private");
+    assert_eq!(mm.cpu_view(&phys, W + PAGE), Some(0));
+}
+
+#[test]
+fn partial_munmap_splits_the_vma() {
+    let (mut mm, mut phys, seen, _iv) = setup();
+    mmap(&mut mm, &mut phys, W, 8, MapKind::AnonPrivate);
+    for p in 0..8 {
+        write(&mut mm, &mut phys, W + p * PAGE, p + 1);
+    }
+    take(&seen);
+    run(
+        &mut mm,
+        &mut phys,
+        MmOp::Munmap {
+            addr: W + 2 * PAGE,
+            len: 3 * PAGE,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        take(&seen),
+        vec![(Event::Unmap, W + 2 * PAGE, W + 5 * PAGE, true)]
+    );
+    let v: Vec<(u64, u64)> = mm.vmas().map(|v| (v.start, v.end)).collect();
+    assert_eq!(v, vec![(W, W + 2 * PAGE), (W + 5 * PAGE, W + 8 * PAGE)]);
+    assert_eq!(mm.cpu_view(&phys, W + 5 * PAGE), Some(6));
+    assert_eq!(mm.cpu_view(&phys, W + 3 * PAGE), None);
+}
+
+#[test]
+fn mprotect_emits_protection_vma_and_write_protects() {
+    let (mut mm, mut phys, seen, _iv) = setup();
+    mmap(&mut mm, &mut phys, W, 2, MapKind::AnonPrivate);
+    write(&mut mm, &mut phys, W, 1);
+    take(&seen);
+    run(
+        &mut mm,
+        &mut phys,
+        MmOp::Mprotect {
+            addr: W,
+            len: PAGE,
+            write: false,
+        },
+    )
+    .unwrap();
+    assert_eq!(take(&seen), vec![(Event::ProtectionVma, W, W + PAGE, true)]);
+    assert!(matches!(
+        mm.pte(W),
+        Some(Pte::Present {
+            writable: false,
+            ..
+        })
+    ));
+    assert_eq!(
+        run(
+            &mut mm,
+            &mut phys,
+            MmOp::Access {
+                addr: W,
+                write: Some(2)
+            }
+        )
+        .unwrap_err(),
+        MmError::Perm
+    );
+    assert_eq!(
+        run(
+            &mut mm,
+            &mut phys,
+            MmOp::Mprotect {
+                addr: W,
+                len: 4 * PAGE,
+                write: true
+            }
+        )
+        .unwrap_err(),
+        MmError::Fault,
+        "a hole in the range is ENOMEM"
+    );
+}
+
+#[test]
+fn fork_write_protects_parent_and_cow_breaks_with_clear() {
+    let (mut mm, mut phys, seen, _iv) = setup();
+    mmap(&mut mm, &mut phys, W, 2, MapKind::AnonPrivate);
+    mmap(&mut mm, &mut phys, W + 4 * PAGE, 1, MapKind::AnonShared);
+    write(&mut mm, &mut phys, W, 11);
+    write(&mut mm, &mut phys, W + 4 * PAGE, 22);
+    take(&seen);
+    let Ok(Outcome::Forked(mut child)) = run(&mut mm, &mut phys, MmOp::Fork) else {
+        panic!("fork");
+    };
+    // Only the private writable VMA is write-protected.
+    assert_eq!(
+        take(&seen),
+        vec![(Event::ProtectionPage, W, W + 2 * PAGE, true)]
+    );
+    assert!(matches!(
+        mm.pte(W),
+        Some(Pte::Present {
+            writable: false,
+            ..
+        })
+    ));
+    assert!(matches!(
+        mm.pte(W + 4 * PAGE),
+        Some(Pte::Present { writable: true, .. })
+    ));
+    // The parent's store breaks COW: one page, Clear.
+    write(&mut mm, &mut phys, W, 12);
+    assert_eq!(take(&seen), vec![(Event::Clear, W, W + PAGE, true)]);
+    assert_eq!(read(&mut child, &mut phys, W), 11);
+    // Shared memory stays shared.
+    write(&mut child, &mut phys, W + 4 * PAGE, 23);
+    assert_eq!(read(&mut mm, &mut phys, W + 4 * PAGE), 23);
+}
+
+#[test]
+fn read_fault_maps_the_zero_page_and_write_fault_allocates() {
+    let (mut mm, mut phys, seen, _iv) = setup();
+    mmap(&mut mm, &mut phys, W, 1, MapKind::AnonPrivate);
+    assert_eq!(read(&mut mm, &mut phys, W), 0);
+    assert!(
+        matches!(mm.pte(W), Some(Pte::Present { frame, writable: false }) if frame == phys.zero())
+    );
+    write(&mut mm, &mut phys, W, 5);
+    assert_eq!(
+        take(&seen),
+        vec![(Event::Clear, W, W + PAGE, true)],
+        "COW from the zero page"
+    );
+    assert_eq!(read(&mut mm, &mut phys, W), 5);
+}
+
+#[test]
+fn reclaim_swaps_out_and_a_fault_swaps_back_in() {
+    let (mut mm, mut phys, seen, _iv) = setup();
+    mmap(&mut mm, &mut phys, W, 1, MapKind::AnonPrivate);
+    write(&mut mm, &mut phys, W, 99);
+    take(&seen);
+    run(&mut mm, &mut phys, MmOp::Reclaim { addr: W }).unwrap();
+    assert_eq!(take(&seen), vec![(Event::Clear, W, W + PAGE, true)]);
+    assert!(matches!(mm.pte(W), Some(Pte::Swap { .. })));
+    assert_eq!(mm.cpu_view(&phys, W), Some(99));
+    assert_eq!(read(&mut mm, &mut phys, W), 99);
+    assert!(
+        take(&seen).is_empty(),
+        "swap-in maps a page that was not mapped"
+    );
+}
+
+#[test]
+fn pinned_frames_are_not_reclaimed_or_migrated() {
+    let (mut mm, mut phys, seen, _iv) = setup();
+    mmap(&mut mm, &mut phys, W, 1, MapKind::AnonPrivate);
+    write(&mut mm, &mut phys, W, 3);
+    let Some(Pte::Present { frame, .. }) = mm.pte(W) else {
+        panic!()
+    };
+    phys.pin(frame);
+    take(&seen);
+    assert!(matches!(
+        run(&mut mm, &mut phys, MmOp::Reclaim { addr: W }),
+        Ok(Outcome::Skipped)
+    ));
+    assert!(matches!(
+        run(&mut mm, &mut phys, MmOp::Migrate { addr: W }),
+        Ok(Outcome::Skipped)
+    ));
+    assert!(take(&seen).is_empty());
+    assert!(matches!(mm.pte(W), Some(Pte::Present { frame: f, .. }) if f == frame));
+}
+
+#[test]
+fn migration_moves_content_to_a_new_frame() {
+    let (mut mm, mut phys, seen, _iv) = setup();
+    mmap(&mut mm, &mut phys, W, 1, MapKind::AnonPrivate);
+    write(&mut mm, &mut phys, W, 42);
+    let Some(Pte::Present { frame: before, .. }) = mm.pte(W) else {
+        panic!()
+    };
+    take(&seen);
+    run(&mut mm, &mut phys, MmOp::Migrate { addr: W }).unwrap();
+    assert_eq!(take(&seen), vec![(Event::Clear, W, W + PAGE, true)]);
+    let Some(Pte::Present {
+        frame: after,
+        writable,
+    }) = mm.pte(W)
+    else {
+        panic!()
+    };
+    assert!(after != before && writable);
+    assert_eq!(phys.data(after), 42);
+}
+
+#[test]
+fn ksm_merges_equal_pages_read_only() {
+    let (mut mm, mut phys, seen, _iv) = setup();
+    mmap(&mut mm, &mut phys, W, 2, MapKind::AnonPrivate);
+    write(&mut mm, &mut phys, W, 8);
+    write(&mut mm, &mut phys, W + PAGE, 8);
+    take(&seen);
+    run(&mut mm, &mut phys, MmOp::Ksm { a: W, b: W + PAGE }).unwrap();
+    assert_eq!(
+        take(&seen),
+        vec![
+            (Event::Clear, W, W + PAGE, true),
+            (Event::Clear, W + PAGE, W + 2 * PAGE, true)
+        ]
+    );
+    assert_eq!(mm.pte(W), mm.pte(W + PAGE));
+    write(&mut mm, &mut phys, W + PAGE, 9);
+    assert_eq!(read(&mut mm, &mut phys, W), 8);
+}
+
+#[test]
+fn thp_collapse_and_split_clear_the_aligned_2mib() {
+    let (mut mm, mut phys, seen, _iv) = setup();
+    let base = 2 * HUGE;
+    mmap(&mut mm, &mut phys, base, HUGE / PAGE, MapKind::AnonPrivate);
+    write(&mut mm, &mut phys, base + 5 * PAGE, 1);
+    take(&seen);
+    run(
+        &mut mm,
+        &mut phys,
+        MmOp::ThpCollapse {
+            addr: base + 9 * PAGE,
+        },
+    )
+    .unwrap();
+    run(&mut mm, &mut phys, MmOp::ThpSplit { addr: base }).unwrap();
+    assert_eq!(
+        take(&seen),
+        vec![
+            (Event::Clear, base, base + HUGE, true),
+            (Event::Clear, base, base + HUGE, true)
+        ]
+    );
+    assert_eq!(read(&mut mm, &mut phys, base + 5 * PAGE), 1);
+    assert_eq!(
+        run(&mut mm, &mut phys, MmOp::ThpSplit { addr: W }).unwrap_err(),
+        MmError::Inval
+    );
+}
+
+#[test]
+fn mremap_shrink_grow_move_and_dontunmap() {
+    let (mut mm, mut phys, seen, _iv) = setup();
+    mmap(&mut mm, &mut phys, W, 4, MapKind::AnonPrivate);
+    for p in 0..4 {
+        write(&mut mm, &mut phys, W + p * PAGE, 10 + p);
+    }
+    take(&seen);
+    let remap = |addr, old, new, to: Option<u64>, dontunmap| MmOp::Mremap {
+        addr,
+        old_len: old * PAGE,
+        new_len: new * PAGE,
+        new_addr: to,
+        dontunmap,
+    };
+    run(&mut mm, &mut phys, remap(W, 4, 3, None, false)).unwrap();
+    assert_eq!(
+        take(&seen),
+        vec![(Event::Unmap, W + 3 * PAGE, W + 4 * PAGE, true)]
+    );
+    run(&mut mm, &mut phys, remap(W, 3, 5, None, false)).unwrap();
+    assert!(
+        take(&seen).is_empty(),
+        "growing in place invalidates nothing"
+    );
+    let dst = W + 16 * PAGE;
+    run(&mut mm, &mut phys, remap(W, 5, 5, Some(dst), false)).unwrap();
+    assert_eq!(take(&seen), vec![(Event::Unmap, W, W + 5 * PAGE, true)]);
+    assert_eq!(mm.cpu_view(&phys, dst + 2 * PAGE), Some(12));
+    assert_eq!(mm.cpu_view(&phys, W), None);
+    let Ok(Outcome::Addr(moved)) = run(&mut mm, &mut phys, remap(dst, 5, 5, None, true)) else {
+        panic!("dontunmap");
+    };
+    assert_eq!(take(&seen), vec![(Event::Unmap, dst, dst + 5 * PAGE, true)]);
+    assert_eq!(mm.cpu_view(&phys, moved + PAGE), Some(11));
+    assert_eq!(
+        mm.cpu_view(&phys, dst + PAGE),
+        Some(0),
+        "the old range stays, empty"
+    );
+}
+
+#[test]
+fn dontneed_clears_and_reads_back_zero() {
+    let (mut mm, mut phys, seen, _iv) = setup();
+    mmap(&mut mm, &mut phys, W, 2, MapKind::AnonPrivate);
+    write(&mut mm, &mut phys, W, 4);
+    take(&seen);
+    run(
+        &mut mm,
+        &mut phys,
+        MmOp::Dontneed {
+            addr: W,
+            len: 2 * PAGE,
+        },
+    )
+    .unwrap();
+    assert_eq!(take(&seen), vec![(Event::Clear, W, W + 2 * PAGE, true)]);
+    assert_eq!(read(&mut mm, &mut phys, W), 0);
+}
+
+#[test]
+fn oom_reap_is_non_blockable_and_skips_refused_ranges() {
+    let (mut mm, mut phys, seen, _iv) = setup();
+    mmap(&mut mm, &mut phys, W, 1, MapKind::AnonPrivate);
+    mmap(&mut mm, &mut phys, W + 4 * PAGE, 1, MapKind::File(3));
+    write(&mut mm, &mut phys, W, 4);
+    take(&seen);
+    let refuse = mm
+        .notifier
+        .insert(
+            W,
+            PAGE,
+            Arc::new(|_: &Interval, r: &Range, _: u64| r.blockable),
+        )
+        .unwrap();
+    run(&mut mm, &mut phys, MmOp::OomReap).unwrap();
+    assert_eq!(take(&seen), vec![(Event::Unmap, W, W + PAGE, false)]);
+    assert_eq!(mm.cpu_view(&phys, W), Some(4), "refused: nothing reaped");
+    mm.notifier.remove(&refuse).unwrap();
+    run(&mut mm, &mut phys, MmOp::OomReap).unwrap();
+    assert_eq!(mm.cpu_view(&phys, W), Some(0));
+    assert!(mm.notifier.is_quiescent());
+}
+
+#[test]
+fn exit_releases_then_unmaps_everything() {
+    let (mut mm, mut phys, seen, iv) = setup();
+    mmap(&mut mm, &mut phys, W, 1, MapKind::AnonPrivate);
+    write(&mut mm, &mut phys, W, 1);
+    take(&seen);
+    run(&mut mm, &mut phys, MmOp::Exit).unwrap();
+    let top = mm.config.task_size;
+    assert_eq!(
+        take(&seen),
+        vec![
+            (Event::Release, 0, top, true),
+            (Event::Unmap, W, W + PAGE, true)
+        ]
+    );
+    assert!(mm.exited && mm.vmas().count() == 0);
+    assert_eq!(
+        run(&mut mm, &mut phys, MmOp::Fork).unwrap_err(),
+        MmError::Exited
+    );
+    mm.notifier.remove(&iv).unwrap();
+}
+
+#[test]
+fn writers_exclude_readers_in_the_mmap_lock_model() {
+    let (mut mm, mut phys, _seen, _iv) = setup();
+    mmap(&mut mm, &mut phys, W, 1, MapKind::AnonPrivate);
+    let mut unmap = Task::new(MmOp::Munmap { addr: W, len: PAGE }, 1);
+    assert!(matches!(
+        unmap.step(&mut mm, &mut phys, &Always),
+        TaskStep::Progress
+    ));
+    assert_eq!(mm.lock.writer, Some(1));
+    let mut fault = Task::new(
+        MmOp::Access {
+            addr: W,
+            write: Some(1),
+        },
+        2,
+    );
+    assert!(matches!(
+        fault.step(&mut mm, &mut phys, &Always),
+        TaskStep::Blocked(Blocked::MmapLock)
+    ));
+    while !matches!(unmap.step(&mut mm, &mut phys, &Always), TaskStep::Done(_)) {}
+    assert_eq!(mm.lock, MmapLock::default());
+    assert!(matches!(
+        fault.step(&mut mm, &mut phys, &Always),
+        TaskStep::Done(Err(MmError::Fault))
+    ));
+}
+
+#[test]
+fn cpu_ptes_change_only_between_start_and_end() {
+    let (mut mm, mut phys, _seen, _iv) = setup();
+    mmap(&mut mm, &mut phys, W, 1, MapKind::AnonPrivate);
+    write(&mut mm, &mut phys, W, 1);
+    let before = mm.pte(W);
+    let mut t = Task::new(MmOp::Migrate { addr: W }, 0);
+    let mut steps = Vec::new();
+    loop {
+        let invalidating = mm.notifier.snapshot().active > 0;
+        let r = t.step(&mut mm, &mut phys, &Always);
+        steps.push((invalidating, mm.pte(W) != before));
+        if matches!(r, TaskStep::Done(_)) {
+            break;
+        }
+    }
+    // The PTE changed in exactly one step, and that step ran inside an invalidation.
+    let changed: Vec<_> = steps.iter().filter(|s| s.1).collect();
+    assert!(!changed.is_empty());
+    let first = steps.iter().position(|s| s.1).unwrap();
+    assert!(steps[first].0, "{steps:?}");
+}
