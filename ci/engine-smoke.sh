@@ -30,6 +30,12 @@ case "$engine" in
   *) echo "usage: $0 [libfuzzer|afl|honggfuzz|all]" >&2; exit 2 ;;
 esac
 [[ "$SMOKE_SECONDS" =~ ^[1-9][0-9]*$ ]] || { echo "SMOKE_SECONDS must be a positive integer" >&2; exit 2; }
+# A harness built without planted-bugs exits on MNFUZZ_PLANTED_BUG; libFuzzer reports
+# that, but AFL++ and honggfuzz would count the exits as clean runs and pass.
+if [[ -n "${MNFUZZ_PLANTED_BUG:-}" && ! "${SMOKE_FEATURES:-}" =~ (^|[ ,])planted-bugs([ ,]|$) ]]; then
+  echo "MNFUZZ_PLANTED_BUG is set: also set SMOKE_FEATURES=planted-bugs" >&2
+  exit 2
+fi
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/engine-smoke.XXXXXX")"
 failed=()
@@ -60,26 +66,46 @@ make_corpus() {
   log "corpus: $n seed file(s) from ${seeds#"$root"/}"
 }
 
-# Print findings so they survive in the CI log even after the machine is gone.
+# Print findings so they survive in the CI log even after the machine is gone:
+# the smallest few, whole as base64 when small enough to paste back.
 show_findings() {
-  local f
-  for f in "$@"; do
-    echo "---- finding: $f ($(stat -c %s "$f") bytes), first 256 bytes:" >&2
-    head -c 256 "$f" | od -A x -t x1z -v >&2
+  local f size sorted=()
+  echo "---- $# finding(s); smallest first" >&2
+  mapfile -t sorted < <(ls -Sr -- "$@")
+  for f in "${sorted[@]:0:5}"; do
+    size="$(stat -c %s "$f")"
+    echo "---- finding: $f ($size bytes)" >&2
+    if ((size <= 4096)); then
+      echo "base64: $(base64 -w0 <"$f")" >&2
+    else
+      head -c 256 "$f" | od -A x -t x1z -v >&2
+    fi
   done
-  echo "---- reproduce (prints the harness report): cd fuzz && cargo fuzz run -s none -a ${features[*]} $TARGET <file>" >&2
+  echo "---- reproduce: base64 -d <<<'...' >crash; cd fuzz && ${MNFUZZ_PLANTED_BUG:+MNFUZZ_PLANTED_BUG=$MNFUZZ_PLANTED_BUG }cargo fuzz run -s none -a ${features[*]} $TARGET ../crash" >&2
 }
 
 report_speed() {
   echo "engine=$1 target=$TARGET execs_per_sec=$2"
 }
 
-# Engines log a line per new coverage: show only the end, or more of it on failure
-# (where the harness's panic report is).
+# Engines log a line per new coverage: show only the end on success. On failure
+# show the harness's panic report from its start, then the engine's last words.
 show_log() {
-  local lines=15
-  [[ "$2" == fail ]] && lines=80
-  sed 's/\x1b\[[0-9;?]*[a-zA-Z]//g' "$1" | grep -v 'Fuzzing test case' | tail -n "$lines" >&2 || true
+  local clean="$1.clean" at total
+  sed 's/\x1b\[[0-9;?]*[a-zA-Z]//g' "$1" | grep -v 'Fuzzing test case' >"$clean" || true
+  at="$(grep -n -m1 'panicked at' "$clean" | cut -d: -f1 || true)"
+  total="$(wc -l <"$clean")"
+  if [[ "$2" == fail && -n "$at" ]]; then
+    tail -n "+$at" "$clean" | head -n 100 >&2
+    if ((total - at >= 100)); then
+      echo "[...]" >&2
+      tail -n 20 "$clean" >&2
+    fi
+  elif [[ "$2" == fail ]]; then
+    tail -n 80 "$clean" >&2
+  else
+    tail -n 15 "$clean" >&2
+  fi
 }
 
 run_libfuzzer() {
@@ -121,6 +147,12 @@ run_afl() {
   cd "$root/fuzz/afl"
   log "afl: build"
   cargo afl build --release "${features[@]}" || { log "afl: build failed"; return 1; }
+  # Outside afl-fuzz the binary runs one input from stdin: a target that cannot run an
+  # empty input cleanly (e.g. it exits at startup) would look like a quiet, passing run.
+  if ! "$root/fuzz/afl/target/release/$TARGET" </dev/null >"$dir/preflight.log" 2>&1; then
+    cat "$dir/preflight.log" >&2
+    log "afl: target failed on an empty input outside the fuzzer"; return 1
+  fi
   log "afl: fuzzing ${SMOKE_SECONDS}s"
   # CI has no tty, no stdin, maybe a core_pattern pipe and a shared CPU: tell AFL++ it is fine.
   # AFL_BENCH_UNTIL_CRASH stops at the first crash instead of spending the rest of -V.
@@ -145,8 +177,11 @@ run_afl() {
   report_speed afl "${speed:-unknown}"
   if ((${#found[@]})); then
     log "afl: FINDING"; show_findings "${found[@]}"
-    log "afl: harness report for the first finding:"
-    "$root/fuzz/afl/target/release/$TARGET" <"${found[0]}" 2>&1 | tail -n 40 >&2 || true
+    # afl-fuzz hides the target's stderr; outside afl-fuzz the binary runs one input from stdin.
+    local smallest
+    smallest="$(ls -Sr -- "${found[@]}" | head -n 1)"
+    log "afl: harness report for $smallest:"
+    "$root/fuzz/afl/target/release/$TARGET" <"$smallest" 2>&1 | head -n 100 >&2 || true
     return 1
   fi
   if ((rc != 0)) || [[ -z "$speed" ]]; then
@@ -184,6 +219,11 @@ run_honggfuzz() {
   fi
   if ((rc != 0)) || [[ -z "$speed" ]]; then
     log "honggfuzz: did not run to completion (exit $rc)"; return 1
+  fi
+  # honggfuzz just restarts a persistent target that exits, and does not count it.
+  if grep -q 'exited with status: EXITED, exit code: [1-9]' "$dir/log"; then
+    show_log "$dir/log" fail
+    log "honggfuzz: the target exited with a non-zero status"; return 1
   fi
 }
 

@@ -11,7 +11,7 @@ CARGO_AFL_VERSION=0.18.2
 # Must equal `honggfuzz = "=..."` in fuzz/hfuzz/Cargo.toml: the crate's build.rs checks it.
 HONGGFUZZ_VERSION=0.5.62
 
-# The machine has 2 shared cores; parallel rustc jobs only add memory pressure.
+# 2 shared cores: one rustc at a time keeps the rest of the machine usable.
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-1}"
 export DEBIAN_FRONTEND=noninteractive
 
@@ -88,7 +88,7 @@ fi
 
 if wants honggfuzz; then
   # honggfuzz links libbfd/libopcodes (binutils-dev) and libunwind-ptrace;
-  # BlocksRuntime is only needed when it is built with clang, kept for parity with upstream docs.
+  # BlocksRuntime only matters if CC is clang; it is tiny, so install it anyway.
   apt_install binutils-dev libunwind-dev libblocksruntime-dev
   cargo_install honggfuzz "$HONGGFUZZ_VERSION"
 fi

@@ -1,5 +1,6 @@
-// Built only by `cargo afl build`; a plain `cargo build` would give a binary
-// that reads one input from stdin, which is how crashes are reproduced.
+// Build with `cargo afl build`, which links AFL++'s runtime. Run outside
+// afl-fuzz, the binary runs the one input on stdin: ci/engine-smoke.sh uses
+// that to print the harness report for a crash AFL++ found.
 fn main() {
     afl::fuzz!(|data: &[u8]| harness::targets::notifier(data));
 }

@@ -1,18 +1,17 @@
-use std::sync::Once;
-
 fn main() {
+    // honggfuzz-rs swaps in a silent-abort panic hook on its first iteration.
+    // Put the std hook (which prints the harness's report; shown with
+    // honggfuzz -Q) back in front of the abort. Still aborts before unwinding,
+    // so honggfuzz's stack hash is unchanged.
+    let mut report = Some(std::panic::take_hook());
     loop {
         honggfuzz::fuzz!(|data: &[u8]| {
-            // honggfuzz-rs installs a hook that aborts silently on its first
-            // iteration; replace it once so the harness's report reaches stderr
-            // (visible with honggfuzz -Q). Still aborts before unwinding.
-            static HOOK: Once = Once::new();
-            HOOK.call_once(|| {
-                std::panic::set_hook(Box::new(|info| {
-                    eprintln!("{info}\n{}", std::backtrace::Backtrace::capture());
+            if let Some(report) = report.take() {
+                std::panic::set_hook(Box::new(move |info| {
+                    report(info);
                     std::process::abort();
-                }))
-            });
+                }));
+            }
             harness::targets::notifier(data);
         });
     }
