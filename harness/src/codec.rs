@@ -9,19 +9,26 @@
 //! files and minimized programs replay exactly.
 //!
 //! ```text
-//! header  target threads seq task_size
-//!   target      Target::ALL[b % len]
+//! header  target threads seq task_size [devices]
+//!   target      Target::ALL[b % 2]: even notifier, odd mirror
 //!   threads     [2,2,2,1,3,3,4,4][b & 7]
 //!   seq         0..=191 2 | ..=207 0 | ..=223 MAX-1 | ..=239 MAX-3 | ..=254 MAX-7
 //!               | 255 ESC (8 bytes LE, low bit cleared)
 //!   task_size   0..=191 MAX | ..=215 1<<47 | ..=239 1<<32 | ..=254 MIN_TASK_SIZE
 //!               | 255 ESC (8 bytes LE, raised to MIN_TASK_SIZE)
+//!   devices     mirror target only (the notifier target reads no byte and has
+//!               none): 0..=247 d0 = [fullva, perfault][b & 1] and
+//!               d1 by b >> 1: 0..=95 none | ..=109 fullva | ..=123 perfault;
+//!               248..=255 d0 none, d1 = [none, fullva, perfault][(b - 248) % 3]
 //! step    tag operands...                (repeated while bytes remain,
 //!                                         at most MAX_STEPS)
-//!   tag         kind = KINDS[tag & 63], weights out of 64: start 14, end 10,
-//!               read_begin 12, commit 6, insert 10, remove 5, check_retry 2,
-//!               register 2, unregister 2, release 1;
-//!               thread = (tag >> 6) % threads
+//!   tag         thread = (tag >> 6) % threads; kind = the target's table[tag & 63]
+//!
+//! notifier steps
+//!   kinds       weights out of 64: start 14, end 10, read_begin 12, commit 6,
+//!               insert 10, remove 5, check_retry 2, register 2, unregister 2,
+//!               release 1
+//!   (mirror)    `step` (a turn that queues nothing) has weight 6 and no operands
 //!   insert      slot span cb             slot = b % SLOTS
 //!   remove, read_begin                   slot
 //!   commit, check_retry                  (none: the thread's latest fault)
@@ -42,11 +49,42 @@
 //! flags   nonblock iff b & 7 == 7; owner = None if b >> 3 < 24, else Some((b >> 3) % 4)
 //! cb      refuse = b & 15: 0..=11 Never | ..=14 NonBlockable | 15 Always;
 //!         set_seq = b >> 4: 0..=13 Always | 14 Never | 15 SkipFor(event byte follows)
+//!
+//! mirror steps: every mm op starts with an mm byte, every device op with a
+//! dev byte (m1 and d1 iff b & 7 == 7)
+//!   kinds       weights out of 64: read 8, write 8, dread 8, dwrite 6, mmap 6,
+//!               munmap 3, mprotect 3, reclaim 3, mremap 2, dontneed 2,
+//!               migrate 2, clear_refs 2, snapshot 2, dmigrate 2, fork 1, ksm 1,
+//!               collapse 1, split 1, oom_reap 1, exit 1, open 1
+//!   mmap        mm mspan map             map: b & 7: 0..=4 anon | 5 shared
+//!                                        | 6, 7 file:(b & 7) - 6; ro iff b >= 224
+//!   munmap, dontneed                     mm mspan
+//!   mprotect    mm mspan prot            rw iff b & 1
+//!   mremap      mm mspan len remap [point]
+//!                                        new_len is a len (start = addr);
+//!                                        remap: dontunmap iff b & 7 == 7,
+//!                                        a `to` point follows iff b >> 3 >= 24
+//!   fork, clear_refs, oom_reap           mm
+//!   read, reclaim, migrate, collapse, split
+//!                                        mm point
+//!   write       mm point value           value: 0..=254 b | 255 ESC
+//!   ksm         mm point point
+//!   exit        mm b                     exit iff b < 64, else `read` of point
+//!                                        code b: exit ends the process, so
+//!                                        keep it to about one step in 256
+//!   open        dev mm strategy          strategy = Strategy::ALL[b % 2]
+//!   dread       dev point
+//!   dwrite      dev point value
+//!   snapshot, dmigrate                   dev mspan
+//! mspan   maddr [len]                    len as above
+//!   maddr       page p = b % WINDOW_PAGES: 0..=223 p*PAGE | ..=231 +PAGE/2
+//!               | ..=239 +PAGE-1 | 240..=254 the specials of addr | 255 ESC
+//! point   maddr, where WHOLE means WINDOW_PAGES*PAGE (just past the window)
 //! ```
 //!
-//! ESC is 255 and 8 raw little-endian bytes; ts is the task_size. The
-//! target byte has one meaning today; it is there so that adding targets
-//! keeps the layout.
+//! ESC is 255 and 8 raw little-endian bytes; ts is the task_size. The mirror
+//! address table is the notifier's with more aligned codes: unaligned spans
+//! are EINVAL there, so they stay the exception.
 //!
 //! Byte 0 is the common case everywhere, so the empty input is the default
 //! config with no steps, and zero padding means "the usual". The encoder
@@ -59,8 +97,8 @@ use notifier::Event;
 use oracles::{CallbackModel, Refuse, SetSeq};
 
 use crate::program::{
-    Op, Program, ProgramConfig, Step, Target, CLASSIC_SLOTS, MAX_STEPS, MIN_TASK_SIZE, OWNERS,
-    PAGE, SLOTS, WINDOW_PAGES,
+    DevStep, MapKind, MmStep, Op, Program, ProgramConfig, Step, Strategy, Target, CLASSIC_SLOTS,
+    DEVICES, FILES, MAX_STEPS, MIN_TASK_SIZE, MMS, OWNERS, PAGE, SLOTS, WINDOW_PAGES,
 };
 
 /// The code that is followed by 8 raw little-endian bytes.
@@ -68,9 +106,14 @@ const ESCAPE: u8 = 255;
 /// Thread counts by `byte & 7`; 2 is the most common.
 const THREADS: [u8; 8] = [2, 2, 2, 1, 3, 3, 4, 4];
 
-/// The op kinds, as chosen by a step's tag byte.
+// The mirror tables below spell out two address spaces, two devices and
+// two files.
+const _: () = assert!(MMS == 2 && DEVICES == 2 && FILES == 2);
+
+/// The op kinds of both targets, as chosen by a step's tag byte.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
+    // The notifier target.
     Start,
     End,
     ReadBegin,
@@ -81,9 +124,35 @@ enum Kind {
     Register,
     Unregister,
     Release,
+    // The mirror target.
+    MmRead,
+    MmWrite,
+    DevRead,
+    DevWrite,
+    Mmap,
+    Munmap,
+    Mprotect,
+    Reclaim,
+    Mremap,
+    Dontneed,
+    MmMigrate,
+    ClearRefs,
+    Snapshot,
+    DevMigrate,
+    Fork,
+    Ksm,
+    Collapse,
+    Split,
+    OomReap,
+    Exit,
+    DevOpen,
+    Yield,
 }
 
-/// Each kind's share of the 64 entries of [`KINDS`].
+/// Number of [`Kind`]s.
+const KIND_COUNT: usize = Kind::Yield as usize + 1;
+
+/// Each notifier kind's share of the 64 entries of [`KINDS`].
 const KIND_WEIGHTS: [(Kind, usize); 10] = [
     (Kind::Start, 14),
     (Kind::End, 10),
@@ -97,30 +166,87 @@ const KIND_WEIGHTS: [(Kind, usize); 10] = [
     (Kind::Release, 1),
 ];
 
-/// `tag & 63` to kind.
-const KINDS: [Kind; 64] = kind_table();
+/// Each mirror kind's share of the 64 entries of [`MIRROR_KINDS`].
+const MIRROR_KIND_WEIGHTS: [(Kind, usize); 22] = [
+    (Kind::Yield, 6),
+    (Kind::MmRead, 6),
+    (Kind::MmWrite, 6),
+    (Kind::DevRead, 6),
+    (Kind::DevWrite, 6),
+    (Kind::Mmap, 6),
+    (Kind::Munmap, 3),
+    (Kind::Mprotect, 3),
+    (Kind::Reclaim, 3),
+    (Kind::Mremap, 2),
+    (Kind::Dontneed, 2),
+    (Kind::MmMigrate, 2),
+    (Kind::ClearRefs, 2),
+    (Kind::Snapshot, 2),
+    (Kind::DevMigrate, 2),
+    (Kind::Fork, 1),
+    (Kind::Ksm, 1),
+    (Kind::Collapse, 1),
+    (Kind::Split, 1),
+    (Kind::OomReap, 1),
+    (Kind::Exit, 1),
+    (Kind::DevOpen, 1),
+];
 
-const fn kind_table() -> [Kind; 64] {
-    let mut t = [Kind::Start; 64];
+/// Notifier `tag & 63` to kind.
+const KINDS: [Kind; 64] = kind_table(&KIND_WEIGHTS);
+/// Mirror `tag & 63` to kind.
+const MIRROR_KINDS: [Kind; 64] = kind_table(&MIRROR_KIND_WEIGHTS);
+
+const fn kind_table(weights: &[(Kind, usize)]) -> [Kind; 64] {
+    let mut t = [weights[0].0; 64];
     let mut i = 0;
     let mut k = 0;
-    while k < KIND_WEIGHTS.len() {
-        let (kind, weight) = KIND_WEIGHTS[k];
+    while k < weights.len() {
+        let (kind, weight) = weights[k];
         let mut j = 0;
         while j < weight {
+            assert!(i < 64, "kind weights must sum to 64");
             t[i] = kind;
             i += 1;
             j += 1;
         }
         k += 1;
     }
-    assert!(i == 64, "KIND_WEIGHTS must sum to 64");
+    assert!(i == 64, "kind weights must sum to 64");
     t
 }
 
-/// The kind a tag byte chooses.
-fn tag_kind(tag: u8) -> Kind {
-    KINDS[(tag & 63) as usize]
+/// The first `tag & 63` of each kind in its target's table, indexed by
+/// `Kind as usize`.
+const FIRST_TAG: [u8; KIND_COUNT] = first_tag_table();
+
+const fn first_tag_table() -> [u8; KIND_COUNT] {
+    let mut t = [u8::MAX; KIND_COUNT];
+    let mut b = 64;
+    while b > 0 {
+        b -= 1;
+        t[KINDS[b] as usize] = b as u8;
+        t[MIRROR_KINDS[b] as usize] = b as u8;
+    }
+    let mut k = 0;
+    while k < KIND_COUNT {
+        assert!(t[k] != u8::MAX, "every kind needs a tag");
+        k += 1;
+    }
+    t
+}
+
+/// The kind tables of `target`.
+fn kinds(target: Target) -> &'static [Kind; 64] {
+    match target {
+        Target::Notifier => &KINDS,
+        Target::Mirror => &MIRROR_KINDS,
+    }
+}
+
+/// The kind a tag byte chooses for `target`.
+fn tag_kind(tag: u8, target: Target) -> Kind {
+    kinds(target)[(tag & 63) as usize]
 }
 
 fn kind_of(op: &Op) -> Kind {
@@ -135,6 +261,32 @@ fn kind_of(op: &Op) -> Kind {
         Op::Release => Kind::Release,
         Op::Register { .. } => Kind::Register,
         Op::Unregister { .. } => Kind::Unregister,
+        Op::Yield => Kind::Yield,
+        Op::Mm { op, .. } => match op {
+            MmStep::Mmap { .. } => Kind::Mmap,
+            MmStep::Munmap { .. } => Kind::Munmap,
+            MmStep::Mprotect { .. } => Kind::Mprotect,
+            MmStep::Mremap { .. } => Kind::Mremap,
+            MmStep::Dontneed { .. } => Kind::Dontneed,
+            MmStep::Fork => Kind::Fork,
+            MmStep::Read { .. } => Kind::MmRead,
+            MmStep::Write { .. } => Kind::MmWrite,
+            MmStep::Reclaim { .. } => Kind::Reclaim,
+            MmStep::Migrate { .. } => Kind::MmMigrate,
+            MmStep::Ksm { .. } => Kind::Ksm,
+            MmStep::Collapse { .. } => Kind::Collapse,
+            MmStep::Split { .. } => Kind::Split,
+            MmStep::ClearRefs => Kind::ClearRefs,
+            MmStep::OomReap => Kind::OomReap,
+            MmStep::Exit => Kind::Exit,
+        },
+        Op::Dev { op, .. } => match op {
+            DevStep::Open { .. } => Kind::DevOpen,
+            DevStep::Read { .. } => Kind::DevRead,
+            DevStep::Write { .. } => Kind::DevWrite,
+            DevStep::Snapshot { .. } => Kind::Snapshot,
+            DevStep::Migrate { .. } => Kind::DevMigrate,
+        },
     }
 }
 
@@ -179,6 +331,25 @@ fn task_size_raw(raw: u64) -> u64 {
     raw.max(MIN_TASK_SIZE)
 }
 
+type Devices = [Option<Strategy>; DEVICES as usize];
+
+/// The devices a mirror program opens on `m0` before its first step.
+fn devices_code(b: u8) -> Devices {
+    const D1: [Option<Strategy>; 3] = [None, Some(Strategy::FullVa), Some(Strategy::PerFault)];
+    match b {
+        0..=247 => {
+            let d0 = Strategy::ALL[(b & 1) as usize];
+            let d1 = match b >> 1 {
+                0..=95 => None,
+                96..=109 => Some(Strategy::FullVa),
+                _ => Some(Strategy::PerFault),
+            };
+            [Some(d0), d1]
+        }
+        _ => [None, D1[((b - 248) % 3) as usize]],
+    }
+}
+
 /// What an address byte says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Addr {
@@ -190,6 +361,18 @@ enum Addr {
     Escape,
 }
 
+/// The specials of both address tables, `240..=254`.
+fn special_addr(b: u8, task_size: u64) -> Addr {
+    match (b - 240) % 5 {
+        0 => Addr::At(0),
+        1 => Addr::At(task_size.wrapping_sub(PAGE)),
+        2 => Addr::At(task_size.wrapping_sub(1)),
+        3 => Addr::At(task_size.wrapping_sub(2 * PAGE)),
+        _ => Addr::Whole,
+    }
+}
+
+/// Notifier addresses.
 fn addr_code(b: u8, task_size: u64) -> Addr {
     let page = (b as u64 % WINDOW_PAGES) * PAGE;
     match b {
@@ -197,14 +380,32 @@ fn addr_code(b: u8, task_size: u64) -> Addr {
         192..=207 => Addr::At(page + 1),
         208..=223 => Addr::At(page + PAGE - 1),
         224..=239 => Addr::At(page + PAGE / 2),
-        240..=254 => match (b - 240) % 5 {
-            0 => Addr::At(0),
-            1 => Addr::At(task_size.wrapping_sub(PAGE)),
-            2 => Addr::At(task_size.wrapping_sub(1)),
-            3 => Addr::At(task_size.wrapping_sub(2 * PAGE)),
-            _ => Addr::Whole,
-        },
+        240..=254 => special_addr(b, task_size),
         ESCAPE => Addr::Escape,
+    }
+}
+
+/// Mirror addresses: more of them aligned.
+fn maddr_code(b: u8, task_size: u64) -> Addr {
+    let page = (b as u64 % WINDOW_PAGES) * PAGE;
+    match b {
+        0..=223 => Addr::At(page),
+        224..=231 => Addr::At(page + PAGE / 2),
+        232..=239 => Addr::At(page + PAGE - 1),
+        240..=254 => special_addr(b, task_size),
+        ESCAPE => Addr::Escape,
+    }
+}
+
+/// What a mirror point's (a single address's) WHOLE code means.
+const POINT_WHOLE: u64 = WINDOW_PAGES * PAGE;
+
+/// A mirror point: `maddr_code`, with WHOLE meaning [`POINT_WHOLE`].
+fn point_code(b: u8, task_size: u64) -> Option<u64> {
+    match maddr_code(b, task_size) {
+        Addr::At(a) => Some(a),
+        Addr::Whole => Some(POINT_WHOLE),
+        Addr::Escape => None,
     }
 }
 
@@ -261,6 +462,44 @@ fn seq_head_code(b: u8) -> SeqHead {
     }
 }
 
+/// `m0` mostly, `m1` iff `b & 7 == 7`; devices alike.
+fn slot2_code(b: u8) -> u8 {
+    u8::from(b & 7 == 7)
+}
+
+fn strategy_code(b: u8) -> Strategy {
+    Strategy::ALL[b as usize % Strategy::ALL.len()]
+}
+
+/// `(kind, write)` of an mmap.
+fn map_code(b: u8) -> (MapKind, bool) {
+    let kind = match b & 7 {
+        0..=4 => MapKind::AnonPrivate,
+        5 => MapKind::AnonShared,
+        k => MapKind::File(u32::from(k - 6)),
+    };
+    (kind, b < 224)
+}
+
+/// mprotect's `write`.
+fn prot_code(b: u8) -> bool {
+    b & 1 == 1
+}
+
+/// `(to follows, dontunmap)` of an mremap.
+fn remap_code(b: u8) -> (bool, bool) {
+    (b >> 3 >= 24, b & 7 == 7)
+}
+
+/// A written value: small on purpose, so that contents collide.
+fn value_code(b: u8) -> Option<u64> {
+    (b != ESCAPE).then_some(u64::from(b))
+}
+
+fn value_raw(raw: u64) -> u64 {
+    raw
+}
+
 // ---------------------------------------------------------------------------
 // Decoding.
 
@@ -292,18 +531,44 @@ impl Reader<'_, '_> {
         }
     }
 
-    /// `(start, len)`.
-    fn span(&mut self, task_size: u64) -> (u64, u64) {
-        let start = match addr_code(self.byte(), task_size) {
+    /// `(start, len)`, with addresses from `addr`.
+    fn span_with(&mut self, addr: fn(u8, u64) -> Addr, task_size: u64) -> (u64, u64) {
+        let start = match addr(self.byte(), task_size) {
             Addr::At(a) => a,
             Addr::Whole => return (0, task_size),
             Addr::Escape => self.raw(),
         };
-        let len = match len_code(self.byte(), start, task_size) {
+        (start, self.len(start, task_size))
+    }
+
+    fn len(&mut self, start: u64, task_size: u64) -> u64 {
+        match len_code(self.byte(), start, task_size) {
             Some(l) => l,
             None => self.raw(),
-        };
-        (start, len)
+        }
+    }
+
+    /// A notifier `(start, len)`.
+    fn span(&mut self, task_size: u64) -> (u64, u64) {
+        self.span_with(addr_code, task_size)
+    }
+
+    /// A mirror `(addr, len)`.
+    fn mspan(&mut self, task_size: u64) -> (u64, u64) {
+        self.span_with(maddr_code, task_size)
+    }
+
+    /// A mirror point whose code byte `b` was read already.
+    fn point_from(&mut self, b: u8, task_size: u64) -> u64 {
+        match point_code(b, task_size) {
+            Some(a) => a,
+            None => self.raw(),
+        }
+    }
+
+    fn point(&mut self, task_size: u64) -> u64 {
+        let b = self.byte();
+        self.point_from(b, task_size)
     }
 
     fn callback(&mut self) -> CallbackModel {
@@ -319,23 +584,38 @@ impl Reader<'_, '_> {
         }
     }
 
-    fn config(&mut self) -> ProgramConfig {
-        let target = target_code(self.byte());
+    fn config(&mut self, target: Option<Target>) -> ProgramConfig {
+        let byte = self.byte();
+        let target = target.unwrap_or_else(|| target_code(byte));
         let threads = threads_code(self.byte());
         let initial_seq = self.u64_with(seq_code, seq_raw);
         let task_size = self.u64_with(task_size_code, task_size_raw);
+        let devices = match target {
+            Target::Notifier => [None, None],
+            Target::Mirror => devices_code(self.byte()),
+        };
         ProgramConfig {
             target,
             threads,
             initial_seq,
             task_size,
+            devices,
         }
     }
 
     fn step(&mut self, c: &ProgramConfig) -> Step {
         let tag = self.byte();
         let thread = (tag >> 6) % c.threads.max(1);
-        let op = match tag_kind(tag) {
+        let kind = tag_kind(tag, c.target);
+        let op = match c.target {
+            Target::Notifier => self.notifier_op(kind, c),
+            Target::Mirror => self.mirror_op(kind, c),
+        };
+        Step { thread, op }
+    }
+
+    fn notifier_op(&mut self, kind: Kind, c: &ProgramConfig) -> Op {
+        match kind {
             Kind::Insert => {
                 let slot = self.byte() % SLOTS;
                 let (start, len) = self.span(c.task_size);
@@ -362,14 +642,12 @@ impl Reader<'_, '_> {
                     owner,
                 }
             }
-            Kind::End => Op::End,
             Kind::ReadBegin => Op::ReadBegin {
                 slot: self.byte() % SLOTS,
             },
             Kind::Commit => Op::Commit,
             Kind::CheckRetry => Op::CheckRetry,
             Kind::Release if self.byte() < 64 => Op::Release,
-            Kind::Release => Op::End,
             Kind::Register => {
                 let slot = self.byte() % CLASSIC_SLOTS;
                 Op::Register {
@@ -380,12 +658,135 @@ impl Reader<'_, '_> {
             Kind::Unregister => Op::Unregister {
                 slot: self.byte() % CLASSIC_SLOTS,
             },
-        };
-        Step { thread, op }
+            // End, and the release that was not confirmed.
+            _ => Op::End,
+        }
     }
 
-    fn program(&mut self) -> Program {
-        let config = self.config();
+    fn mirror_op(&mut self, kind: Kind, c: &ProgramConfig) -> Op {
+        match kind {
+            Kind::Yield => Op::Yield,
+            Kind::DevOpen | Kind::DevRead | Kind::DevWrite | Kind::Snapshot | Kind::DevMigrate => {
+                let dev = slot2_code(self.byte());
+                let op = self.dev_op(kind, c.task_size);
+                Op::Dev { dev, op }
+            }
+            _ => {
+                let mm = slot2_code(self.byte());
+                let op = self.mm_op(kind, c.task_size);
+                Op::Mm { mm, op }
+            }
+        }
+    }
+
+    fn dev_op(&mut self, kind: Kind, ts: u64) -> DevStep {
+        match kind {
+            Kind::DevOpen => {
+                let mm = slot2_code(self.byte());
+                let strategy = strategy_code(self.byte());
+                DevStep::Open { mm, strategy }
+            }
+            Kind::DevWrite => {
+                let addr = self.point(ts);
+                let value = self.u64_with(value_code, value_raw);
+                DevStep::Write { addr, value }
+            }
+            Kind::Snapshot => {
+                let (addr, len) = self.mspan(ts);
+                DevStep::Snapshot { addr, len }
+            }
+            Kind::DevMigrate => {
+                let (addr, len) = self.mspan(ts);
+                DevStep::Migrate { addr, len }
+            }
+            // DevRead.
+            _ => DevStep::Read {
+                addr: self.point(ts),
+            },
+        }
+    }
+
+    fn mm_op(&mut self, kind: Kind, ts: u64) -> MmStep {
+        match kind {
+            Kind::Mmap => {
+                let (addr, len) = self.mspan(ts);
+                let (kind, write) = map_code(self.byte());
+                MmStep::Mmap {
+                    addr,
+                    len,
+                    kind,
+                    write,
+                }
+            }
+            Kind::Munmap => {
+                let (addr, len) = self.mspan(ts);
+                MmStep::Munmap { addr, len }
+            }
+            Kind::Dontneed => {
+                let (addr, len) = self.mspan(ts);
+                MmStep::Dontneed { addr, len }
+            }
+            Kind::Mprotect => {
+                let (addr, len) = self.mspan(ts);
+                MmStep::Mprotect {
+                    addr,
+                    len,
+                    write: prot_code(self.byte()),
+                }
+            }
+            Kind::Mremap => {
+                let (addr, old_len) = self.mspan(ts);
+                let new_len = self.len(addr, ts);
+                let (has_to, dontunmap) = remap_code(self.byte());
+                let to = has_to.then(|| self.point(ts));
+                MmStep::Mremap {
+                    addr,
+                    old_len,
+                    new_len,
+                    to,
+                    dontunmap,
+                }
+            }
+            Kind::Fork => MmStep::Fork,
+            Kind::ClearRefs => MmStep::ClearRefs,
+            Kind::OomReap => MmStep::OomReap,
+            Kind::MmWrite => {
+                let addr = self.point(ts);
+                let value = self.u64_with(value_code, value_raw);
+                MmStep::Write { addr, value }
+            }
+            Kind::Reclaim => MmStep::Reclaim {
+                addr: self.point(ts),
+            },
+            Kind::MmMigrate => MmStep::Migrate {
+                addr: self.point(ts),
+            },
+            Kind::Collapse => MmStep::Collapse {
+                addr: self.point(ts),
+            },
+            Kind::Split => MmStep::Split {
+                addr: self.point(ts),
+            },
+            Kind::Ksm => {
+                let a = self.point(ts);
+                let b = self.point(ts);
+                MmStep::Ksm { a, b }
+            }
+            Kind::Exit => match self.byte() {
+                0..=63 => MmStep::Exit,
+                b => MmStep::Read {
+                    addr: self.point_from(b, ts),
+                },
+            },
+            // MmRead.
+            _ => MmStep::Read {
+                addr: self.point(ts),
+            },
+        }
+    }
+
+    fn program(&mut self, target: Option<Target>) -> Program {
+        let config = self.config(target);
         let mut steps = Vec::new();
         while !self.u.is_empty() && steps.len() < MAX_STEPS {
             steps.push(self.step(&config));
@@ -398,18 +799,28 @@ impl Reader<'_, '_> {
 /// [`MAX_STEPS`] steps are ignored.
 pub fn decode(bytes: &[u8]) -> Program {
     let mut u = Unstructured::new(bytes);
-    Reader { u: &mut u }.program()
+    Reader { u: &mut u }.program(None)
+}
+
+/// Decodes any bytes into a valid `target` program: the target byte is
+/// read but ignored, and everything after it decodes for `target` (its
+/// config bytes and step table). Engines that fuzz one target use this so
+/// that every input is a program of it; `encode` of the result gives bytes
+/// that [`decode`] reads back the same.
+pub fn decode_as(target: Target, bytes: &[u8]) -> Program {
+    let mut u = Unstructured::new(bytes);
+    Reader { u: &mut u }.program(Some(target))
 }
 
 /// Consumes all of `u` (like `arbitrary_take_rest`): the format has no
 /// length prefix, steps run to the end of the data.
 impl<'a> Arbitrary<'a> for Program {
     fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
-        Ok(Reader { u }.program())
+        Ok(Reader { u }.program(None))
     }
 
     fn arbitrary_take_rest(mut u: Unstructured<'a>) -> arbitrary::Result<Self> {
-        Ok(Reader { u: &mut u }.program())
+        Ok(Reader { u: &mut u }.program(None))
     }
 
     fn size_hint(_depth: usize) -> (usize, Option<usize>) {
@@ -423,6 +834,96 @@ impl<'a> Arbitrary<'a> for Program {
 /// The first code `b` (in order) for which `f(b)` holds.
 fn first_code(f: impl Fn(u8) -> bool) -> Option<u8> {
     (0..=u8::MAX).find(|&b| f(b))
+}
+
+/// `first_code(f)` for an `f` that only the `candidates` (ascending) can
+/// satisfy: the encoder's fast paths name the few codes that can decode to
+/// a value instead of trying all 256, which was most of the engine's
+/// mutation time. Tests check each against the full scan.
+fn first_of(candidates: impl IntoIterator<Item = u8>, f: impl Fn(u8) -> bool) -> Option<u8> {
+    candidates.into_iter().find(|&b| f(b))
+}
+
+/// The codes that can decode to `Addr::At(start)` or `Addr::Whole`, ascending:
+/// the window code for the page offset `addr_code` gives, then the specials.
+fn addr_candidates(start: u64) -> impl Iterator<Item = u8> {
+    let (p, r) = (start / PAGE, start % PAGE);
+    let window = match r {
+        _ if p >= WINDOW_PAGES => None,
+        0 => Some(p),
+        1 => Some(192 + p),
+        r if r == PAGE - 1 => Some(208 + p),
+        r if r == PAGE / 2 => Some(224 + p),
+        _ => None,
+    };
+    window.map(|b| b as u8).into_iter().chain(240..=254)
+}
+
+/// [`addr_candidates`] for `maddr_code` (and so for points).
+fn maddr_candidates(start: u64) -> impl Iterator<Item = u8> {
+    let (p, r) = (start / PAGE, start % PAGE);
+    let window = match r {
+        _ if p >= WINDOW_PAGES => None,
+        0 => Some(p),
+        r if r == PAGE / 2 && p < 8 => Some(224 + p),
+        r if r == PAGE - 1 && p >= 8 => Some(224 + p),
+        _ => None,
+    };
+    window.map(|b| b as u8).into_iter().chain(240..=254)
+}
+
+/// The codes that can decode to length `len`, ascending: whole pages, one
+/// more, one less, then the fixed codes.
+fn len_candidates(len: u64) -> impl Iterator<Item = u8> {
+    let pages = |v: u64| {
+        (v & (PAGE - 1) == 0 && (1..=8).contains(&(v / PAGE))).then(|| (v / PAGE - 1) as u8)
+    };
+    [
+        pages(len),
+        pages(len.wrapping_sub(1)).map(|b| 176 + b),
+        pages(len.wrapping_add(1)).map(|b| 192 + b),
+    ]
+    .into_iter()
+    .flatten()
+    .chain([208, 220, 230, 244])
+}
+
+/// The one code that can be the first to decode to these flags.
+fn flags_candidate(blockable: bool, owner: Option<u8>) -> Option<u8> {
+    let low = if blockable { 0 } else { 7 };
+    match owner {
+        None => Some(low),
+        Some(o) if o < OWNERS => Some((24 + o) << 3 | low),
+        Some(_) => None,
+    }
+}
+
+/// The first tag of `kind` run by `thread` when there are `threads`, else
+/// the first tag of `kind`.
+fn tag_code(kind: Kind, thread: u8, threads: u8) -> u8 {
+    let lo = FIRST_TAG[kind as usize];
+    first_of((0..4).map(|hi| hi << 6 | lo), |b| {
+        (b >> 6) % threads == thread
+    })
+    .unwrap_or(lo)
+}
+
+/// The first code of an `m`/`d` slot byte (out of range: the first code).
+fn slot2_byte(slot: u8) -> u8 {
+    first_of([0, 7], |b| slot2_code(b) == slot).unwrap_or(0)
+}
+
+/// The first code of an mmap's kind and protection: the low three bits
+/// pick the kind, 224 adds `ro`.
+fn map_byte(kind: MapKind, write: bool) -> u8 {
+    let low = match kind {
+        MapKind::AnonPrivate => Some(0),
+        MapKind::AnonShared => Some(5),
+        MapKind::File(f) if f < FILES => Some(6 + f as u8),
+        MapKind::File(_) => None,
+    };
+    let b = low.map(|l| if write { l } else { 224 | l });
+    b.filter(|&b| map_code(b) == (kind, write)).unwrap_or(0)
 }
 
 /// Pushes the first short code of `code` that decodes to `v`, else the escape
@@ -439,18 +940,57 @@ fn push_raw(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
-fn push_span(out: &mut Vec<u8>, start: u64, len: u64, task_size: u64) {
+fn push_len(out: &mut Vec<u8>, start: u64, len: u64, task_size: u64) {
+    match first_of(len_candidates(len), |b| {
+        len_code(b, start, task_size) == Some(len)
+    }) {
+        Some(b) => out.push(b),
+        None => push_raw(out, len),
+    }
+}
+
+/// A span whose addresses come from `addr`, whose candidates are `cands`.
+fn push_span_with<I: Iterator<Item = u8>>(
+    out: &mut Vec<u8>,
+    (start, len, task_size): (u64, u64, u64),
+    addr: fn(u8, u64) -> Addr,
+    cands: fn(u64) -> I,
+) {
     if (start, len) == (0, task_size) {
-        if let Some(b) = first_code(|b| addr_code(b, task_size) == Addr::Whole) {
+        if let Some(b) = first_of(cands(start), |b| addr(b, task_size) == Addr::Whole) {
             out.push(b);
             return;
         }
     }
-    match first_code(|b| addr_code(b, task_size) == Addr::At(start)) {
+    match first_of(cands(start), |b| addr(b, task_size) == Addr::At(start)) {
         Some(b) => out.push(b),
         None => push_raw(out, start),
     }
-    push_u64(out, len, |b| len_code(b, start, task_size));
+    push_len(out, start, len, task_size);
+}
+
+fn push_span(out: &mut Vec<u8>, start: u64, len: u64, task_size: u64) {
+    push_span_with(out, (start, len, task_size), addr_code, addr_candidates);
+}
+
+fn push_mspan(out: &mut Vec<u8>, addr: u64, len: u64, task_size: u64) {
+    push_span_with(out, (addr, len, task_size), maddr_code, maddr_candidates);
+}
+
+fn push_point(out: &mut Vec<u8>, addr: u64, task_size: u64) {
+    match first_of(maddr_candidates(addr), |b| {
+        point_code(b, task_size) == Some(addr)
+    }) {
+        Some(b) => out.push(b),
+        None => push_raw(out, addr),
+    }
+}
+
+fn push_value(out: &mut Vec<u8>, v: u64) {
+    match u8::try_from(v) {
+        Ok(b) if value_code(b) == Some(v) => out.push(b),
+        _ => push_raw(out, v),
+    }
 }
 
 fn push_refuse(out: &mut Vec<u8>, refuse: Refuse) {
@@ -473,25 +1013,91 @@ fn push_callback(out: &mut Vec<u8>, cb: CallbackModel) {
     }
 }
 
+fn push_mm(out: &mut Vec<u8>, op: MmStep, ts: u64) {
+    match op {
+        MmStep::Mmap {
+            addr,
+            len,
+            kind,
+            write,
+        } => {
+            push_mspan(out, addr, len, ts);
+            out.push(map_byte(kind, write));
+        }
+        MmStep::Munmap { addr, len } | MmStep::Dontneed { addr, len } => {
+            push_mspan(out, addr, len, ts)
+        }
+        MmStep::Mprotect { addr, len, write } => {
+            push_mspan(out, addr, len, ts);
+            out.push(u8::from(write));
+        }
+        MmStep::Mremap {
+            addr,
+            old_len,
+            new_len,
+            to,
+            dontunmap,
+        } => {
+            push_mspan(out, addr, old_len, ts);
+            push_len(out, addr, new_len, ts);
+            let flags = (if to.is_some() { 24 << 3 } else { 0 }) | (u8::from(dontunmap) * 7);
+            out.push(flags);
+            if let Some(to) = to {
+                push_point(out, to, ts);
+            }
+        }
+        MmStep::Fork | MmStep::ClearRefs | MmStep::OomReap => {}
+        MmStep::Write { addr, value } => {
+            push_point(out, addr, ts);
+            push_value(out, value);
+        }
+        MmStep::Read { addr }
+        | MmStep::Reclaim { addr }
+        | MmStep::Migrate { addr }
+        | MmStep::Collapse { addr }
+        | MmStep::Split { addr } => push_point(out, addr, ts),
+        MmStep::Ksm { a, b } => {
+            push_point(out, a, ts);
+            push_point(out, b, ts);
+        }
+        MmStep::Exit => out.push(0),
+    }
+}
+
+fn push_dev(out: &mut Vec<u8>, op: DevStep, ts: u64) {
+    match op {
+        DevStep::Open { mm, strategy } => {
+            out.push(slot2_byte(mm));
+            out.push(first_code(|b| strategy_code(b) == strategy).unwrap_or(0));
+        }
+        DevStep::Read { addr } => push_point(out, addr, ts),
+        DevStep::Write { addr, value } => {
+            push_point(out, addr, ts);
+            push_value(out, value);
+        }
+        DevStep::Snapshot { addr, len } | DevStep::Migrate { addr, len } => {
+            push_mspan(out, addr, len, ts)
+        }
+    }
+}
+
 /// Encodes `p` so that [`decode`] gives it back, for every valid program
 /// (with at most [`MAX_STEPS`] steps) and every program `decode` produces.
 /// Other programs come back as a nearby valid one; this never panics.
 pub fn encode(p: &Program) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + 4 * p.steps.len());
+    let mut out = Vec::with_capacity(5 + 4 * p.steps.len());
     let c = &p.config;
     out.push(first_code(|b| target_code(b) == c.target).unwrap_or(0));
     out.push(first_code(|b| threads_code(b) == c.threads).unwrap_or(0));
     push_u64(&mut out, c.initial_seq, seq_code);
     push_u64(&mut out, c.task_size, task_size_code);
+    if c.target == Target::Mirror {
+        out.push(first_code(|b| devices_code(b) == c.devices).unwrap_or(0));
+    }
     // The context steps decode in: the config as decode will see it.
     let Program { config: c, .. } = decode(&out);
     for s in p.steps.iter().take(MAX_STEPS) {
-        let kind = kind_of(&s.op);
-        let is_kind = |b: u8| tag_kind(b) == kind;
-        let tag = first_code(|b| is_kind(b) && (b >> 6) % c.threads == s.thread)
-            .or_else(|| first_code(is_kind))
-            .unwrap_or(0);
-        out.push(tag);
+        out.push(tag_code(kind_of(&s.op), s.thread, c.threads));
         match s.op {
             Op::Insert {
                 slot,
@@ -515,13 +1121,24 @@ pub fn encode(p: &Program) -> Vec<u8> {
             } => {
                 push_event(&mut out, event);
                 push_span(&mut out, start, end.wrapping_sub(start), c.task_size);
-                out.push(first_code(|b| flags_code(b) == (blockable, owner)).unwrap_or(0));
+                let flags = flags_candidate(blockable, owner)
+                    .filter(|&b| flags_code(b) == (blockable, owner))
+                    .unwrap_or(0);
+                out.push(flags);
             }
             Op::Release => out.push(0),
-            Op::End | Op::Commit | Op::CheckRetry => {}
+            Op::End | Op::Commit | Op::CheckRetry | Op::Yield => {}
             Op::Register { slot, refuse } => {
                 out.push(slot);
                 push_refuse(&mut out, refuse);
+            }
+            Op::Mm { mm, op } => {
+                out.push(slot2_byte(mm));
+                push_mm(&mut out, op, c.task_size);
+            }
+            Op::Dev { dev, op } => {
+                out.push(slot2_byte(dev));
+                push_dev(&mut out, op, c.task_size);
             }
         }
     }
@@ -533,6 +1150,8 @@ pub(crate) mod tests {
     use super::*;
     use crate::program::MAX_THREADS;
     use proptest::prelude::*;
+    // Not the mirror's `Strategy`, which both globs would otherwise offer.
+    use proptest::strategy::Strategy;
 
     /// Interesting and arbitrary u64 operands alike.
     fn any_addr() -> impl Strategy<Value = u64> {
@@ -566,7 +1185,7 @@ pub(crate) mod tests {
         (any_refuse(), set_seq).prop_map(|(refuse, set_seq)| CallbackModel { refuse, set_seq })
     }
 
-    fn any_op() -> impl Strategy<Value = Op> {
+    fn any_notifier_op() -> impl Strategy<Value = Op> {
         let slot = 0..SLOTS;
         let cslot = 0..CLASSIC_SLOTS;
         prop_oneof![
@@ -603,9 +1222,106 @@ pub(crate) mod tests {
         ]
     }
 
-    /// Valid programs with arbitrary operands, built by hand rather than decoded.
+    fn any_strategy() -> impl Strategy<Value = mirror::Strategy> {
+        prop_oneof![
+            Just(mirror::Strategy::FullVa),
+            Just(mirror::Strategy::PerFault)
+        ]
+    }
+
+    fn any_map_kind() -> impl Strategy<Value = MapKind> {
+        prop_oneof![
+            Just(MapKind::AnonPrivate),
+            Just(MapKind::AnonShared),
+            (0..FILES).prop_map(MapKind::File),
+        ]
+    }
+
+    /// Written values: mostly the one-byte domain, sometimes anything.
+    fn any_value() -> impl Strategy<Value = u64> {
+        prop_oneof![0..=255u64, any::<u64>(), Just(u64::MAX)]
+    }
+
+    fn any_mm_step() -> impl Strategy<Value = MmStep> {
+        prop_oneof![
+            (any_addr(), any_addr(), any_map_kind(), any::<bool>()).prop_map(
+                |(addr, len, kind, write)| MmStep::Mmap {
+                    addr,
+                    len,
+                    kind,
+                    write
+                }
+            ),
+            (any_addr(), any_addr()).prop_map(|(addr, len)| MmStep::Munmap { addr, len }),
+            (any_addr(), any_addr(), any::<bool>())
+                .prop_map(|(addr, len, write)| MmStep::Mprotect { addr, len, write }),
+            (
+                any_addr(),
+                any_addr(),
+                any_addr(),
+                proptest::option::of(any_addr()),
+                any::<bool>()
+            )
+                .prop_map(|(addr, old_len, new_len, to, dontunmap)| MmStep::Mremap {
+                    addr,
+                    old_len,
+                    new_len,
+                    to,
+                    dontunmap
+                }),
+            (any_addr(), any_addr()).prop_map(|(addr, len)| MmStep::Dontneed { addr, len }),
+            Just(MmStep::Fork),
+            any_addr().prop_map(|addr| MmStep::Read { addr }),
+            (any_addr(), any_value()).prop_map(|(addr, value)| MmStep::Write { addr, value }),
+            any_addr().prop_map(|addr| MmStep::Reclaim { addr }),
+            any_addr().prop_map(|addr| MmStep::Migrate { addr }),
+            (any_addr(), any_addr()).prop_map(|(a, b)| MmStep::Ksm { a, b }),
+            any_addr().prop_map(|addr| MmStep::Collapse { addr }),
+            any_addr().prop_map(|addr| MmStep::Split { addr }),
+            Just(MmStep::ClearRefs),
+            Just(MmStep::OomReap),
+            Just(MmStep::Exit),
+        ]
+    }
+
+    fn any_dev_step() -> impl Strategy<Value = DevStep> {
+        prop_oneof![
+            (0..MMS, any_strategy()).prop_map(|(mm, strategy)| DevStep::Open { mm, strategy }),
+            any_addr().prop_map(|addr| DevStep::Read { addr }),
+            (any_addr(), any_value()).prop_map(|(addr, value)| DevStep::Write { addr, value }),
+            (any_addr(), any_addr()).prop_map(|(addr, len)| DevStep::Snapshot { addr, len }),
+            (any_addr(), any_addr()).prop_map(|(addr, len)| DevStep::Migrate { addr, len }),
+        ]
+    }
+
+    fn any_mirror_op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0..MMS, any_mm_step()).prop_map(|(mm, op)| Op::Mm { mm, op }),
+            2 => (0..DEVICES, any_dev_step()).prop_map(|(dev, op)| Op::Dev { dev, op }),
+            1 => Just(Op::Yield),
+        ]
+    }
+
+    fn any_op(target: Target) -> BoxedStrategy<Op> {
+        match target {
+            Target::Notifier => any_notifier_op().boxed(),
+            Target::Mirror => any_mirror_op().boxed(),
+        }
+    }
+
+    fn any_devices() -> impl Strategy<Value = [Option<mirror::Strategy>; DEVICES as usize]> {
+        (
+            proptest::option::of(any_strategy()),
+            proptest::option::of(any_strategy()),
+        )
+            .prop_map(|(a, b)| [a, b])
+    }
+
+    /// Valid programs of both targets with arbitrary operands, built by
+    /// hand rather than decoded.
     pub(crate) fn arb_program() -> impl Strategy<Value = Program> {
         let config = (
+            prop_oneof![Just(Target::Notifier), Just(Target::Mirror)],
             1..=MAX_THREADS,
             prop_oneof![any::<u64>().prop_map(|s| s & !1), Just(2u64), Just(0u64)],
             prop_oneof![
@@ -613,15 +1329,23 @@ pub(crate) mod tests {
                 Just(u64::MAX),
                 Just(MIN_TASK_SIZE)
             ],
+            any_devices(),
         )
-            .prop_map(|(threads, initial_seq, task_size)| ProgramConfig {
-                target: Target::Notifier,
-                threads,
-                initial_seq,
-                task_size,
-            });
+            .prop_map(
+                |(target, threads, initial_seq, task_size, devices)| ProgramConfig {
+                    target,
+                    threads,
+                    initial_seq,
+                    task_size,
+                    devices: match target {
+                        Target::Notifier => [None, None],
+                        Target::Mirror => devices,
+                    },
+                },
+            );
         config.prop_flat_map(|config| {
-            let step = (0..config.threads, any_op()).prop_map(|(thread, op)| Step { thread, op });
+            let step = (0..config.threads, any_op(config.target))
+                .prop_map(|(thread, op)| Step { thread, op });
             proptest::collection::vec(step, 0..80).prop_map(move |steps| Program { config, steps })
         })
     }
@@ -783,6 +1507,7 @@ pub(crate) mod tests {
                 threads: 4,
                 initial_seq: 0x1234_5678,
                 task_size: MIN_TASK_SIZE + 1,
+                devices: [None, None],
             },
             steps: vec![Step {
                 thread: 3,
@@ -832,6 +1557,7 @@ pub(crate) mod tests {
         let mut total = 0;
         for seed in 0..400 {
             let mut bytes = xorshift_bytes(seed * 7919 + 1, 1500);
+            bytes[0] = 0; // notifier
             bytes[1] = 0; // two threads
             let p = decode(&bytes);
             assert_eq!(p.config.threads, 2);
@@ -870,12 +1596,14 @@ pub(crate) mod tests {
         let (mut aligned, mut inwindow, mut addrs) = (0usize, 0usize, 0usize);
         let (mut blockable, mut owned, mut starts) = (0usize, 0usize, 0usize);
         for seed in 0..200 {
-            let p = decode(&xorshift_bytes(seed * 104_729 + 3, 1500));
+            let mut bytes = xorshift_bytes(seed * 104_729 + 3, 1500);
+            bytes[0] = 0; // notifier
+            let p = decode(&bytes);
             for s in &p.steps {
                 match s.op {
                     Op::Insert { start, .. } => {
                         addrs += 1;
-                        aligned += (start % PAGE == 0) as usize;
+                        aligned += (start & (PAGE - 1) == 0) as usize;
                         inwindow += (start < WINDOW_PAGES * PAGE) as usize;
                     }
                     Op::Start {
@@ -937,6 +1665,7 @@ pub(crate) mod tests {
                 threads: 3,
                 initial_seq: 0xffff_0000_0000_0010,
                 task_size: 0xffff_ffff_f000,
+                devices: [None, None],
             },
             steps: vec![
                 Step {
@@ -1009,6 +1738,7 @@ pub(crate) mod tests {
                 threads: 9,
                 initial_seq: 3,
                 task_size: 1,
+                devices: [None, None],
             },
             steps: vec![
                 Step {
@@ -1030,5 +1760,604 @@ pub(crate) mod tests {
         let q = decode(&encode(&p));
         assert_eq!(q.validate(), Ok(()));
         assert_eq!(q.steps.len(), 2);
+    }
+
+    /// A mirror program of `threads` threads and these steps.
+    fn mirror(threads: u8, steps: Vec<Step>) -> Program {
+        Program {
+            config: ProgramConfig {
+                target: Target::Mirror,
+                threads,
+                devices: [Some(mirror::Strategy::FullVa), None],
+                ..ProgramConfig::default()
+            },
+            steps,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn decoded_mirror_programs_are_valid_and_roundtrip(tail in proptest::collection::vec(any::<u8>(), 0..1500)) {
+            let mut bytes = vec![1];
+            bytes.extend_from_slice(&tail);
+            let p = decode(&bytes);
+            prop_assert_eq!(p.config.target, Target::Mirror);
+            prop_assert_eq!(p.validate(), Ok(()));
+            prop_assert_eq!(decode(&encode(&p)), p);
+        }
+
+        #[test]
+        fn decode_as_forces_the_target(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            for target in Target::ALL {
+                let p = decode_as(target, &bytes);
+                prop_assert_eq!(p.config.target, target);
+                prop_assert_eq!(p.validate(), Ok(()));
+                prop_assert_eq!(&decode(&encode(&p)), &p);
+                // When the byte already says `target`, nothing changes.
+                if bytes.first().map_or(target == Target::Notifier, |&b| target_code(b) == target) {
+                    prop_assert_eq!(&decode(&bytes), &p);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn random_bytes_cover_both_targets() {
+        let mut seen = [0usize; 2];
+        for seed in 0..200 {
+            let p = decode(&xorshift_bytes(seed * 31 + 5, 64));
+            assert_eq!(p.validate(), Ok(()));
+            seen[(p.config.target == Target::Mirror) as usize] += 1;
+            roundtrip(&p);
+        }
+        assert!(seen[0] > 60 && seen[1] > 60, "{seen:?}");
+    }
+
+    #[test]
+    fn notifier_encodings_have_no_devices_byte() {
+        // The mirror header has one more byte; the notifier one is unchanged.
+        assert_eq!(encode(&Program::default()), vec![0, 0, 0, 0]);
+        let p = mirror(2, vec![]);
+        assert_eq!(encode(&p), vec![1, 0, 0, 0, 0]);
+        assert_eq!(decode(&[1]), p);
+        assert_eq!(decode(&[1, 0, 0, 0, 0]), p);
+    }
+
+    #[test]
+    fn every_devices_byte_decodes_and_every_devices_config_roundtrips() {
+        use mirror::Strategy::{FullVa, PerFault};
+        let mut counts = std::collections::HashMap::new();
+        for b in 0..=u8::MAX {
+            let p = decode(&[1, 0, 0, 0, b]);
+            assert_eq!(p.validate(), Ok(()));
+            roundtrip(&p);
+            *counts.entry(p.config.devices).or_insert(0usize) += 1;
+        }
+        // d0 is almost always open; d1 mostly not.
+        let d0_open: usize = counts
+            .iter()
+            .filter(|(d, _)| d[0].is_some())
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(d0_open, 248);
+        assert_eq!(counts[&[Some(FullVa), None]], 96);
+        assert_eq!(counts[&[Some(PerFault), None]], 96);
+        let all = [None, Some(FullVa), Some(PerFault)];
+        for d0 in all {
+            for d1 in all {
+                let mut p = mirror(1, vec![]);
+                p.config.devices = [d0, d1];
+                let bytes = encode(&p);
+                assert_eq!(bytes.len(), 5, "{bytes:02x?}");
+                assert_eq!(decode(&bytes), p);
+            }
+        }
+    }
+
+    #[test]
+    fn mirror_zero_bytes_are_the_usual_values() {
+        // A zero step byte is thread 0's `m0 read` of the first page.
+        let p = decode(&[1, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            p.steps,
+            vec![Step {
+                thread: 0,
+                op: Op::Mm {
+                    mm: 0,
+                    op: MmStep::Read { addr: 0 },
+                },
+            }]
+        );
+        assert_eq!(p.config.devices, [Some(mirror::Strategy::FullVa), None]);
+    }
+
+    #[test]
+    fn mirror_operands_take_one_byte_each() {
+        use mirror::Strategy::PerFault;
+        let mm = |mm, op| Op::Mm { mm, op };
+        let dev = |dev, op| Op::Dev { dev, op };
+        let cases: Vec<(Op, usize)> = vec![
+            (
+                mm(
+                    1,
+                    MmStep::Mmap {
+                        addr: 3 * PAGE,
+                        len: 2 * PAGE,
+                        kind: MapKind::File(1),
+                        write: false,
+                    },
+                ),
+                4,
+            ),
+            (
+                mm(
+                    0,
+                    MmStep::Mmap {
+                        addr: 0,
+                        len: MIN_TASK_SIZE,
+                        kind: MapKind::AnonShared,
+                        write: true,
+                    },
+                ),
+                3,
+            ),
+            (
+                mm(
+                    0,
+                    MmStep::Mprotect {
+                        addr: 15 * PAGE + PAGE - 1,
+                        len: PAGE + 1,
+                        write: true,
+                    },
+                ),
+                4,
+            ),
+            (
+                mm(
+                    0,
+                    MmStep::Mremap {
+                        addr: PAGE,
+                        old_len: PAGE,
+                        new_len: 8 * PAGE,
+                        to: Some(7 * PAGE + PAGE / 2),
+                        dontunmap: true,
+                    },
+                ),
+                6,
+            ),
+            (
+                mm(
+                    1,
+                    MmStep::Mremap {
+                        addr: PAGE,
+                        old_len: PAGE,
+                        new_len: 0,
+                        to: None,
+                        dontunmap: false,
+                    },
+                ),
+                5,
+            ),
+            (mm(1, MmStep::Fork), 1),
+            (
+                mm(
+                    0,
+                    MmStep::Write {
+                        addr: 9 * PAGE,
+                        value: 254,
+                    },
+                ),
+                3,
+            ),
+            (
+                mm(
+                    0,
+                    MmStep::Ksm {
+                        a: PAGE,
+                        b: POINT_WHOLE,
+                    },
+                ),
+                3,
+            ),
+            (mm(0, MmStep::Exit), 2),
+            (mm(1, MmStep::Split { addr: 0 }), 2),
+            (
+                dev(
+                    1,
+                    DevStep::Open {
+                        mm: 1,
+                        strategy: PerFault,
+                    },
+                ),
+                3,
+            ),
+            (dev(0, DevStep::Read { addr: 4 * PAGE }), 2),
+            (
+                dev(
+                    1,
+                    DevStep::Write {
+                        addr: 4 * PAGE,
+                        value: 7,
+                    },
+                ),
+                3,
+            ),
+            (
+                dev(
+                    0,
+                    DevStep::Migrate {
+                        addr: 2 * PAGE,
+                        len: u64::MAX,
+                    },
+                ),
+                3,
+            ),
+        ];
+        for (op, n) in cases {
+            let p = Program {
+                config: ProgramConfig {
+                    task_size: MIN_TASK_SIZE,
+                    ..mirror(2, vec![]).config
+                },
+                steps: vec![Step { thread: 1, op }],
+            };
+            assert_eq!(p.validate(), Ok(()));
+            let bytes = encode(&p);
+            assert_eq!(bytes.len(), 5 + 1 + n, "{op:?}: {bytes:02x?}");
+            assert_eq!(decode(&bytes), p);
+        }
+    }
+
+    #[test]
+    fn wide_mirror_values_escape() {
+        let p = mirror(
+            1,
+            vec![
+                Step {
+                    thread: 0,
+                    op: Op::Mm {
+                        mm: 0,
+                        op: MmStep::Write {
+                            addr: 0x1234_5678,
+                            value: 255,
+                        },
+                    },
+                },
+                Step {
+                    thread: 0,
+                    op: Op::Dev {
+                        dev: 0,
+                        op: DevStep::Write {
+                            addr: PAGE + 3,
+                            value: u64::MAX,
+                        },
+                    },
+                },
+            ],
+        );
+        let bytes = encode(&p);
+        // header, then tag mm 9 9 and tag dev 9 9.
+        assert_eq!(bytes.len(), 5 + 2 * (2 + 9 + 9), "{bytes:02x?}");
+        assert_eq!(decode(&bytes), p);
+    }
+
+    #[test]
+    fn mirror_exit_needs_a_confirm_byte() {
+        let exit_tag = FIRST_TAG[Kind::Exit as usize];
+        // Confirmed: exit.
+        let p = decode(&[1, 0, 0, 0, 0, exit_tag, 7, 63]);
+        assert_eq!(
+            p.steps[0].op,
+            Op::Mm {
+                mm: 1,
+                op: MmStep::Exit
+            }
+        );
+        // Not confirmed: a read of the address the byte codes.
+        let p = decode(&[1, 0, 0, 0, 0, exit_tag, 0, 64 + 3]);
+        assert_eq!(
+            p.steps[0].op,
+            Op::Mm {
+                mm: 0,
+                op: MmStep::Read { addr: 3 * PAGE }
+            }
+        );
+        roundtrip(&p);
+        // An unconfirmed escape reads 8 raw bytes.
+        let mut bytes = vec![1, 0, 0, 0, 0, exit_tag, 0, ESCAPE];
+        bytes.extend_from_slice(&0xabcdu64.to_le_bytes());
+        let p = decode(&bytes);
+        assert_eq!(
+            p.steps,
+            vec![Step {
+                thread: 0,
+                op: Op::Mm {
+                    mm: 0,
+                    op: MmStep::Read { addr: 0xabcd }
+                }
+            }]
+        );
+        roundtrip(&p);
+    }
+
+    #[test]
+    fn mirror_kind_distribution_matches_weights() {
+        let keyword = |k: Kind| match k {
+            Kind::MmRead => "read",
+            Kind::MmWrite => "write",
+            Kind::DevRead => "dread",
+            Kind::DevWrite => "dwrite",
+            Kind::Mmap => "mmap",
+            Kind::Munmap => "munmap",
+            Kind::Mprotect => "mprotect",
+            Kind::Reclaim => "reclaim",
+            Kind::Mremap => "mremap",
+            Kind::Dontneed => "dontneed",
+            Kind::MmMigrate => "migrate",
+            Kind::ClearRefs => "clear_refs",
+            Kind::Snapshot => "snapshot",
+            Kind::DevMigrate => "dmigrate",
+            Kind::Fork => "fork",
+            Kind::Ksm => "ksm",
+            Kind::Collapse => "collapse",
+            Kind::Split => "split",
+            Kind::OomReap => "oom_reap",
+            Kind::Exit => "exit",
+            Kind::DevOpen => "open",
+            Kind::Yield => "step",
+            k => panic!("{k:?} is not a mirror kind"),
+        };
+        let mut counts = std::collections::HashMap::<&str, usize>::new();
+        let (mut m1, mut d1, mut mms, mut devs, mut total) = (0usize, 0usize, 0usize, 0usize, 0);
+        let (mut aligned, mut inwindow, mut small, mut points) = (0usize, 0usize, 0usize, 0usize);
+        for seed in 0..400 {
+            let mut bytes = xorshift_bytes(seed * 7919 + 11, 1500);
+            bytes[0] = 1; // mirror
+            bytes[1] = 0; // two threads
+            let p = decode(&bytes);
+            assert_eq!(p.config.target, Target::Mirror);
+            for s in &p.steps {
+                *counts.entry(s.op.keyword()).or_default() += 1;
+                total += 1;
+                match s.op {
+                    Op::Mm { mm, op } => {
+                        mms += 1;
+                        m1 += mm as usize;
+                        if let MmStep::Read { addr } | MmStep::Write { addr, .. } = op {
+                            points += 1;
+                            aligned += (addr & (PAGE - 1) == 0) as usize;
+                            inwindow += (addr < WINDOW_PAGES * PAGE) as usize;
+                        }
+                        if let MmStep::Write { value, .. } = op {
+                            small += (value < 256) as usize;
+                        }
+                    }
+                    Op::Dev { dev, .. } => {
+                        devs += 1;
+                        d1 += dev as usize;
+                    }
+                    _ => panic!("{s:?} in a mirror program"),
+                }
+            }
+        }
+        assert!(total > 30_000, "{total}");
+        for (kind, weight) in MIRROR_KIND_WEIGHTS {
+            let mut want = weight as f64 / 64.0;
+            // An unconfirmed exit (3 in 4) is a read.
+            match kind {
+                Kind::Exit => want /= 4.0,
+                Kind::MmRead => want += 0.75 / 64.0,
+                _ => {}
+            }
+            let kw = keyword(kind);
+            let got = counts.get(kw).copied().unwrap_or(0) as f64 / total as f64;
+            assert!(
+                (got - want).abs() <= want * 0.35 + 0.002,
+                "{kw}: {got:.4} vs {want:.4}"
+            );
+        }
+        let frac = |n: usize, d: usize| n as f64 / d as f64;
+        assert!(
+            (0.09..0.16).contains(&frac(m1, mms)),
+            "m1 {}",
+            frac(m1, mms)
+        );
+        assert!(
+            (0.09..0.16).contains(&frac(d1, devs)),
+            "d1 {}",
+            frac(d1, devs)
+        );
+        assert!(
+            frac(aligned, points) > 0.85,
+            "aligned {}",
+            frac(aligned, points)
+        );
+        assert!(
+            frac(inwindow, points) > 0.9,
+            "window {}",
+            frac(inwindow, points)
+        );
+        assert!(frac(small, counts["write"]) > 0.99);
+    }
+
+    #[test]
+    fn every_mirror_code_decodes_and_roundtrips() {
+        // One step of each mirror kind, with every value of its operand bytes.
+        for tag in 0..64u8 {
+            for b in 0..=u8::MAX {
+                for task in [0u8, 192, 240] {
+                    let bytes = [1, 5, 0, task, b, tag, b, b, b, b, b, 0xff];
+                    let p = decode(&bytes);
+                    assert_eq!(p.validate(), Ok(()));
+                    roundtrip(&p);
+                    let bytes = [1, 0, 0, task, 0, tag, 0, b, b, 0, b, 0xff];
+                    let p = decode(&bytes);
+                    assert_eq!(p.validate(), Ok(()));
+                    roundtrip(&p);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fast_paths_agree_with_the_full_scan() {
+        let task_sizes = [u64::MAX, 1 << 47, 1 << 32, MIN_TASK_SIZE, MIN_TASK_SIZE + 1];
+        let mut values: Vec<u64> = vec![0, 1, u64::MAX, POINT_WHOLE, 2 * PAGE + 7];
+        for p in 0..WINDOW_PAGES + 2 {
+            for off in [0, 1, PAGE / 2, PAGE - 1, 2] {
+                values.push(p * PAGE + off);
+            }
+        }
+        for ts in task_sizes {
+            for d in [0, 1, 2, PAGE, PAGE - 1, 2 * PAGE, 2 * PAGE - 1] {
+                values.push(ts.wrapping_sub(d));
+            }
+        }
+        for &ts in &task_sizes {
+            for &v in &values {
+                for (code, cands) in [
+                    (
+                        addr_code as fn(u8, u64) -> Addr,
+                        addr_candidates(v).collect::<Vec<_>>(),
+                    ),
+                    (maddr_code, maddr_candidates(v).collect()),
+                ] {
+                    for want in [Addr::At(v), Addr::Whole] {
+                        assert_eq!(
+                            first_of(cands.iter().copied(), |b| code(b, ts) == want),
+                            first_code(|b| code(b, ts) == want),
+                            "{v:#x} {ts:#x} {want:?}"
+                        );
+                    }
+                }
+                assert_eq!(
+                    first_of(maddr_candidates(v), |b| point_code(b, ts) == Some(v)),
+                    first_code(|b| point_code(b, ts) == Some(v)),
+                    "point {v:#x} {ts:#x}"
+                );
+                for &start in &values[..8] {
+                    assert_eq!(
+                        first_of(len_candidates(v), |b| len_code(b, start, ts) == Some(v)),
+                        first_code(|b| len_code(b, start, ts) == Some(v)),
+                        "len {v:#x} start {start:#x} {ts:#x}"
+                    );
+                }
+            }
+        }
+        for blockable in [false, true] {
+            for owner in [None, Some(0), Some(3), Some(4)] {
+                let f = |b| flags_code(b) == (blockable, owner);
+                let fast = flags_candidate(blockable, owner).filter(|&b| f(b));
+                assert_eq!(fast, first_code(f));
+            }
+        }
+        for threads in 1..=MAX_THREADS {
+            for thread in 0..threads {
+                for (k, _) in KIND_WEIGHTS.iter().chain(&MIRROR_KIND_WEIGHTS) {
+                    let target = if KINDS.contains(k) {
+                        Target::Notifier
+                    } else {
+                        Target::Mirror
+                    };
+                    let f = |b| tag_kind(b, target) == *k && (b >> 6) % threads == thread;
+                    assert_eq!(Some(tag_code(*k, thread, threads)), first_code(f));
+                }
+            }
+        }
+        for slot in 0..2 {
+            assert_eq!(
+                Some(slot2_byte(slot)),
+                first_code(|b| slot2_code(b) == slot)
+            );
+        }
+        for write in [false, true] {
+            for kind in [
+                MapKind::AnonPrivate,
+                MapKind::AnonShared,
+                MapKind::File(0),
+                MapKind::File(1),
+            ] {
+                assert_eq!(
+                    Some(map_byte(kind, write)),
+                    first_code(|b| map_code(b) == (kind, write))
+                );
+            }
+        }
+        for to in [false, true] {
+            for dontunmap in [false, true] {
+                let p = decode(&encode(&mirror(
+                    1,
+                    vec![Step {
+                        thread: 0,
+                        op: Op::Mm {
+                            mm: 0,
+                            op: MmStep::Mremap {
+                                addr: 0,
+                                old_len: PAGE,
+                                new_len: PAGE,
+                                to: to.then_some(PAGE),
+                                dontunmap,
+                            },
+                        },
+                    }],
+                )));
+                let Op::Mm {
+                    op:
+                        MmStep::Mremap {
+                            to: t,
+                            dontunmap: d,
+                            ..
+                        },
+                    ..
+                } = p.steps[0].op
+                else {
+                    panic!("{p:?}");
+                };
+                assert_eq!((t.is_some(), d), (to, dontunmap));
+            }
+        }
+    }
+
+    #[test]
+    fn mismatched_ops_encode_without_panicking() {
+        // Mirror ops in a notifier program and the reverse: invalid, but the
+        // encoder still gives bytes of a nearby valid program.
+        let mut p = mirror(
+            2,
+            vec![
+                Step {
+                    thread: 1,
+                    op: Op::Release,
+                },
+                Step {
+                    thread: 0,
+                    op: Op::Mm {
+                        mm: 9,
+                        op: MmStep::Mmap {
+                            addr: 0,
+                            len: PAGE,
+                            kind: MapKind::File(77),
+                            write: true,
+                        },
+                    },
+                },
+                Step {
+                    thread: 0,
+                    op: Op::Dev {
+                        dev: 5,
+                        op: DevStep::Open {
+                            mm: 4,
+                            strategy: mirror::Strategy::PerFault,
+                        },
+                    },
+                },
+            ],
+        );
+        assert!(p.validate().is_err());
+        assert_eq!(decode(&encode(&p)).validate(), Ok(()));
+        p.config.target = Target::Notifier;
+        assert_eq!(decode(&encode(&p)).validate(), Ok(()));
     }
 }

@@ -19,11 +19,11 @@ use std::sync::{Arc, Mutex};
 
 use notifier::{
     ClassicOps, Culprit, Interval, IntervalId, InvalidateError, Invalidation, Owner, PlantedBug,
-    Range, ReadBegin, RemoveWait, SeqWait, Subscriptions,
+    Range, ReadBegin, RemoveWait, SeqWait, Snapshot, Subscriptions,
 };
 use oracles::{
-    CallbackModel, Expected, Mark, ModelInvalidation, ModelRead, ModelRemove, ModelStart,
-    ModelWait, ReferenceNotifier, Refuse,
+    CallbackModel, Expected, Mark, Membership, ModelInvalidation, ModelRead, ModelRemove,
+    ModelStart, ModelWait, ReferenceNotifier, Refuse,
 };
 
 use crate::program::{Op, Program, Step, CLASSIC_SLOTS, MAX_THREADS, SLOTS};
@@ -58,6 +58,15 @@ pub enum DivergenceKind {
     NotQuiescent,
     /// The core panicked.
     Panic,
+    /// A device PTE maps a page the CPU does not map to that frame, or
+    /// grants write where the CPU PTE is read-only.
+    StalePte,
+    /// A device access disagreed with the CPU's view of memory.
+    Coherence,
+    /// A fault retried without bound.
+    Livelock,
+    /// A pinned frame was freed.
+    Pinned,
 }
 
 impl DivergenceKind {
@@ -73,6 +82,10 @@ impl DivergenceKind {
             DivergenceKind::Deadlock => "deadlock",
             DivergenceKind::NotQuiescent => "not-quiescent",
             DivergenceKind::Panic => "panic",
+            DivergenceKind::StalePte => "stale-pte",
+            DivergenceKind::Coherence => "coherence",
+            DivergenceKind::Livelock => "livelock",
+            DivergenceKind::Pinned => "pinned-freed",
         }
     }
 }
@@ -186,6 +199,12 @@ fn interval_cb(model: CallbackModel, log: Log) -> Arc<dyn notifier::IntervalOps>
     })
 }
 
+/// See [`Exec::said`].
+struct Said {
+    first: u8,
+    text: String,
+}
+
 struct SlotIv {
     core: Interval,
     id: IntervalId,
@@ -242,6 +261,10 @@ struct Exec<'p> {
     calls_seen: String,
     // Core ClassicId of each registration key, in registration order.
     classic_ids: Vec<Option<notifier::ClassicId>>,
+    // Buffers reused on every step (allocating them per step was a top cost).
+    observed: Vec<Observed>,
+    snap: Snapshot,
+    mem: Membership,
 }
 
 // Boxed: the error path is rare and the Ok path is hot.
@@ -283,6 +306,9 @@ fn run_inner(program: &Program, opts: &RunOptions) -> Outcome {
             ..Outcome::default()
         };
     }
+    if program.config.target == crate::program::Target::Mirror {
+        return crate::mirror_exec::run_mirror(program, opts);
+    }
     let cfg = notifier::Config {
         initial_seq: program.config.initial_seq,
         task_size: program.config.task_size,
@@ -299,9 +325,15 @@ fn run_inner(program: &Program, opts: &RunOptions) -> Outcome {
         slots: (0..SLOTS).map(|_| None).collect(),
         classic: (0..CLASSIC_SLOTS).map(|_| None).collect(),
         threads: (0..MAX_THREADS).map(|_| Thread::default()).collect(),
-        out: Outcome::default(),
+        out: Outcome {
+            features: Vec::with_capacity(program.steps.len() + 16),
+            ..Outcome::default()
+        },
         calls_seen: String::new(),
         classic_ids: Vec::new(),
+        observed: Vec::new(),
+        snap: Snapshot::default(),
+        mem: Membership::default(),
     };
     let r = ex.schedule().and_then(|()| ex.drain());
     ex.out.divergence = r.err().map(|d| *d);
@@ -367,7 +399,7 @@ impl Exec<'_> {
                 }) {
                     self.end(t, None)?;
                     let calls = std::mem::take(&mut self.calls_seen);
-                    self.trace(format!("drain: t{t} end{calls}"));
+                    self.trace(|| format!("drain: t{t} end{calls}"));
                     progress = true;
                 }
             }
@@ -452,13 +484,13 @@ impl Exec<'_> {
                         seq,
                         token,
                     });
-                    self.trace(format!("  t{t} wakes: read_begin i{slot} -> seq {seq:#x}"));
+                    self.trace(|| format!("  t{t} wakes: read_begin i{slot} -> seq {seq:#x}"));
                 }
                 Blocked::Remove { slot, core, .. } => {
                     self.core.remove_finish(core);
                     self.slots[slot] = None;
                     self.forget_reads(slot);
-                    self.trace(format!("  t{t} wakes: remove i{slot} done"));
+                    self.trace(|| format!("  t{t} wakes: remove i{slot} done"));
                 }
             }
             self.feature(0xa0 + t as u32);
@@ -473,9 +505,10 @@ impl Exec<'_> {
         }
     }
 
-    fn trace(&mut self, line: String) {
+    // Lazy: formatting the line on every step, traced or not, was a top cost.
+    fn trace(&mut self, line: impl FnOnce() -> String) {
         if self.opts.trace {
-            self.out.trace.push(line);
+            self.out.trace.push(line());
         }
     }
 
@@ -515,11 +548,11 @@ impl Exec<'_> {
                 let m = self.model.insert(start, len, cb);
                 match (c, m) {
                     (Ok(iv), Ok(id)) if iv.id() == id => {
-                        let said = format!("{id} seq={:#x}", iv.seq());
+                        let said = self.said(b'#', || format!("{id} seq={:#x}", iv.seq()));
                         self.slots[s] = Some(SlotIv { core: iv, id });
                         said
                     }
-                    (Err(a), Err(b)) if a == b => format!("error: {a}"),
+                    (Err(a), Err(b)) if a == b => self.said(b'e', || format!("error: {a}")),
                     (c, m) => {
                         let c = c.map(|iv| iv.id());
                         return Err(self.result_div(i, format!("{c:?}"), format!("{m:?}")));
@@ -541,7 +574,7 @@ impl Exec<'_> {
                     (Ok(RemoveWait::Done), Ok(ModelRemove::Done)) => {
                         self.slots[s] = None;
                         self.forget_reads(s);
-                        "removed".to_string()
+                        self.said(b'r', || "removed".into())
                     }
                     (Ok(RemoveWait::Wait(w)), Ok(ModelRemove::Blocks(mw))) => {
                         self.out.stats.blocked += 1;
@@ -550,9 +583,9 @@ impl Exec<'_> {
                             core: RemoveWait::Wait(w),
                             model: mw,
                         });
-                        "blocks until the cycle ends".to_string()
+                        self.said(b'b', || "blocks until the cycle ends".into())
                     }
-                    (Err(a), Err(b)) if a == b => format!("error: {a}"),
+                    (Err(a), Err(b)) if a == b => self.said(b'e', || format!("error: {a}")),
                     (c, m) => {
                         let kind = match (&c, &m) {
                             (Ok(_), Ok(_)) => DivergenceKind::Blocking,
@@ -583,18 +616,22 @@ impl Exec<'_> {
                 self.compare_calls(i, &expected)?;
                 match (c, m) {
                     (Ok(inv), ModelStart::Accepted(minv)) if inv.hit() == minv.hit => {
-                        let said = format!("ok hit={}", inv.hit());
+                        let said = self.said(b'o', || format!("ok hit={}", inv.hit()));
                         self.threads[t].open.push((inv, minv));
                         said
                     }
                     (Err(InvalidateError::WouldBlock(a)), ModelStart::WouldBlock(b)) if a == b => {
-                        format!("would block ({})", culprit(a))
+                        self.said(b'w', || format!("would block ({})", culprit(a)))
                     }
                     (
                         Err(InvalidateError::ContractViolation(a)),
                         ModelStart::ContractViolation(b),
-                    ) if a == b => format!("contract violation ({})", culprit(a)),
-                    (Err(InvalidateError::Bad(e)), ModelStart::Bad) => format!("error: {e}"),
+                    ) if a == b => {
+                        self.said(b'c', || format!("contract violation ({})", culprit(a)))
+                    }
+                    (Err(InvalidateError::Bad(e)), ModelStart::Bad) => {
+                        self.said(b'e', || format!("error: {e}"))
+                    }
                     (c, m) => {
                         let c = c.map(|inv| format!("accepted hit={}", inv.hit()));
                         return Err(self.result_div(i, format!("{c:?}"), format!("{m:?}")));
@@ -606,7 +643,7 @@ impl Exec<'_> {
                     return self.skip(i, "no open invalidation");
                 }
                 self.end(t, Some(i))?;
-                "ended".to_string()
+                self.said(b'e', || "ended".into())
             }
             Op::ReadBegin { slot } => {
                 let s = slot as usize;
@@ -627,11 +664,13 @@ impl Exec<'_> {
                             seq,
                             token,
                         });
-                        format!("seq {seq:#x}")
+                        self.said(b's', || format!("seq {seq:#x}"))
                     }
                     (Ok(ReadBegin::Wait(w)), Ok(ModelRead::Blocks(mw, tok))) => {
                         self.out.stats.blocked += 1;
-                        let said = format!("blocks (seq {:#x} is the current cycle)", w.seq());
+                        let said = self.said(b'b', || {
+                            format!("blocks (seq {:#x} is the current cycle)", w.seq())
+                        });
                         self.threads[t].blocked = Some(Blocked::Read {
                             slot: s,
                             id,
@@ -641,7 +680,7 @@ impl Exec<'_> {
                         });
                         said
                     }
-                    (Err(a), Err(b)) if a == b => format!("error: {a}"),
+                    (Err(a), Err(b)) if a == b => self.said(b'e', || format!("error: {a}")),
                     (c, m) => {
                         let kind = match (&c, &m) {
                             (Ok(_), Ok(_)) => DivergenceKind::Blocking,
@@ -670,7 +709,9 @@ impl Exec<'_> {
                 if op == Op::Commit {
                     self.threads[t].reads.pop();
                 }
-                format!("i{} {}", f.slot, if c { "retry" } else { "commit" })
+                self.said(b'i', || {
+                    format!("i{} {}", f.slot, if c { "retry" } else { "commit" })
+                })
             }
             Op::Release => {
                 let c = self.core.release();
@@ -678,11 +719,13 @@ impl Exec<'_> {
                 let m = self.model.release(&mut expected);
                 self.compare_calls(i, &expected)?;
                 match (c, m) {
-                    (Ok(()), Ok(None)) => "released".to_string(),
+                    (Ok(()), Ok(None)) => self.said(b'r', || "released".into()),
                     (Err(InvalidateError::ContractViolation(a)), Ok(Some(b))) if a == b => {
-                        format!("contract violation ({})", culprit(a))
+                        self.said(b'c', || format!("contract violation ({})", culprit(a)))
                     }
-                    (Err(InvalidateError::Bad(a)), Err(b)) if a == b => format!("error: {a}"),
+                    (Err(InvalidateError::Bad(a)), Err(b)) if a == b => {
+                        self.said(b'e', || format!("error: {a}"))
+                    }
                     (c, m) => {
                         return Err(self.result_div(i, format!("{c:?}"), format!("{m:?}")));
                     }
@@ -705,13 +748,16 @@ impl Exec<'_> {
                     (Ok(a), Ok(b)) if a == b => {
                         self.classic_ids[key] = Some(a);
                         self.classic[s] = Some(SlotClassic { core: a, model: b });
-                        format!("{a}")
+                        self.said(b'c', || format!("{a}"))
                     }
-                    (Err(a), Err(b)) if a == b => format!("error: {a}"),
+                    (Err(a), Err(b)) if a == b => self.said(b'e', || format!("error: {a}")),
                     (c, m) => {
                         return Err(self.result_div(i, format!("{c:?}"), format!("{m:?}")));
                     }
                 }
+            }
+            Op::Mm { .. } | Op::Dev { .. } | Op::Yield => {
+                return self.skip(i, "not an op of the notifier target");
             }
             Op::Unregister { slot } => {
                 let s = slot as usize;
@@ -724,17 +770,17 @@ impl Exec<'_> {
                     return Err(self.result_div(i, format!("{c:?}"), format!("{m:?}")));
                 }
                 self.classic[s] = None;
-                "unregistered".to_string()
+                self.said(b'u', || "unregistered".into())
             }
         };
         self.out.stats.ran += 1;
-        self.step_feature(&op, &said);
+        self.step_feature(&op, said.first);
         if self.opts.trace {
             let line = crate::text::format_step(&self.program.steps[i]);
             let calls = std::mem::take(&mut self.calls_seen);
             self.out
                 .trace
-                .push(format!("{i:>4}: {line}    -> {said}{calls}"));
+                .push(format!("{i:>4}: {line}    -> {}{calls}", said.text));
         }
         self.compare_state(Some(i))
     }
@@ -745,27 +791,50 @@ impl Exec<'_> {
         self.core.invalidate_range_end(inv);
         let mut expected = Vec::new();
         self.model.invalidate_end(&minv, &mut expected);
-        self.compare_calls_at(at, &format!("t{t} end"), &expected)?;
+        self.compare_calls_at(at, Some(t), &expected)?;
         if at.is_none() {
             self.compare_state(None)?;
         }
         Ok(())
     }
 
-    fn step_feature(&mut self, op: &Op, said: &str) {
+    /// `said`: the first byte of what the op answered.
+    fn step_feature(&mut self, op: &Op, said: u8) {
         let kind = op.keyword().len() as u32 ^ (op.keyword().as_bytes()[0] as u32) << 4;
-        let outcome = said.as_bytes().first().copied().unwrap_or(0) as u32;
+        let outcome = said as u32;
         let m = &self.model;
         let state = (m.invalidating() as u32)
             | (m.active().min(3) as u32) << 1
-            | (m.membership().deferred.len().min(3) as u32) << 3;
+            | (m.deferred().len().min(3) as u32) << 3;
         let blocked = self.threads.iter().filter(|t| t.blocked.is_some()).count() as u32;
         let calls = lock(&self.log).len().min(3) as u32;
         self.feature(kind << 16 | outcome << 8 | state << 3 | blocked << 1 | calls << 24);
     }
 
+    /// What an op answered: the first byte of the text, which feeds the
+    /// features, and the text itself only when tracing. Formatting it on
+    /// every step was one of the executor's top costs.
+    fn said(&self, first: u8, text: impl FnOnce() -> String) -> Said {
+        let text = if self.opts.trace {
+            let text = text();
+            debug_assert_eq!(text.as_bytes().first(), Some(&first), "{text}");
+            text
+        } else {
+            String::new()
+        };
+        Said { first, text }
+    }
+
     fn doing(&self, i: usize) -> String {
         crate::text::format_step(&self.program.steps[i])
+    }
+
+    fn doing_at(&self, at: Option<usize>, end_of: Option<usize>) -> String {
+        match (end_of, at) {
+            (Some(t), _) => format!("t{t} end"),
+            (None, Some(i)) => self.doing(i),
+            (None, None) => "draining".into(),
+        }
     }
 
     fn result_div(&self, i: usize, core: String, model: String) -> Box<Divergence> {
@@ -773,38 +842,62 @@ impl Exec<'_> {
     }
 
     fn compare_calls(&mut self, i: usize, expected: &[Expected]) -> Checked {
-        let doing = self.doing(i);
-        self.compare_calls_at(Some(i), &doing, expected)
+        self.compare_calls_at(Some(i), None, expected)
     }
 
+    /// Checks the callbacks logged since the log was last cleared.
+    /// `end_of`: the thread whose `end` is being checked, else line `at` was
+    /// run; either names what was being done, rendered only on a divergence.
     fn compare_calls_at(
         &mut self,
         at: Option<usize>,
-        doing: &str,
+        end_of: Option<usize>,
         expected: &[Expected],
     ) -> Checked {
-        let observed = std::mem::take(&mut *lock(&self.log));
+        // Swap buffers with the log: neither side reallocates on later steps.
+        let mut observed = std::mem::take(&mut self.observed);
+        observed.clear();
+        std::mem::swap(&mut *lock(&self.log), &mut observed);
+        let r = self.check_calls(at, end_of, expected, &observed);
+        self.observed = observed;
+        r
+    }
+
+    fn check_calls(
+        &mut self,
+        at: Option<usize>,
+        end_of: Option<usize>,
+        expected: &[Expected],
+        observed: &[Observed],
+    ) -> Checked {
         self.out.stats.callbacks += observed.len() as u64;
-        let as_model: Vec<Expected> = observed.iter().map(|o| self.to_expected(o)).collect();
-        if self.opts.trace && !as_model.is_empty() {
-            self.calls_seen = format!(" {}", render_calls(&as_model));
+        let same = observed.len() == expected.len()
+            && observed
+                .iter()
+                .zip(expected)
+                .all(|(o, e)| self.to_expected(o) == *e);
+        if !same || self.opts.trace && !observed.is_empty() {
+            let as_model: Vec<Expected> = observed.iter().map(|o| self.to_expected(o)).collect();
+            if self.opts.trace && !as_model.is_empty() {
+                self.calls_seen = format!(" {}", render_calls(&as_model));
+            }
+            if !same {
+                return Err(self.diverge(
+                    DivergenceKind::Callbacks,
+                    at,
+                    self.doing_at(at, end_of),
+                    format!("callbacks {}", render_calls(&as_model)),
+                    format!("callbacks {}", render_calls(expected)),
+                ));
+            }
         }
-        if as_model != expected {
-            return Err(self.diverge(
-                DivergenceKind::Callbacks,
-                at,
-                doing.to_string(),
-                format!("callbacks {}", render_calls(&as_model)),
-                format!("callbacks {}", render_calls(expected)),
-            ));
-        }
-        for o in &observed {
+        for o in observed {
             if let Observed::Interval { cur_seq, .. } = o {
                 if cur_seq & 1 == 0 {
                     return Err(self.diverge(
                         DivergenceKind::CallbackSeq,
                         at,
-                        doing.to_string(),
+                        self.doing_at(at, end_of),
                         format!("callback ran with even cur_seq {cur_seq:#x}"),
                         "callbacks run only in an odd (invalidating) cycle".into(),
                     ));
@@ -843,9 +936,10 @@ impl Exec<'_> {
         }
     }
 
-    fn compare_state(&self, at: Option<usize>) -> Checked {
-        let snap = self.core.snapshot();
-        let mem = self.model.membership();
+    fn compare_state(&mut self, at: Option<usize>) -> Checked {
+        self.core.snapshot_into(&mut self.snap);
+        self.model.membership_into(&mut self.mem);
+        let (snap, mem) = (&self.snap, &self.mem);
         let same = snap.tree == mem.tree
             && snap.deferred == mem.deferred
             && snap.classic == mem.classic

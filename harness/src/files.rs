@@ -41,9 +41,21 @@ pub fn program_files(path: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(out)
 }
 
-/// Loads an input: `.ops` text (errors carry `path:line:column`), anything
-/// else as bytes for `target`.
+/// The target a byte input belongs to: the nearest directory named after a
+/// target (`corpus/mirror/x.bin`), else `default`.
+pub fn target_for_path(path: &Path, default: Target) -> Target {
+    path.ancestors()
+        .skip(1)
+        .filter_map(|d| d.file_name()?.to_str())
+        .find_map(Target::from_name)
+        .unwrap_or(default)
+}
+
+/// Loads an input: `.ops` text (errors carry `path:line:column`; the
+/// config names the target), anything else as bytes for the target its
+/// directory names, or `target`.
 pub fn load_program(path: &Path, target: Target) -> Result<Program, String> {
+    let target = target_for_path(path, target);
     if path.extension().is_some_and(|e| e == "ops") {
         let s = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         text::parse(&s)

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod exec;
 pub mod files;
 pub mod minimize;
+pub mod mirror_exec;
 pub mod program;
 pub mod report;
 pub mod targets;

@@ -2,6 +2,8 @@
 //! op performed by one logical thread. Line order is the schedule: the
 //! input chooses which thread advances next.
 
+pub use mirror::Strategy;
+pub use mm::MapKind;
 use notifier::Event;
 use oracles::{CallbackModel, Refuse};
 
@@ -21,22 +23,32 @@ pub const PAGE: u64 = notifier::PAGE_SIZE;
 pub const WINDOW_PAGES: u64 = 16;
 /// The smallest `task_size` a program may choose: the window must fit.
 pub const MIN_TASK_SIZE: u64 = WINDOW_PAGES * PAGE * 2;
+/// Address spaces of the mirror target: `m0`, and `m1` once m0 forks.
+pub const MMS: u8 = 2;
+/// Device slots of the mirror target: `d0`, `d1`.
+pub const DEVICES: u8 = 2;
+/// Files that `mmap ... file:N` may map.
+pub const FILES: u32 = 2;
 
 /// What a program drives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Target {
     /// The notifier core against `ReferenceNotifier`.
     Notifier,
+    /// Device mirrors on the simulated address space, against the
+    /// stale-PTE, coherence and liveness oracles.
+    Mirror,
 }
 
 impl Target {
     /// Every target.
-    pub const ALL: [Target; 1] = [Target::Notifier];
+    pub const ALL: [Target; 2] = [Target::Notifier, Target::Mirror];
 
     /// Its name on command lines, in corpus paths and in `.ops` headers.
     pub fn name(self) -> &'static str {
         match self {
             Target::Notifier => "notifier",
+            Target::Mirror => "mirror",
         }
     }
 
@@ -57,6 +69,9 @@ pub struct ProgramConfig {
     pub initial_seq: u64,
     /// Exclusive top of the address space; at least `MIN_TASK_SIZE`.
     pub task_size: u64,
+    /// Mirror target: devices opened on `m0` before the first step
+    /// (`devices=fullva,perfault`); always `[None, None]` for the notifier target.
+    pub devices: [Option<Strategy>; DEVICES as usize],
 }
 
 impl Default for ProgramConfig {
@@ -66,6 +81,7 @@ impl Default for ProgramConfig {
             threads: 2,
             initial_seq: 2,
             task_size: u64::MAX,
+            devices: [None, None],
         }
     }
 }
@@ -81,6 +97,9 @@ impl ProgramConfig {
         }
         if self.task_size < MIN_TASK_SIZE {
             return Err(format!("task_size must be at least {MIN_TASK_SIZE:#x}"));
+        }
+        if self.target == Target::Notifier && self.devices != [None, None] {
+            return Err("devices belong to the mirror target".into());
         }
         Ok(())
     }
@@ -147,10 +166,166 @@ pub enum Op {
         /// Classic slot.
         slot: u8,
     },
+    /// Mirror target: `step`: a turn for the thread that queues nothing, so
+    /// that its operation in progress moves on by one step.
+    Yield,
+    /// Mirror target: an operation on address space `mm`.
+    Mm {
+        /// `m0` or `m1`.
+        mm: u8,
+        /// The operation.
+        op: MmStep,
+    },
+    /// Mirror target: a device operation.
+    Dev {
+        /// `d0` or `d1`.
+        dev: u8,
+        /// The operation.
+        op: DevStep,
+    },
+}
+
+/// Address space operations of the mirror target (`mN KEYWORD ...`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MmStep {
+    /// `mmap A +LEN anon|shared|file:F [ro]` (MAP_FIXED).
+    Mmap {
+        /// Address.
+        addr: u64,
+        /// Length.
+        len: u64,
+        /// What it maps.
+        kind: MapKind,
+        /// PROT_WRITE (else `ro`).
+        write: bool,
+    },
+    /// `munmap A +LEN`.
+    Munmap {
+        /// Address.
+        addr: u64,
+        /// Length.
+        len: u64,
+    },
+    /// `mprotect A +LEN ro|rw`.
+    Mprotect {
+        /// Address.
+        addr: u64,
+        /// Length.
+        len: u64,
+        /// rw.
+        write: bool,
+    },
+    /// `mremap A +OLD +NEW [to B] [dontunmap]`.
+    Mremap {
+        /// Old address.
+        addr: u64,
+        /// Old length.
+        old_len: u64,
+        /// New length.
+        new_len: u64,
+        /// MREMAP_FIXED destination.
+        to: Option<u64>,
+        /// MREMAP_DONTUNMAP.
+        dontunmap: bool,
+    },
+    /// `dontneed A +LEN`.
+    Dontneed {
+        /// Address.
+        addr: u64,
+        /// Length.
+        len: u64,
+    },
+    /// `fork`: the child becomes `m1` (once).
+    Fork,
+    /// `read A`: a CPU load.
+    Read {
+        /// Address.
+        addr: u64,
+    },
+    /// `write A V`: a CPU store.
+    Write {
+        /// Address.
+        addr: u64,
+        /// Value.
+        value: u64,
+    },
+    /// `reclaim A`.
+    Reclaim {
+        /// Address.
+        addr: u64,
+    },
+    /// `migrate A` (NUMA/compaction).
+    Migrate {
+        /// Address.
+        addr: u64,
+    },
+    /// `ksm A B`.
+    Ksm {
+        /// Page kept.
+        a: u64,
+        /// Page merged into it.
+        b: u64,
+    },
+    /// `collapse A`: THP collapse of the aligned 2 MiB.
+    Collapse {
+        /// Address.
+        addr: u64,
+    },
+    /// `split A`: THP split of the aligned 2 MiB.
+    Split {
+        /// Address.
+        addr: u64,
+    },
+    /// `clear_refs`: soft-dirty reset of the whole address space.
+    ClearRefs,
+    /// `oom_reap`.
+    OomReap,
+    /// `exit`.
+    Exit,
+}
+
+/// Device operations of the mirror target (`dN KEYWORD ...`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DevStep {
+    /// `open mM fullva|perfault`: attach the device to an address space.
+    Open {
+        /// Address space.
+        mm: u8,
+        /// Interval strategy.
+        strategy: Strategy,
+    },
+    /// `read A`: a device load (faults if needed).
+    Read {
+        /// Address.
+        addr: u64,
+    },
+    /// `write A V`: a device store (faults for write if needed).
+    Write {
+        /// Address.
+        addr: u64,
+        /// Value.
+        value: u64,
+    },
+    /// `snapshot A +LEN`: report each page's device state without faulting.
+    Snapshot {
+        /// Address.
+        addr: u64,
+        /// Length.
+        len: u64,
+    },
+    /// `migrate A +LEN`: the device migrates the range itself (a `Migrate`
+    /// event carrying its owner).
+    Migrate {
+        /// Address.
+        addr: u64,
+        /// Length.
+        len: u64,
+    },
 }
 
 impl Op {
-    /// The op's keyword, as in `.ops` files; also its kind for statistics.
+    /// A short name of the op's kind, for statistics and features (device
+    /// ops are `dread`, `dwrite`, `dmigrate`; `.ops` files spell them `dN read` …).
     pub fn keyword(&self) -> &'static str {
         match self {
             Op::Insert { .. } => "insert",
@@ -163,6 +338,39 @@ impl Op {
             Op::Release => "release",
             Op::Register { .. } => "register",
             Op::Unregister { .. } => "unregister",
+            Op::Yield => "step",
+            Op::Mm { op, .. } => op.keyword(),
+            Op::Dev { op, .. } => match op {
+                DevStep::Open { .. } => "open",
+                DevStep::Read { .. } => "dread",
+                DevStep::Write { .. } => "dwrite",
+                DevStep::Snapshot { .. } => "snapshot",
+                DevStep::Migrate { .. } => "dmigrate",
+            },
+        }
+    }
+}
+
+impl MmStep {
+    /// The op's keyword in `.ops` files.
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            MmStep::Mmap { .. } => "mmap",
+            MmStep::Munmap { .. } => "munmap",
+            MmStep::Mprotect { .. } => "mprotect",
+            MmStep::Mremap { .. } => "mremap",
+            MmStep::Dontneed { .. } => "dontneed",
+            MmStep::Fork => "fork",
+            MmStep::Read { .. } => "read",
+            MmStep::Write { .. } => "write",
+            MmStep::Reclaim { .. } => "reclaim",
+            MmStep::Migrate { .. } => "migrate",
+            MmStep::Ksm { .. } => "ksm",
+            MmStep::Collapse { .. } => "collapse",
+            MmStep::Split { .. } => "split",
+            MmStep::ClearRefs => "clear_refs",
+            MmStep::OomReap => "oom_reap",
+            MmStep::Exit => "exit",
         }
     }
 }
@@ -204,8 +412,23 @@ impl Program {
                 }
                 Op::Register { slot, .. } | Op::Unregister { slot } => slot >= CLASSIC_SLOTS,
                 Op::Start { owner, .. } => owner.is_some_and(|o| o >= OWNERS),
-                Op::End | Op::Release | Op::Commit | Op::CheckRetry => false,
+                Op::End | Op::Release | Op::Commit | Op::CheckRetry | Op::Yield => false,
+                Op::Mm { mm, op } => {
+                    mm >= MMS
+                        || matches!(op, MmStep::Mmap { kind: MapKind::File(f), .. } if f >= FILES)
+                }
+                Op::Dev { dev, op } => {
+                    dev >= DEVICES || matches!(op, DevStep::Open { mm, .. } if mm >= MMS)
+                }
             };
+            let mirror_op = matches!(s.op, Op::Mm { .. } | Op::Dev { .. } | Op::Yield);
+            if mirror_op != (self.config.target == Target::Mirror) {
+                return Err(format!(
+                    "step {n}: {} is not an op of the {} target",
+                    s.op.keyword(),
+                    self.config.target.name()
+                ));
+            }
             if bad_slot {
                 return Err(format!("step {n}: operand out of range"));
             }

@@ -46,11 +46,9 @@ pub fn resolve_planted(name: &str) -> Result<PlantedBug, String> {
     }
 }
 
-/// Decodes `data` as a program for `target`.
+/// Decodes `data` as a program for `target`, whatever its target byte says.
 pub fn decode_for(target: Target, data: &[u8]) -> Program {
-    let mut p = codec::decode(data);
-    p.config.target = target;
-    p
+    codec::decode_as(target, data)
 }
 
 /// Runs `data` as a `target` program; panics with the full report on a
@@ -70,4 +68,10 @@ pub fn run_bytes(target: Target, data: &[u8]) {
 /// The `notifier` target: the core against `ReferenceNotifier`.
 pub fn notifier(data: &[u8]) {
     run_bytes(Target::Notifier, data);
+}
+
+/// The `mirror` target: device mirrors on the simulated address space,
+/// against the stale-PTE, coherence and liveness oracles.
+pub fn mirror(data: &[u8]) {
+    run_bytes(Target::Mirror, data);
 }

@@ -9,12 +9,35 @@
 //! t1 end
 //! ```
 //!
+//! A mirror program drives address spaces `m0`, `m1` and devices `d0`,
+//! `d1`; its config names the devices opened on `m0` before the first step:
+//!
+//! ```text
+//! # mnfuzz mirror program, 5 steps
+//! config target=mirror threads=2 initial_seq=0x2 task_size=0xffffffffffffffff devices=fullva,perfault
+//! t0 m0 mmap 0x1000 +0x2000 anon
+//! t0 m0 write 0x1000 7
+//! t1 d0 read 0x1000
+//! t0 m0 mprotect 0x1000 +0x1000 ro
+//! t1 d1 open m1 perfault
+//! ```
+//!
+//! Address space ops: `mmap A +LEN anon|shared|file:F [ro]`, `munmap A +LEN`,
+//! `mprotect A +LEN ro|rw`, `mremap A +OLD +NEW [to B] [dontunmap]`,
+//! `dontneed A +LEN`, `fork`, `read A`, `write A V`, `reclaim A`,
+//! `migrate A`, `ksm A B`, `collapse A`, `split A`, `clear_refs`,
+//! `oom_reap`, `exit`. Device ops: `open mM fullva|perfault`, `read A`,
+//! `write A V`, `snapshot A +LEN`, `migrate A +LEN`. `devices=` lists up to
+//! two of `fullva`, `perfault`, `none` (missing ones are `none`).
+//!
 //! `#` starts a comment, blank lines are ignored. The first line is the
 //! `config` line (every key optional, defaults from
 //! [`ProgramConfig::default`]); then one step per line, `tN OP OPERANDS`,
 //! in schedule order. Numbers are decimal or `0x` hex, with optional `_`
-//! separators. [`print()`] writes every key and hex addresses, and
-//! `parse(&print(&p)) == Ok(p)` for every valid program.
+//! separators. [`print()`] writes every key (`devices` for the mirror
+//! target only), hex addresses and lengths, written values in decimal below
+//! 256 and in hex above, and `parse(&print(&p)) == Ok(p)` for every valid
+//! program.
 
 use std::fmt::{self, Write as _};
 
@@ -22,8 +45,8 @@ use notifier::Event;
 use oracles::{CallbackModel, Refuse, SetSeq};
 
 use crate::program::{
-    Op, Program, ProgramConfig, Step, Target, CLASSIC_SLOTS, MAX_THREADS, MIN_TASK_SIZE, OWNERS,
-    SLOTS,
+    DevStep, MapKind, MmStep, Op, Program, ProgramConfig, Step, Strategy, Target, CLASSIC_SLOTS,
+    DEVICES, FILES, MAX_THREADS, MIN_TASK_SIZE, MMS, OWNERS, SLOTS,
 };
 
 /// Why an `.ops` text is not a program, and where.
@@ -65,7 +88,7 @@ pub fn print(p: &Program) -> String {
         n,
         if n == 1 { "" } else { "s" }
     );
-    let _ = writeln!(
+    let _ = write!(
         s,
         "config target={} threads={} initial_seq={:#x} task_size={:#x}",
         c.target.name(),
@@ -73,6 +96,10 @@ pub fn print(p: &Program) -> String {
         c.initial_seq,
         c.task_size
     );
+    if c.target == Target::Mirror {
+        let _ = write!(s, " devices={}", devices_text(&c.devices));
+    }
+    s.push('\n');
     for step in &p.steps {
         s.push_str(&format_step(step));
         s.push('\n');
@@ -80,12 +107,125 @@ pub fn print(p: &Program) -> String {
     s
 }
 
-/// One step as its `.ops` line, without the newline: `t1 start unmap 0x0..0x4000`.
+/// The value of `devices=`: the entries up to the last open one, `none`
+/// for a closed one; `none` alone when no device is open.
+fn devices_text(devices: &[Option<Strategy>]) -> String {
+    let n = devices
+        .iter()
+        .rposition(Option::is_some)
+        .map_or(1, |i| i + 1);
+    let names: Vec<&str> = devices[..n]
+        .iter()
+        .map(|d| d.map_or("none", Strategy::name))
+        .collect();
+    names.join(",")
+}
+
+/// One step as its `.ops` line, without the newline: `t1 start unmap 0x0..0x4000`,
+/// `t0 m0 mmap 0x1000 +0x2000 anon`, `t1 d0 read 0x1000`.
 pub fn format_step(step: &Step) -> String {
-    let mut s = format!("t{} {}", step.thread, step.op.keyword());
+    let mut s = format!("t{}", step.thread);
     // Writing to a String cannot fail.
-    let _ = write_operands(&mut s, &step.op);
+    let _ = match step.op {
+        Op::Mm { mm, op } => write_mm(&mut s, mm, op),
+        Op::Dev { dev, op } => write_dev(&mut s, dev, op),
+        op => {
+            s.push(' ');
+            s.push_str(op.keyword());
+            write_operands(&mut s, &op)
+        }
+    };
     s
+}
+
+/// A written value: decimal below 256, hex above.
+struct Value(u64);
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 < 256 {
+            write!(f, "{}", self.0)
+        } else {
+            write!(f, "{:#x}", self.0)
+        }
+    }
+}
+
+fn write_mm(s: &mut String, mm: u8, op: MmStep) -> fmt::Result {
+    write!(s, " m{mm} {}", op.keyword())?;
+    match op {
+        MmStep::Mmap {
+            addr,
+            len,
+            kind,
+            write,
+        } => {
+            write!(s, " {addr:#x} +{len:#x} ")?;
+            match kind {
+                MapKind::AnonPrivate => s.push_str("anon"),
+                MapKind::AnonShared => s.push_str("shared"),
+                MapKind::File(f) => write!(s, "file:{f}")?,
+            }
+            if !write {
+                s.push_str(" ro");
+            }
+            Ok(())
+        }
+        MmStep::Munmap { addr, len } | MmStep::Dontneed { addr, len } => {
+            write!(s, " {addr:#x} +{len:#x}")
+        }
+        MmStep::Mprotect { addr, len, write } => {
+            let prot = if write { "rw" } else { "ro" };
+            write!(s, " {addr:#x} +{len:#x} {prot}")
+        }
+        MmStep::Mremap {
+            addr,
+            old_len,
+            new_len,
+            to,
+            dontunmap,
+        } => {
+            write!(s, " {addr:#x} +{old_len:#x} +{new_len:#x}")?;
+            if let Some(to) = to {
+                write!(s, " to {to:#x}")?;
+            }
+            if dontunmap {
+                s.push_str(" dontunmap");
+            }
+            Ok(())
+        }
+        MmStep::Fork | MmStep::ClearRefs | MmStep::OomReap | MmStep::Exit => Ok(()),
+        MmStep::Read { addr }
+        | MmStep::Reclaim { addr }
+        | MmStep::Migrate { addr }
+        | MmStep::Collapse { addr }
+        | MmStep::Split { addr } => write!(s, " {addr:#x}"),
+        MmStep::Write { addr, value } => write!(s, " {addr:#x} {}", Value(value)),
+        MmStep::Ksm { a, b } => write!(s, " {a:#x} {b:#x}"),
+    }
+}
+
+/// A device op's keyword after its `dN`.
+fn dev_keyword(op: DevStep) -> &'static str {
+    match op {
+        DevStep::Open { .. } => "open",
+        DevStep::Read { .. } => "read",
+        DevStep::Write { .. } => "write",
+        DevStep::Snapshot { .. } => "snapshot",
+        DevStep::Migrate { .. } => "migrate",
+    }
+}
+
+fn write_dev(s: &mut String, dev: u8, op: DevStep) -> fmt::Result {
+    write!(s, " d{dev} {}", dev_keyword(op))?;
+    match op {
+        DevStep::Open { mm, strategy } => write!(s, " m{mm} {}", strategy.name()),
+        DevStep::Read { addr } => write!(s, " {addr:#x}"),
+        DevStep::Write { addr, value } => write!(s, " {addr:#x} {}", Value(value)),
+        DevStep::Snapshot { addr, len } | DevStep::Migrate { addr, len } => {
+            write!(s, " {addr:#x} +{len:#x}")
+        }
+    }
 }
 
 fn write_operands(s: &mut String, op: &Op) -> fmt::Result {
@@ -121,12 +261,14 @@ fn write_operands(s: &mut String, op: &Op) -> fmt::Result {
                 None => Ok(()),
             }
         }
-        Op::End | Op::Release | Op::Commit | Op::CheckRetry => Ok(()),
+        Op::End | Op::Release | Op::Commit | Op::CheckRetry | Op::Yield => Ok(()),
         Op::Register { slot, refuse } => {
             write!(s, " c{slot}")?;
             write_refuse(s, refuse)
         }
         Op::Unregister { slot } => write!(s, " c{slot}"),
+        // Printed by `write_mm` and `write_dev`.
+        Op::Mm { .. } | Op::Dev { .. } => Ok(()),
     }
 }
 
@@ -244,9 +386,20 @@ impl<'s> Line<'s> {
         parse_num(tok.text).map_err(|m| self.at(tok, format!("{what}: {m}")))
     }
 
-    /// `iN` or `cN` below `limit`.
+    /// `iN`, `cN`, `mN` or `dN` below `limit`.
     fn slot(&mut self, prefix: char, limit: u8, what: &str) -> Result<u8, ParseError> {
         let tok = self.next(&format!("{what} `{prefix}N`"))?;
+        self.slot_tok(tok, prefix, limit, what)
+    }
+
+    /// [`Line::slot`] of a token already taken.
+    fn slot_tok(
+        &self,
+        tok: Tok<'_>,
+        prefix: char,
+        limit: u8,
+        what: &str,
+    ) -> Result<u8, ParseError> {
         let Some(digits) = tok.text.strip_prefix(prefix) else {
             return Err(self.at(
                 tok,
@@ -264,6 +417,48 @@ impl<'s> Line<'s> {
             ));
         }
         Ok(n as u8)
+    }
+
+    /// A number operand: `what` names it when it is missing or bad.
+    fn number(&mut self, what: &str) -> Result<u64, ParseError> {
+        let tok = self.next(what)?;
+        self.num(tok, what)
+    }
+
+    /// A `+N` operand; `form` is how the message spells it (`+LEN`).
+    fn plus(&mut self, what: &str, form: &str) -> Result<u64, ParseError> {
+        let tok = self.next(&format!("{what} `{form}`"))?;
+        if !tok.text.starts_with('+') {
+            return Err(self.at(
+                tok,
+                format!("expected {what} `{form}`, found `{}`", tok.text),
+            ));
+        }
+        self.num(tok.rest(1), what)
+    }
+
+    /// Takes the next token if it is `word`.
+    fn word(&mut self, word: &str) -> bool {
+        let found = self.peek().is_some_and(|t| t.text == word);
+        if found {
+            self.pos += 1;
+        }
+        found
+    }
+
+    /// A device strategy; `more` extends the list of names in the message.
+    fn strategy(&self, tok: Tok<'_>, more: &str) -> Result<Strategy, ParseError> {
+        Strategy::from_name(tok.text).ok_or_else(|| {
+            let names: Vec<_> = Strategy::ALL.iter().map(|x| x.name()).collect();
+            self.at(
+                tok,
+                format!(
+                    "unknown strategy `{}` (expected {}{more})",
+                    tok.text,
+                    names.join(", ")
+                ),
+            )
+        })
     }
 
     fn event(&self, tok: Tok<'_>) -> Result<Event, ParseError> {
@@ -321,6 +516,7 @@ fn parse_config(l: &mut Line<'_>) -> Result<ProgramConfig, ParseError> {
     }
     let mut c = ProgramConfig::default();
     let mut seen: Vec<&str> = Vec::new();
+    let mut devices_tok = None;
     while let Some(tok) = l.peek() {
         l.pos += 1;
         let Some(eq) = tok.text.find('=') else {
@@ -367,21 +563,86 @@ fn parse_config(l: &mut Line<'_>) -> Result<ProgramConfig, ParseError> {
                     ));
                 }
             }
+            "devices" => {
+                c.devices = parse_devices(l, val)?;
+                devices_tok = Some(tok);
+            }
             _ => {
                 return Err(l.at(
                     tok,
                     format!(
-                        "unknown key `{key}` (expected target, threads, initial_seq or task_size)"
+                        "unknown key `{key}` (expected target, threads, initial_seq, \
+                         task_size or devices)"
                     ),
                 ))
             }
         }
         seen.push(key);
     }
-    // Whatever else the program module demands of a config.
-    c.validate().map_err(|m| l.err(1, m))?;
+    // Whatever else the program module demands of a config: devices of a
+    // notifier program are the `devices` key's fault.
+    c.validate().map_err(|m| {
+        let col = match devices_tok {
+            Some(t) if c.target != Target::Mirror && c.devices != [None; DEVICES as usize] => t.col,
+            _ => 1,
+        };
+        l.err(col, m)
+    })?;
     Ok(c)
 }
+
+/// `devices=S[,S]`, each `fullva`, `perfault` or `none`; missing ones are `none`.
+fn parse_devices(
+    l: &Line<'_>,
+    val: Tok<'_>,
+) -> Result<[Option<Strategy>; DEVICES as usize], ParseError> {
+    let mut devices = [None; DEVICES as usize];
+    let mut at = 0;
+    for (i, item) in val.text.split(',').enumerate() {
+        let tok = Tok {
+            text: item,
+            col: val.col + val.text[..at].chars().count(),
+        };
+        at += item.len() + 1;
+        if i >= devices.len() {
+            return Err(l.at(
+                tok,
+                format!("too many devices (at most {DEVICES}: d0..d{})", DEVICES - 1),
+            ));
+        }
+        devices[i] = match item {
+            "none" => None,
+            _ => Some(l.strategy(tok, " or none")?),
+        };
+    }
+    Ok(devices)
+}
+
+/// Whether `tok` is a slot `mN`/`dN` (a digit follows the prefix).
+fn is_slot(tok: Tok<'_>, prefix: char) -> bool {
+    tok.text
+        .strip_prefix(prefix)
+        .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+}
+
+/// The keywords of the notifier target.
+const NOTIFIER_KEYWORDS: [&str; 10] = [
+    "insert",
+    "remove",
+    "start",
+    "end",
+    "read_begin",
+    "commit",
+    "check_retry",
+    "release",
+    "register",
+    "unregister",
+];
+/// The same, for messages.
+const NOTIFIER_OPS: &str = "insert, remove, start, end, read_begin, commit, check_retry, \
+                            release, register or unregister";
+/// What a mirror step looks like.
+const MIRROR_OPS: &str = "mirror steps are `tN mM OP ...`, `tN dN OP ...` or `tN step`";
 
 fn parse_step(l: &mut Line<'_>, c: &ProgramConfig) -> Result<Step, ParseError> {
     let tok = l.next("thread")?;
@@ -400,7 +661,37 @@ fn parse_step(l: &mut Line<'_>, c: &ProgramConfig) -> Result<Step, ParseError> {
     }
     let thread = thread as u8;
     let kw = l.next("op")?;
-    let op = match kw.text {
+    let mirror = is_slot(kw, 'm') || is_slot(kw, 'd');
+    let op = match (c.target, mirror) {
+        (Target::Mirror, false) if kw.text == "step" => Op::Yield,
+        (Target::Mirror, true) if is_slot(kw, 'm') => parse_mm(l, kw)?,
+        (Target::Mirror, true) => parse_dev(l, kw)?,
+        (Target::Mirror, false) => {
+            let what = if NOTIFIER_KEYWORDS.contains(&kw.text) {
+                format!("`{}` is not an op of the mirror target", kw.text)
+            } else {
+                format!("unknown op `{}`", kw.text)
+            };
+            return Err(l.at(kw, format!("{what} ({MIRROR_OPS})")));
+        }
+        (Target::Notifier, true) => {
+            return Err(l.at(
+                kw,
+                format!(
+                    "`{}` ops belong to the mirror target (this program's target is {})",
+                    kw.text,
+                    c.target.name()
+                ),
+            ))
+        }
+        (Target::Notifier, false) => parse_notifier_op(l, kw)?,
+    };
+    l.finish()?;
+    Ok(Step { thread, op })
+}
+
+fn parse_notifier_op(l: &mut Line<'_>, kw: Tok<'_>) -> Result<Op, ParseError> {
+    Ok(match kw.text {
         "insert" => {
             let slot = l.slot('i', SLOTS, "interval slot")?;
             let start = l.next("start address")?;
@@ -524,15 +815,182 @@ fn parse_step(l: &mut Line<'_>, c: &ProgramConfig) -> Result<Step, ParseError> {
         other => {
             return Err(l.at(
                 kw,
+                format!("unknown op `{other}` (expected {NOTIFIER_OPS})"),
+            ))
+        }
+    })
+}
+
+/// `mM OP ...`, `slot` being the `mM`.
+fn parse_mm(l: &mut Line<'_>, slot: Tok<'_>) -> Result<Op, ParseError> {
+    let mm = l.slot_tok(slot, 'm', MMS, "address space")?;
+    let kw = l.next("address space op")?;
+    let op = match kw.text {
+        "mmap" => {
+            let addr = l.number("address")?;
+            let len = l.plus("length", "+LEN")?;
+            let kind = parse_map_kind(l)?;
+            let write = !l.word("ro");
+            MmStep::Mmap {
+                addr,
+                len,
+                kind,
+                write,
+            }
+        }
+        "munmap" => MmStep::Munmap {
+            addr: l.number("address")?,
+            len: l.plus("length", "+LEN")?,
+        },
+        "dontneed" => MmStep::Dontneed {
+            addr: l.number("address")?,
+            len: l.plus("length", "+LEN")?,
+        },
+        "mprotect" => {
+            let addr = l.number("address")?;
+            let len = l.plus("length", "+LEN")?;
+            let prot = l.next("protection `ro` or `rw`")?;
+            let write = match prot.text {
+                "ro" => false,
+                "rw" => true,
+                other => {
+                    return Err(l.at(
+                        prot,
+                        format!("expected protection `ro` or `rw`, found `{other}`"),
+                    ))
+                }
+            };
+            MmStep::Mprotect { addr, len, write }
+        }
+        "mremap" => {
+            let addr = l.number("address")?;
+            let old_len = l.plus("old length", "+OLD")?;
+            let new_len = l.plus("new length", "+NEW")?;
+            let (mut to, mut dontunmap) = (None, false);
+            while let Some(w) = l.peek() {
+                l.pos += 1;
+                match w.text {
+                    "to" if to.is_some() => return Err(l.at(w, "duplicate `to`")),
+                    "to" => to = Some(l.number("destination address after `to`")?),
+                    "dontunmap" if dontunmap => return Err(l.at(w, "duplicate `dontunmap`")),
+                    "dontunmap" => dontunmap = true,
+                    other => {
+                        return Err(l.at(
+                            w,
+                            format!("unexpected `{other}` (expected `to ADDR` or dontunmap)"),
+                        ))
+                    }
+                }
+            }
+            MmStep::Mremap {
+                addr,
+                old_len,
+                new_len,
+                to,
+                dontunmap,
+            }
+        }
+        "fork" => MmStep::Fork,
+        "read" => MmStep::Read {
+            addr: l.number("address")?,
+        },
+        "write" => MmStep::Write {
+            addr: l.number("address")?,
+            value: l.number("value")?,
+        },
+        "reclaim" => MmStep::Reclaim {
+            addr: l.number("address")?,
+        },
+        "migrate" => MmStep::Migrate {
+            addr: l.number("address")?,
+        },
+        "ksm" => MmStep::Ksm {
+            a: l.number("address of the page kept")?,
+            b: l.number("address of the page merged")?,
+        },
+        "collapse" => MmStep::Collapse {
+            addr: l.number("address")?,
+        },
+        "split" => MmStep::Split {
+            addr: l.number("address")?,
+        },
+        "clear_refs" => MmStep::ClearRefs,
+        "oom_reap" => MmStep::OomReap,
+        "exit" => MmStep::Exit,
+        other => {
+            return Err(l.at(
+                kw,
                 format!(
-                    "unknown op `{other}` (expected insert, remove, start, end, read_begin, \
-                     commit, check_retry, release, register or unregister)"
+                    "unknown address space op `{other}` (expected mmap, munmap, mprotect, \
+                     mremap, dontneed, fork, read, write, reclaim, migrate, ksm, collapse, \
+                     split, clear_refs, oom_reap or exit)"
                 ),
             ))
         }
     };
-    l.finish()?;
-    Ok(Step { thread, op })
+    Ok(Op::Mm { mm, op })
+}
+
+/// `anon`, `shared` or `file:F`.
+fn parse_map_kind(l: &mut Line<'_>) -> Result<MapKind, ParseError> {
+    let tok = l.next("mapping `anon`, `shared` or `file:F`")?;
+    match tok.text {
+        "anon" => Ok(MapKind::AnonPrivate),
+        "shared" => Ok(MapKind::AnonShared),
+        t if t.starts_with("file:") => {
+            let n = tok.rest("file:".len());
+            let f = l.num(n, "file")?;
+            if f >= u64::from(FILES) {
+                return Err(l.at(
+                    n,
+                    format!("file {} out of range (file:0..file:{})", n.text, FILES - 1),
+                ));
+            }
+            Ok(MapKind::File(f as u32))
+        }
+        other => Err(l.at(
+            tok,
+            format!("unknown mapping `{other}` (expected anon, shared or file:F)"),
+        )),
+    }
+}
+
+/// `dN OP ...`, `slot` being the `dN`.
+fn parse_dev(l: &mut Line<'_>, slot: Tok<'_>) -> Result<Op, ParseError> {
+    let dev = l.slot_tok(slot, 'd', DEVICES, "device")?;
+    let kw = l.next("device op")?;
+    let op = match kw.text {
+        "open" => {
+            let mm = l.slot('m', MMS, "address space")?;
+            let tok = l.next("strategy")?;
+            let strategy = l.strategy(tok, "")?;
+            DevStep::Open { mm, strategy }
+        }
+        "read" => DevStep::Read {
+            addr: l.number("address")?,
+        },
+        "write" => DevStep::Write {
+            addr: l.number("address")?,
+            value: l.number("value")?,
+        },
+        "snapshot" => DevStep::Snapshot {
+            addr: l.number("address")?,
+            len: l.plus("length", "+LEN")?,
+        },
+        "migrate" => DevStep::Migrate {
+            addr: l.number("address")?,
+            len: l.plus("length", "+LEN")?,
+        },
+        other => {
+            return Err(l.at(
+                kw,
+                format!(
+                    "unknown device op `{other}` (expected open, read, write, snapshot or migrate)"
+                ),
+            ))
+        }
+    };
+    Ok(Op::Dev { dev, op })
 }
 
 /// Where `Program::validate` objects to `p`: the config line or the line
@@ -659,6 +1117,7 @@ mod tests {
                 threads: 3,
                 initial_seq: u64::MAX - 3,
                 task_size: 1 << 47,
+                devices: [None, None],
             },
             steps: vec![
                 Step {
@@ -797,6 +1256,7 @@ t2 release
                 threads: 4,
                 initial_seq: 1000,
                 task_size: 1 << 32,
+                devices: [None, None],
             }
         );
         assert_eq!(
@@ -1074,5 +1534,526 @@ t2 release
         let e = locate_invalid(&bad_config, 2, &[3, 7, 9]).unwrap_err();
         assert_eq!((e.line, e.column), (2, 1));
         assert_eq!(locate_invalid(&Program::default(), 1, &[]), Ok(()));
+    }
+
+    fn mirror_golden_program() -> Program {
+        use mirror::Strategy::{FullVa, PerFault};
+        let mm = |thread, mm, op| Step {
+            thread,
+            op: Op::Mm { mm, op },
+        };
+        let dev = |thread, dev, op| Step {
+            thread,
+            op: Op::Dev { dev, op },
+        };
+        Program {
+            config: ProgramConfig {
+                target: Target::Mirror,
+                threads: 2,
+                initial_seq: 2,
+                task_size: 1 << 47,
+                devices: [Some(FullVa), None],
+            },
+            steps: vec![
+                mm(
+                    0,
+                    0,
+                    MmStep::Mmap {
+                        addr: 0x1000,
+                        len: 0x2000,
+                        kind: MapKind::AnonPrivate,
+                        write: true,
+                    },
+                ),
+                mm(
+                    0,
+                    0,
+                    MmStep::Mmap {
+                        addr: 0x8000,
+                        len: 0x1000,
+                        kind: MapKind::File(1),
+                        write: false,
+                    },
+                ),
+                mm(
+                    1,
+                    0,
+                    MmStep::Mmap {
+                        addr: 0xa000,
+                        len: 0x1000,
+                        kind: MapKind::AnonShared,
+                        write: true,
+                    },
+                ),
+                mm(
+                    0,
+                    0,
+                    MmStep::Write {
+                        addr: 0x1000,
+                        value: 7,
+                    },
+                ),
+                mm(
+                    0,
+                    0,
+                    MmStep::Write {
+                        addr: 0x2000,
+                        value: 0x100,
+                    },
+                ),
+                dev(1, 0, DevStep::Read { addr: 0x1000 }),
+                dev(
+                    1,
+                    0,
+                    DevStep::Write {
+                        addr: 0x2000,
+                        value: 255,
+                    },
+                ),
+                mm(
+                    0,
+                    0,
+                    MmStep::Mprotect {
+                        addr: 0x1000,
+                        len: 0x1000,
+                        write: false,
+                    },
+                ),
+                mm(
+                    0,
+                    0,
+                    MmStep::Mprotect {
+                        addr: 0x1000,
+                        len: 0x1000,
+                        write: true,
+                    },
+                ),
+                mm(0, 0, MmStep::Fork),
+                dev(
+                    1,
+                    1,
+                    DevStep::Open {
+                        mm: 1,
+                        strategy: PerFault,
+                    },
+                ),
+                dev(1, 1, DevStep::Read { addr: 0x1000 }),
+                mm(
+                    0,
+                    1,
+                    MmStep::Mremap {
+                        addr: 0x1000,
+                        old_len: 0x1000,
+                        new_len: 0x2000,
+                        to: Some(0x5000),
+                        dontunmap: true,
+                    },
+                ),
+                mm(
+                    0,
+                    0,
+                    MmStep::Mremap {
+                        addr: 0x1000,
+                        old_len: 0x2000,
+                        new_len: 0x1000,
+                        to: None,
+                        dontunmap: false,
+                    },
+                ),
+                mm(
+                    0,
+                    0,
+                    MmStep::Dontneed {
+                        addr: 0x1000,
+                        len: 0x1000,
+                    },
+                ),
+                mm(0, 0, MmStep::Reclaim { addr: 0x1000 }),
+                mm(0, 0, MmStep::Migrate { addr: 0x2000 }),
+                mm(
+                    1,
+                    0,
+                    MmStep::Ksm {
+                        a: 0x1000,
+                        b: 0x2000,
+                    },
+                ),
+                mm(1, 0, MmStep::Collapse { addr: 0x0 }),
+                mm(1, 0, MmStep::Split { addr: 0x0 }),
+                dev(
+                    1,
+                    0,
+                    DevStep::Snapshot {
+                        addr: 0x0,
+                        len: 0x10000,
+                    },
+                ),
+                dev(
+                    1,
+                    0,
+                    DevStep::Migrate {
+                        addr: 0x1000,
+                        len: 0x2000,
+                    },
+                ),
+                mm(0, 0, MmStep::ClearRefs),
+                mm(0, 1, MmStep::OomReap),
+                mm(
+                    0,
+                    0,
+                    MmStep::Munmap {
+                        addr: 0x0,
+                        len: 0x800000000000,
+                    },
+                ),
+                mm(0, 1, MmStep::Exit),
+            ],
+        }
+    }
+
+    const MIRROR_GOLDEN: &str = "\
+# mnfuzz mirror program, 26 steps
+config target=mirror threads=2 initial_seq=0x2 task_size=0x800000000000 devices=fullva
+t0 m0 mmap 0x1000 +0x2000 anon
+t0 m0 mmap 0x8000 +0x1000 file:1 ro
+t1 m0 mmap 0xa000 +0x1000 shared
+t0 m0 write 0x1000 7
+t0 m0 write 0x2000 0x100
+t1 d0 read 0x1000
+t1 d0 write 0x2000 255
+t0 m0 mprotect 0x1000 +0x1000 ro
+t0 m0 mprotect 0x1000 +0x1000 rw
+t0 m0 fork
+t1 d1 open m1 perfault
+t1 d1 read 0x1000
+t0 m1 mremap 0x1000 +0x1000 +0x2000 to 0x5000 dontunmap
+t0 m0 mremap 0x1000 +0x2000 +0x1000
+t0 m0 dontneed 0x1000 +0x1000
+t0 m0 reclaim 0x1000
+t0 m0 migrate 0x2000
+t1 m0 ksm 0x1000 0x2000
+t1 m0 collapse 0x0
+t1 m0 split 0x0
+t1 d0 snapshot 0x0 +0x10000
+t1 d0 migrate 0x1000 +0x2000
+t0 m0 clear_refs
+t0 m1 oom_reap
+t0 m0 munmap 0x0 +0x800000000000
+t0 m1 exit
+";
+
+    #[test]
+    fn mirror_golden() {
+        assert_eq!(print(&mirror_golden_program()), MIRROR_GOLDEN);
+        assert_eq!(parse(MIRROR_GOLDEN), Ok(mirror_golden_program()));
+        // format_step is what traces print.
+        let p = mirror_golden_program();
+        for (step, line) in p.steps.iter().zip(MIRROR_GOLDEN.lines().skip(2)) {
+            assert_eq!(format_step(step), line);
+        }
+    }
+
+    #[test]
+    fn devices_key_forms() {
+        use mirror::Strategy::{FullVa, PerFault};
+        let cases = [
+            (
+                "devices=fullva,perfault",
+                [Some(FullVa), Some(PerFault)],
+                "fullva,perfault",
+            ),
+            ("devices=fullva", [Some(FullVa), None], "fullva"),
+            ("devices=fullva,none", [Some(FullVa), None], "fullva"),
+            (
+                "devices=none,perfault",
+                [None, Some(PerFault)],
+                "none,perfault",
+            ),
+            ("devices=none", [None, None], "none"),
+            ("devices=none,none", [None, None], "none"),
+            ("", [None, None], "none"),
+        ];
+        for (key, devices, printed) in cases {
+            let p = parse(&format!("config target=mirror {key}")).unwrap();
+            assert_eq!(p.config.devices, devices, "{key}");
+            let text = print(&p);
+            assert!(
+                text.lines()
+                    .nth(1)
+                    .unwrap()
+                    .ends_with(&format!(" devices={printed}")),
+                "{text}"
+            );
+            assert_eq!(parse(&text), Ok(p));
+        }
+        // The notifier target prints no devices key, and takes only `none`.
+        assert!(!print(&Program::default()).contains("devices"));
+        assert_eq!(parse("config devices=none,none"), Ok(Program::default()));
+    }
+
+    #[test]
+    fn hand_written_mirror_forms() {
+        let text = "config target=mirror threads=1 devices=perfault\n\
+                    t0 m0 mmap 4096 +8_192 file:0\n\
+                    t0 m1 mremap 0x1000 +0x1000 +0x1000 dontunmap to 0X3000\n\
+                    t0 m0 write 0x1000 0xff\n\
+                    t0 d1 write 0x1000 1_000\n";
+        let p = parse(text).unwrap();
+        assert_eq!(
+            p.steps.iter().map(|s| s.op).collect::<Vec<_>>(),
+            vec![
+                Op::Mm {
+                    mm: 0,
+                    op: MmStep::Mmap {
+                        addr: 0x1000,
+                        len: 0x2000,
+                        kind: MapKind::File(0),
+                        write: true,
+                    },
+                },
+                Op::Mm {
+                    mm: 1,
+                    op: MmStep::Mremap {
+                        addr: 0x1000,
+                        old_len: 0x1000,
+                        new_len: 0x1000,
+                        to: Some(0x3000),
+                        dontunmap: true,
+                    },
+                },
+                Op::Mm {
+                    mm: 0,
+                    op: MmStep::Write {
+                        addr: 0x1000,
+                        value: 255,
+                    },
+                },
+                Op::Dev {
+                    dev: 1,
+                    op: DevStep::Write {
+                        addr: 0x1000,
+                        value: 1000,
+                    },
+                },
+            ]
+        );
+        let printed = print(&p);
+        assert!(printed.contains("t0 m0 write 0x1000 255\n"), "{printed}");
+        assert!(printed.contains("t0 d1 write 0x1000 0x3e8\n"), "{printed}");
+        assert!(
+            printed.contains("t0 m1 mremap 0x1000 +0x1000 +0x1000 to 0x3000 dontunmap\n"),
+            "{printed}"
+        );
+    }
+
+    #[test]
+    fn mirror_errors_point_at_the_token() {
+        let h = "config target=mirror threads=2 devices=fullva\n";
+        // Slots out of range and malformed.
+        check(
+            &format!("{h}t0 m2 read 0x1000"),
+            2,
+            4,
+            "address space m2 out of range (m0..m1)",
+        );
+        check(
+            &format!("{h}t1 d3 read 0x1000"),
+            2,
+            4,
+            "device d3 out of range (d0..d1)",
+        );
+        check(
+            &format!("{h}t0 d0 open m2 fullva"),
+            2,
+            12,
+            "address space m2 out of range",
+        );
+        check(
+            &format!("{h}t0 d0 open x1 fullva"),
+            2,
+            12,
+            "expected address space `mN`",
+        );
+        check(
+            &format!("{h}t0 m0x read 0"),
+            2,
+            5,
+            "address space: bad number",
+        );
+        // Bad strategies.
+        check(
+            &format!("{h}t0 d0 open m1 gpu"),
+            2,
+            15,
+            "unknown strategy `gpu` (expected fullva, perfault)",
+        );
+        check(&format!("{h}t0 d0 open m1"), 2, 14, "missing strategy");
+        // Missing operands.
+        check(&format!("{h}t0 m0 write 0x1000"), 2, 19, "missing value");
+        check(&format!("{h}t0 m0"), 2, 6, "missing address space op");
+        check(&format!("{h}t1 d1"), 2, 6, "missing device op");
+        check(
+            &format!("{h}t0 m0 mprotect 0x0 +0x1000"),
+            2,
+            27,
+            "missing protection `ro` or `rw`",
+        );
+        check(
+            &format!("{h}t0 m0 mmap 0x0 +0x1000"),
+            2,
+            23,
+            "missing mapping",
+        );
+        check(
+            &format!("{h}t0 m0 mremap 0 +1 +2 to"),
+            2,
+            24,
+            "missing destination address after `to`",
+        );
+        check(
+            &format!("{h}t0 m0 ksm 0x1000"),
+            2,
+            17,
+            "missing address of the page merged",
+        );
+        check(
+            &format!("{h}t0 d0 snapshot 0x0"),
+            2,
+            19,
+            "missing length `+LEN`",
+        );
+        // Bad operands.
+        check(
+            &format!("{h}t0 m0 mmap 0x1000 +0x1000 file:9"),
+            2,
+            32,
+            "file 9 out of range (file:0..file:1)",
+        );
+        check(
+            &format!("{h}t0 m0 mmap 0x1000 +0x1000 file:"),
+            2,
+            32,
+            "file: bad number",
+        );
+        check(
+            &format!("{h}t0 m0 mmap 0x1000 +0x1000 private"),
+            2,
+            27,
+            "unknown mapping `private`",
+        );
+        check(
+            &format!("{h}t0 m0 mmap 0x1000 +0x1000 anon rw"),
+            2,
+            32,
+            "unexpected `rw`",
+        );
+        check(
+            &format!("{h}t0 m0 mprotect 0x1000 +0x1000 rx"),
+            2,
+            31,
+            "expected protection `ro` or `rw`, found `rx`",
+        );
+        check(
+            &format!("{h}t0 m0 mremap 0x1000 0x1000 +0x2000"),
+            2,
+            21,
+            "expected old length `+OLD`",
+        );
+        check(
+            &format!("{h}t0 m0 mremap 0x1000 +0x1000 0x2000"),
+            2,
+            29,
+            "expected new length `+NEW`",
+        );
+        check(
+            &format!("{h}t0 m0 mremap 0 +1 +1 dontunmap dontunmap"),
+            2,
+            32,
+            "duplicate `dontunmap`",
+        );
+        check(
+            &format!("{h}t0 m0 mremap 0 +1 +1 to 0 to 1"),
+            2,
+            27,
+            "duplicate `to`",
+        );
+        check(
+            &format!("{h}t0 m0 mremap 0 +1 +1 fixed"),
+            2,
+            22,
+            "unexpected `fixed`",
+        );
+        check(
+            &format!("{h}t0 m0 write 0x1000 0xzz"),
+            2,
+            20,
+            "value: bad number",
+        );
+        check(&format!("{h}t0 m0 fork now"), 2, 12, "unexpected `now`");
+        check(&format!("{h}t0 d0 read 0x0 0x1"), 2, 16, "unexpected `0x1`");
+        // Unknown ops.
+        check(
+            &format!("{h}t0 m0 frob 0x0"),
+            2,
+            7,
+            "unknown address space op `frob`",
+        );
+        check(
+            &format!("{h}t0 d0 mmap 0x0 +0x1000 anon"),
+            2,
+            7,
+            "unknown device op `mmap`",
+        );
+        // Ops of the other target.
+        check(
+            &format!("{h}t0 end"),
+            2,
+            4,
+            "`end` is not an op of the mirror target",
+        );
+        check(&format!("{h}t0 frob"), 2, 4, "unknown op `frob`");
+        check(
+            "config threads=2\n\nt1 m0 fork",
+            3,
+            4,
+            "`m0` ops belong to the mirror target",
+        );
+        check(
+            "config\nt0 d0 read 0",
+            2,
+            4,
+            "`d0` ops belong to the mirror target",
+        );
+        // The devices key.
+        check(
+            "config target=mirror devices=fullva,gpu",
+            1,
+            37,
+            "unknown strategy `gpu` (expected fullva, perfault or none)",
+        );
+        check(
+            "config target=mirror devices=fullva,perfault,none",
+            1,
+            46,
+            "too many devices",
+        );
+        check(
+            "config target=mirror devices=fullva,",
+            1,
+            37,
+            "unknown strategy ``",
+        );
+        check(
+            "config devices=fullva threads=1",
+            1,
+            8,
+            "devices belong to the mirror target",
+        );
+        check(
+            "config devices=fullva target=mirror devices=none",
+            1,
+            37,
+            "duplicate key `devices`",
+        );
     }
 }

@@ -110,6 +110,26 @@ pub enum MmOp {
     },
     /// The OOM reaper: non-blockable unmap of private anonymous memory.
     OomReap,
+    /// A page fault without the access: hmm_range_fault faulting a page in
+    /// for a device (write: break COW and make it writable).
+    FaultIn {
+        /// Address.
+        addr: u64,
+        /// Fault for write.
+        write: bool,
+    },
+    /// Soft-dirty reset (clear_refs): write-protects every PTE.
+    ClearRefs,
+    /// A device driver migrating a range itself: a `Migrate` event carrying
+    /// its owner; each eligible page moves to a new frame.
+    DeviceMigrate {
+        /// Address.
+        addr: u64,
+        /// Length.
+        len: u64,
+        /// The migrating device.
+        owner: u64,
+    },
     /// Process exit: release, then unmap everything.
     Exit,
 }
@@ -252,6 +272,21 @@ impl Task {
         self.inv.is_some()
     }
 
+    /// True right after an apply step: the range's PTEs have changed and
+    /// its invalidation has not ended yet.
+    pub fn just_applied(&self) -> bool {
+        matches!(self.state, State::End(_))
+    }
+
+    // The address and whether it is a write, for Access and FaultIn.
+    fn access(&self) -> (u64, bool) {
+        match self.op {
+            MmOp::Access { addr, write } => (addr, write.is_some()),
+            MmOp::FaultIn { addr, write } => (addr, write),
+            _ => (0, false),
+        }
+    }
+
     fn lock_kind(&self) -> Option<LockKind> {
         match self.op {
             MmOp::Mmap { .. }
@@ -260,8 +295,12 @@ impl Task {
             | MmOp::Mremap { .. }
             | MmOp::Fork
             | MmOp::ThpCollapse { .. }
+            | MmOp::ClearRefs
             | MmOp::Exit => Some(LockKind::Write),
-            MmOp::Dontneed { .. } | MmOp::Access { .. } => Some(LockKind::Read),
+            MmOp::Dontneed { .. }
+            | MmOp::Access { .. }
+            | MmOp::FaultIn { .. }
+            | MmOp::DeviceMigrate { .. } => Some(LockKind::Read),
             MmOp::Reclaim { .. }
             | MmOp::Migrate { .. }
             | MmOp::Ksm { .. }
@@ -463,9 +502,18 @@ impl Task {
                         .collect()
                 }
             }
-            MmOp::Access { addr, write } => {
+            MmOp::ClearRefs => mm
+                .vmas()
+                .map(|v| range(v.start, v.end, Event::SoftDirty))
+                .collect(),
+            MmOp::DeviceMigrate { addr, len, owner } => {
+                let (s, e) = aligned(addr, len, ts)?;
+                vec![range(s, e, Event::Migrate).with_owner(notifier::Owner(owner))]
+            }
+            MmOp::Access { .. } | MmOp::FaultIn { .. } => {
+                let (addr, write) = self.access();
                 let vma = *mm.vma_at(addr).ok_or(MmError::Fault)?;
-                if write.is_some() && !vma.write {
+                if write && !vma.write {
                     return Err(MmError::Perm);
                 }
                 match mm.pte(addr) {
@@ -473,7 +521,7 @@ impl Task {
                     Some(Pte::Present {
                         frame,
                         writable: false,
-                    }) if write.is_some() && vma.backing.is_private() => {
+                    }) if write && vma.backing.is_private() => {
                         let f = phys.frame(frame);
                         if frame == phys.zero() || f.mapcount > 1 || f.cached {
                             vec![range(page_of(addr), page_of(addr) + PAGE, Event::Clear)]
@@ -571,7 +619,9 @@ impl Task {
             },
             None if new_len <= old_len => Remap::Shrink,
             None => {
-                let fits = s + new_len <= ts && !mm.any_vma(old_end, s + new_len);
+                let fits = s
+                    .checked_add(new_len)
+                    .is_some_and(|e| e <= ts && !mm.any_vma(old_end, e));
                 if fits {
                     Remap::Grow
                 } else {
@@ -614,13 +664,36 @@ impl Task {
                     mm.remove_vmas(phys, r.start, r.end)
                 }
                 Some(Remap::Move { dst, .. }) => {
+                    // Plan checked that the rounded length does not overflow.
+                    let new_len = new_len.div_ceil(PAGE) * PAGE;
                     move_mapping(mm, phys, addr, r.end - r.start, dst, new_len, dontunmap)
                 }
                 _ => mm.remove_vmas(phys, r.start, r.end),
             },
             MmOp::Dontneed { .. } | MmOp::OomReap | MmOp::Exit => mm.zap(phys, r.start, r.end),
             MmOp::Fork => write_protect(mm, r.start, r.end),
-            MmOp::Access { addr, .. } => {
+            MmOp::ClearRefs => write_protect(mm, r.start, r.end),
+            MmOp::DeviceMigrate { .. } => {
+                for page in mm.mapped_pages(r.start, r.end) {
+                    let private = mm.vma_at(page).is_some_and(|v| v.backing.is_private());
+                    if let Some(Pte::Present { frame, writable }) = mm.pte(page) {
+                        let f = phys.frame(frame);
+                        if private && frame != phys.zero() && f.pincount == 0 && f.mapcount == 1 {
+                            let copy = phys.alloc(phys.data(frame));
+                            mm.set_pte(
+                                phys,
+                                page,
+                                Pte::Present {
+                                    frame: copy,
+                                    writable,
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+            MmOp::Access { .. } | MmOp::FaultIn { .. } => {
+                let (addr, _) = self.access();
                 // COW break; re-checked because reclaim and migration do not
                 // take the mmap lock.
                 if let Some(Pte::Present {
@@ -768,7 +841,12 @@ impl Task {
                 }
                 Ok(Outcome::Forked(Box::new(mm.fork_into(phys, MmId(u8::MAX)))))
             }
-            MmOp::Access { addr, write } => access_slow(mm, phys, addr, write).map(Outcome::Value),
+            MmOp::Access { addr, write } => {
+                access_slow(mm, phys, addr, write.is_some(), write).map(Outcome::Value)
+            }
+            MmOp::FaultIn { addr, write } => {
+                access_slow(mm, phys, addr, write, None).map(Outcome::Value)
+            }
             MmOp::Exit => {
                 let all: Vec<(u64, u64)> = mm.vmas().map(|v| (v.start, v.end)).collect();
                 for (s, e) in all {
@@ -896,21 +974,23 @@ fn access_fast(
     })
 }
 
-/// The fault itself (after any COW break) and then the access.
+/// The fault itself (after any COW break), then the store if any; returns
+/// the value at `addr`.
 fn access_slow(
     mm: &mut Mm,
     phys: &mut Phys,
     addr: u64,
-    write: Option<u64>,
+    for_write: bool,
+    store: Option<u64>,
 ) -> Result<u64, MmError> {
     let vma = *mm.vma_at(addr).ok_or(MmError::Fault)?;
-    if write.is_some() && !vma.write {
+    if for_write && !vma.write {
         return Err(MmError::Perm);
     }
     let page = page_of(addr);
     let frame = match mm.pte(addr) {
         Some(Pte::Present { frame, writable }) => {
-            if write.is_some() && !writable {
+            if for_write && !writable {
                 // Exclusive already (the COW step found it so): reuse in place.
                 mm.ptes.insert(
                     page / PAGE,
@@ -937,14 +1017,14 @@ fn access_slow(
         None => {
             let (f, writable) = match vma.object_page(addr) {
                 Some((obj, pg)) => (phys.cache_page(obj, pg), vma.write),
-                None if write.is_some() => (phys.alloc(0), true),
+                None if for_write => (phys.alloc(0), true),
                 None => (phys.zero(), false),
             };
             mm.set_pte(phys, page, Pte::Present { frame: f, writable });
             f
         }
     };
-    Ok(match write {
+    Ok(match store {
         Some(v) => {
             phys.set_data(frame, v);
             v

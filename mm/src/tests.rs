@@ -507,3 +507,23 @@ fn cpu_ptes_change_only_between_start_and_end() {
     let first = steps.iter().position(|s| s.1).unwrap();
     assert!(steps[first].0, "{steps:?}");
 }
+
+#[test]
+fn mremap_grow_that_must_move_keeps_the_moved_vma() {
+    let (mut mm, mut phys, _seen, _iv) = setup();
+    mmap(&mut mm, &mut phys, 0x9000, 8, MapKind::AnonShared);
+    let r = run(
+        &mut mm,
+        &mut phys,
+        MmOp::Mremap {
+            addr: 0xa000,
+            old_len: 0x3000,
+            new_len: 0x6001,
+            new_addr: None,
+            dontunmap: false,
+        },
+    );
+    let v: Vec<(u64, u64)> = mm.vmas().map(|v| (v.start, v.end)).collect();
+    assert!(matches!(r, Ok(Outcome::Addr(0))), "{r:?} {v:x?}");
+    assert_eq!(mm.cpu_view(&phys, 0x6800), Some(0), "{v:x?}");
+}

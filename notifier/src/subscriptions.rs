@@ -267,7 +267,7 @@ impl State {
 }
 
 /// A point-in-time view of the core, for oracles and reports.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
     /// Global seq.
     pub seq: u64,
@@ -826,25 +826,27 @@ impl Subscriptions {
 
     /// A consistent view of the core.
     pub fn snapshot(&self) -> Snapshot {
+        let mut s = Snapshot::default();
+        self.snapshot_into(&mut s);
+        s
+    }
+
+    /// [`Subscriptions::snapshot`] into `out`, reusing its buffers; for
+    /// oracles that compare after every step.
+    pub fn snapshot_into(&self, out: &mut Snapshot) {
         let st = self.lock();
-        Snapshot {
-            seq: st.seq,
-            active: st.active,
-            tree: st
-                .tree
-                .iter()
-                .map(|e| (e.value.inner.id, e.start, e.last))
-                .collect(),
-            deferred: st.deferred.iter().map(|(d, _)| *d).collect(),
-            classic: st
-                .classic
-                .iter()
-                .filter(|c| !c.released)
-                .map(|c| c.id)
-                .collect(),
-            released: st.released,
-            waiters: st.waiters,
-        }
+        out.seq = st.seq;
+        out.active = st.active;
+        out.tree.clear();
+        out.tree
+            .extend(st.tree.iter().map(|e| (e.value.inner.id, e.start, e.last)));
+        out.deferred.clear();
+        out.deferred.extend(st.deferred.iter().map(|(d, _)| *d));
+        out.classic.clear();
+        out.classic
+            .extend(st.classic.iter().filter(|c| !c.released).map(|c| c.id));
+        out.released = st.released;
+        out.waiters = st.waiters;
     }
 
     /// Whether the global seq is odd: an invalidation that hit an interval is running.

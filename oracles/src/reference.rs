@@ -186,7 +186,7 @@ pub enum ModelStart {
 }
 
 /// Tree membership as the model sees it; compared with the core's snapshot.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Membership {
     /// Intervals in the tree as `(id, start, last)`, ascending (start, id).
     pub tree: Vec<(IntervalId, u64, u64)>,
@@ -510,24 +510,33 @@ impl ReferenceNotifier {
 
     /// What is in the tree, on the deferred list and registered.
     pub fn membership(&self) -> Membership {
-        let mut tree: Vec<(IntervalId, u64, u64)> = self
-            .intervals
-            .iter()
-            .filter(|i| matches!(i.state, State::InTree | State::PendingRemove))
-            .map(|i| (i.id, i.start, i.last))
-            .collect();
-        tree.sort_by_key(|&(id, start, _)| (start, id));
-        Membership {
-            tree,
-            deferred: self.deferred.clone(),
-            classic: self
-                .classic
+        let mut m = Membership::default();
+        self.membership_into(&mut m);
+        m
+    }
+
+    /// [`ReferenceNotifier::membership`] into `out`, reusing its buffers;
+    /// the harness compares after every step.
+    pub fn membership_into(&self, out: &mut Membership) {
+        out.tree.clear();
+        out.tree.extend(
+            self.intervals
                 .iter()
-                .filter(|c| !c.released)
-                .map(|c| c.id)
-                .collect(),
-            released: self.released,
-        }
+                .filter(|i| matches!(i.state, State::InTree | State::PendingRemove))
+                .map(|i| (i.id, i.start, i.last)),
+        );
+        out.tree.sort_by_key(|&(id, start, _)| (start, id));
+        out.deferred.clear();
+        out.deferred.extend_from_slice(&self.deferred);
+        out.classic.clear();
+        out.classic
+            .extend(self.classic.iter().filter(|c| !c.released).map(|c| c.id));
+        out.released = self.released;
+    }
+
+    /// The deferred list, in order.
+    pub fn deferred(&self) -> &[Deferred] {
+        &self.deferred
     }
 
     /// No invalidation running and nothing deferred.
