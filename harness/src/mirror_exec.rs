@@ -251,9 +251,8 @@ impl World<'_> {
             let Some(i) = self.threads[t].queue.pop_front() else {
                 return Ok("idle".into());
             };
-            match self.start(t, i)? {
-                Some(said) => return Ok(said),
-                None => {}
+            if let Some(said) = self.start(t, i)? {
+                return Ok(said);
             }
         }
         self.advance(t)
@@ -375,7 +374,7 @@ impl World<'_> {
     ) -> Result<String, Box<Divergence>> {
         let m = self.mirrors[d].as_ref().expect("open");
         let mm = self.mms[m.mm.0 as usize].as_ref().expect("live");
-        let cpu = mm.cpu_view(&self.phys, addr);
+        let cpu = oracles::mirror::reference_read(mm, &self.phys, addr);
         match *access {
             Access::Read => {
                 let v = self.phys.data(frame);
@@ -394,7 +393,7 @@ impl World<'_> {
             Access::Write(v) => {
                 self.phys.set_data(frame, v);
                 let mm = self.mms[m.mm.0 as usize].as_ref().expect("live");
-                let cpu = mm.cpu_view(&self.phys, addr);
+                let cpu = oracles::mirror::reference_read(mm, &self.phys, addr);
                 if cpu != Some(v) {
                     return Err(self.diverge(
                         DivergenceKind::Coherence,
@@ -596,27 +595,24 @@ impl World<'_> {
             let Some(mm) = self.mms[m.mm.0 as usize].as_ref() else {
                 continue;
             };
-            for (addr, p) in m.ptes() {
-                let ok = match mm.pte(addr) {
-                    Some(Pte::Present { frame, writable }) => {
-                        frame == p.frame && (writable || !p.write)
-                    }
-                    _ => false,
-                };
-                if !ok {
-                    return Err(self.diverge(
-                        DivergenceKind::StalePte,
-                        at,
-                        format!("checking d{} after the step", m.id),
-                        format!(
-                            "d{} maps {addr:#x} to frame {} {}",
-                            m.id,
-                            p.frame.0,
-                            if p.write { "writable" } else { "read-only" }
-                        ),
-                        format!("the CPU PTE of m{} is {:?}", m.mm.0, mm.pte(addr)),
-                    ));
-                }
+            if let Some(st) = oracles::mirror::stale_pte(mm, &m.ptes()) {
+                return Err(self.diverge(
+                    DivergenceKind::StalePte,
+                    at,
+                    format!("checking d{} after the step", m.id),
+                    format!(
+                        "d{} maps {:#x} to frame {} {}",
+                        m.id,
+                        st.addr,
+                        st.device.frame.0,
+                        if st.device.write {
+                            "writable"
+                        } else {
+                            "read-only"
+                        }
+                    ),
+                    format!("the CPU PTE of m{} is {:?}", m.mm.0, st.cpu),
+                ));
             }
         }
         if self.phys.freed_pinned > 0 {

@@ -97,3 +97,67 @@ fn every_planted_core_bug_is_found_within_bounded_executions() {
         "not found within {CAP} execs: {missed:?}"
     );
 }
+
+#[test]
+fn mirror_target_keeps_its_oracles_on_random_programs() {
+    for seed in [1, 2] {
+        let rep = fuzz(&EngineOptions {
+            target: Target::Mirror,
+            seed,
+            runs: Some(1_500),
+            ..EngineOptions::default()
+        });
+        if let Some(f) = &rep.finding {
+            let r = harness::report::render(&f.minimized, &RunOptions::default());
+            panic!("seed {seed}: {}", r.unwrap_or_default());
+        }
+        assert!(rep.ops.0 > 10 * 1_500, "too few ops ran: {:?}", rep.ops);
+        assert!(rep.corpus > 20, "feedback kept only {} inputs", rep.corpus);
+    }
+}
+
+/// Every planted bug of the mm and the mirror is found on the mirror
+/// target by the same engine, seeds and cap; nothing here names a bug.
+#[cfg(feature = "planted-bugs")]
+#[test]
+fn every_planted_mm_and_mirror_bug_is_found_within_bounded_executions() {
+    const CAP: u64 = 50_000;
+    let bugs = notifier::PlantedBug::ALL
+        .into_iter()
+        .filter(|b| b.component() != notifier::Component::Notifier);
+    let mut missed = Vec::new();
+    for bug in bugs {
+        let rep = fuzz(&EngineOptions {
+            target: Target::Mirror,
+            seed: 1,
+            runs: Some(CAP),
+            planted: Some(bug),
+            minimize_execs: 3_000,
+            ..EngineOptions::default()
+        });
+        match rep.finding {
+            Some(f) => {
+                let with = RunOptions {
+                    planted: Some(bug),
+                    ..RunOptions::default()
+                };
+                assert!(run(&f.minimized, &with).divergence.is_some());
+                assert!(run(&f.minimized, &RunOptions::default())
+                    .divergence
+                    .is_none());
+                eprintln!(
+                    "{}: found after {} execs, minimized to {} steps ({})",
+                    bug.name(),
+                    f.execs_to_find,
+                    f.steps.1,
+                    f.divergence.kind.name()
+                );
+            }
+            None => missed.push(bug.name()),
+        }
+    }
+    assert!(
+        missed.is_empty(),
+        "not found within {CAP} execs: {missed:?}"
+    );
+}

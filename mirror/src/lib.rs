@@ -441,7 +441,7 @@ impl Fault {
                 if mm.lock.writer.is_some() {
                     return FaultStep::Blocked(FaultBlock::MmapLock);
                 }
-                let page = Range::new(self.addr, self.addr + PAGE, Event::Clear);
+                let page = Range::new(self.addr, self.addr.saturating_add(PAGE), Event::Clear);
                 if !env.callbacks_can_run(mm.id, &page) {
                     return FaultStep::Blocked(FaultBlock::DriverLock);
                 }
@@ -575,7 +575,11 @@ impl PageState {
 pub fn snapshot(m: &Mirror, addr: u64, len: u64) -> Vec<PageState> {
     let st = lock(&m.state);
     let start = addr / PAGE * PAGE;
-    let pages = len.div_ceil(PAGE).min(64);
+    // At most 64 pages, and none past the top of the address space.
+    let pages = len
+        .div_ceil(PAGE)
+        .min(64)
+        .min((u64::MAX - start) / PAGE + 1);
     (0..pages)
         .map(|i| match st.dpt.get(&(start + i * PAGE)) {
             None => PageState::None,

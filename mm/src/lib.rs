@@ -566,10 +566,11 @@ impl Mm {
             if v.end <= at {
                 continue;
             }
-            if at + len <= v.start {
-                break;
+            match at.checked_add(len) {
+                Some(e) if e > v.start => at = v.end,
+                // Fits before this VMA, or cannot fit at all.
+                _ => break,
             }
-            at = v.end;
         }
         (at.checked_add(len)? <= self.config.task_size).then_some(at)
     }

@@ -233,7 +233,7 @@ pub struct Task {
 fn aligned(addr: u64, len: u64, task_size: u64) -> Result<(u64, u64), MmError> {
     let len = len.checked_add(PAGE - 1).ok_or(MmError::Inval)? / PAGE * PAGE;
     let end = addr.checked_add(len).ok_or(MmError::Inval)?;
-    if addr % PAGE != 0 || len == 0 || end > task_size {
+    if !addr.is_multiple_of(PAGE) || len == 0 || end > task_size {
         return Err(MmError::Inval);
     }
     Ok((addr, end))

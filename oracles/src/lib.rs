@@ -3,6 +3,7 @@
 
 #![deny(missing_docs)]
 
+pub mod mirror;
 pub mod reference;
 
 pub use reference::{
