@@ -21,8 +21,9 @@ use notifier::Range;
 use crate::exec::{Divergence, DivergenceKind, Outcome, RunOptions};
 use crate::program::{DevStep, MmStep, Op, Program, DEVICES, MAX_THREADS, MMS};
 
-/// Faults may begin again this often before it counts as a livelock.
-const MAX_RETRIES: u32 = 64;
+/// Retries with no invalidation cycle since the previous attempt: a fault
+/// that keeps retrying while nothing invalidates is livelocked.
+const MAX_QUIET_RETRIES: u32 = 2;
 
 struct Locks<'a> {
     mirrors: &'a [Option<Mirror>],
@@ -49,12 +50,17 @@ enum Work {
         mm: usize,
         task: Task,
         what: &'static str,
+        // A CPU load's address.
+        load: Option<u64>,
     },
     Fault {
         dev: usize,
         fault: Fault,
         access: Access,
         addr: u64,
+        // Retries seen so far, the global seq then, and retries with no
+        // invalidation in between.
+        seen: (u32, u64, u32),
     },
     DevMigrate {
         dev: usize,
@@ -285,10 +291,15 @@ impl World<'_> {
                     self.forking = true;
                 }
                 let (mop, what) = mm_op(op);
+                let load = match op {
+                    MmStep::Read { addr } => Some(addr),
+                    _ => None,
+                };
                 self.threads[t].work = Some(Work::Mm {
                     mm,
                     task: Task::new(mop, t as u8),
                     what,
+                    load,
                 });
                 Ok(None)
             }
@@ -340,11 +351,18 @@ impl World<'_> {
                                 .device_access(d, addr, frame, &access, Some(i))
                                 .map(Some);
                         }
+                        let seq = self.mms[mm]
+                            .as_ref()
+                            .expect("checked")
+                            .notifier
+                            .snapshot()
+                            .seq;
                         self.threads[t].work = Some(Work::Fault {
                             dev: d,
                             fault: Fault::new(addr, write),
                             access,
                             addr,
+                            seen: (0, seq, 0),
                         });
                         Ok(None)
                     }
@@ -417,9 +435,15 @@ impl World<'_> {
             return Ok("idle".into());
         };
         let said = match &mut work {
-            Work::Mm { mm, task, what } => {
+            Work::Mm {
+                mm,
+                task,
+                what,
+                load,
+            } => {
                 let mm_i = *mm;
                 let what = *what;
+                let load = *load;
                 let mut m = self.mms[mm_i].take().expect("started on a live mm");
                 let env = Locks {
                     mirrors: &self.mirrors,
@@ -450,7 +474,24 @@ impl World<'_> {
                                 self.mms[1] = Some(*child);
                                 format!("m{mm_i} fork: child is m1")
                             }
-                            Ok(MmOutcome::Value(v)) => format!("m{mm_i} {what}: {v:#x}"),
+                            Ok(MmOutcome::Value(v)) => {
+                                // Nothing else ran inside this step, and a
+                                // load itself changes no content.
+                                if let Some(addr) = load {
+                                    let m = self.mms[mm_i].as_ref().expect("live");
+                                    let now = oracles::mirror::reference_read(m, &self.phys, addr);
+                                    if now != Some(v) {
+                                        return Err(self.diverge(
+                                            DivergenceKind::Coherence,
+                                            None,
+                                            format!("t{t} m{mm_i} read {addr:#x}"),
+                                            format!("the CPU load returned {v:#x}"),
+                                            format!("memory holds {}", show(now)),
+                                        ));
+                                    }
+                                }
+                                format!("m{mm_i} {what}: {v:#x}")
+                            }
                             Ok(MmOutcome::Addr(a)) => format!("m{mm_i} {what}: at {a:#x}"),
                             Ok(o) => format!("m{mm_i} {what}: {o:?}"),
                             Err(mm::MmError::Notifier(e)) => {
@@ -475,6 +516,7 @@ impl World<'_> {
                 fault,
                 access,
                 addr,
+                seen,
             } => {
                 let (d, addr) = (*dev, *addr);
                 let Some(mi) = self.mirrors[d].as_ref().map(|m| m.mm.0 as usize) else {
@@ -493,14 +535,21 @@ impl World<'_> {
                 let phase = fault.phase();
                 let r = fault.step(me, mirror, &mut m, &mut self.phys, &env);
                 self.mms[mi] = Some(m);
-                if fault.retries > MAX_RETRIES {
-                    return Err(self.diverge(
-                        DivergenceKind::Livelock,
-                        None,
-                        format!("t{t} d{d} fault {addr:#x}"),
-                        format!("{} retries", fault.retries),
-                        format!("at most {MAX_RETRIES}"),
-                    ));
+                if fault.retries > seen.0 {
+                    let seq = self.mms[mi].as_ref().expect("live").notifier.snapshot().seq;
+                    let quiet = if seq == seen.1 { seen.2 + 1 } else { 0 };
+                    *seen = (fault.retries, seq, quiet);
+                    if quiet > MAX_QUIET_RETRIES {
+                        return Err(self.diverge(
+                            DivergenceKind::Livelock,
+                            None,
+                            format!("t{t} d{d} fault {addr:#x}"),
+                            format!("{quiet} retries with no invalidation in between"),
+                            format!(
+                                "a retry needs a collision; at most {MAX_QUIET_RETRIES} without"
+                            ),
+                        ));
+                    }
                 }
                 match r {
                     FaultStep::Progress => {
