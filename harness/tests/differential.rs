@@ -51,51 +51,51 @@ fn plain_random_programs_also_match() {
     assert!(blocked > 100, "only {blocked} blocking ops");
 }
 
-/// Every planted bug of the core is found by the same engine, with the
-/// same seeds and the same execution cap; nothing here names a bug.
+/// Runs the engine with `bug` planted, seed 1, at most `cap` executions;
+/// returns what it found, after checking that the minimized reproducer is a
+/// real regression test (diverges with the bug, not without).
+#[cfg(feature = "planted-bugs")]
+fn hunt(target: Target, bug: notifier::PlantedBug, cap: u64) -> bool {
+    let rep = fuzz(&EngineOptions {
+        target,
+        seed: 1,
+        runs: Some(cap),
+        planted: Some(bug),
+        minimize_execs: 3_000,
+        ..EngineOptions::default()
+    });
+    let Some(f) = rep.finding else {
+        return false;
+    };
+    let with = RunOptions {
+        planted: Some(bug),
+        ..RunOptions::default()
+    };
+    assert!(run(&f.minimized, &with).divergence.is_some());
+    assert!(run(&f.minimized, &RunOptions::default()).divergence.is_none());
+    eprintln!(
+        "{}: found after {} execs, minimized to {} steps ({})",
+        bug.name(),
+        f.execs_to_find,
+        f.steps.1,
+        f.divergence.kind.name()
+    );
+    true
+}
+
+/// Every planted bug of the core is found on the notifier target by the
+/// same engine, seed and cap; nothing here names a bug.
 #[cfg(feature = "planted-bugs")]
 #[test]
 fn every_planted_core_bug_is_found_within_bounded_executions() {
     const CAP: u64 = 200_000;
-    let mut missed = Vec::new();
-    let core_bugs = notifier::PlantedBug::ALL
+    let missed: Vec<&str> = notifier::PlantedBug::ALL
         .into_iter()
-        .filter(|b| b.component() == notifier::Component::Notifier);
-    for bug in core_bugs {
-        let rep = fuzz(&EngineOptions {
-            seed: 1,
-            runs: Some(CAP),
-            planted: Some(bug),
-            minimize_execs: 20_000,
-            ..EngineOptions::default()
-        });
-        match rep.finding {
-            Some(f) => {
-                // The minimized reproducer still diverges with the bug and
-                // not without it: it is a real regression test.
-                let with = RunOptions {
-                    planted: Some(bug),
-                    ..RunOptions::default()
-                };
-                assert!(run(&f.minimized, &with).divergence.is_some());
-                assert!(run(&f.minimized, &RunOptions::default())
-                    .divergence
-                    .is_none());
-                eprintln!(
-                    "{}: found after {} execs, minimized to {} steps ({})",
-                    bug.name(),
-                    f.execs_to_find,
-                    f.steps.1,
-                    f.divergence.kind.name()
-                );
-            }
-            None => missed.push(bug.name()),
-        }
-    }
-    assert!(
-        missed.is_empty(),
-        "not found within {CAP} execs: {missed:?}"
-    );
+        .filter(|b| b.component() == notifier::Component::Notifier)
+        .filter(|&b| !hunt(Target::Notifier, b, CAP))
+        .map(|b| b.name())
+        .collect();
+    assert!(missed.is_empty(), "not found within {CAP} execs: {missed:?}");
 }
 
 #[test]
@@ -117,47 +117,16 @@ fn mirror_target_keeps_its_oracles_on_random_programs() {
 }
 
 /// Every planted bug of the mm and the mirror is found on the mirror
-/// target by the same engine, seeds and cap; nothing here names a bug.
+/// target by the same engine, seed and cap; nothing here names a bug.
 #[cfg(feature = "planted-bugs")]
 #[test]
 fn every_planted_mm_and_mirror_bug_is_found_within_bounded_executions() {
     const CAP: u64 = 50_000;
-    let bugs = notifier::PlantedBug::ALL
+    let missed: Vec<&str> = notifier::PlantedBug::ALL
         .into_iter()
-        .filter(|b| b.component() != notifier::Component::Notifier);
-    let mut missed = Vec::new();
-    for bug in bugs {
-        let rep = fuzz(&EngineOptions {
-            target: Target::Mirror,
-            seed: 1,
-            runs: Some(CAP),
-            planted: Some(bug),
-            minimize_execs: 3_000,
-            ..EngineOptions::default()
-        });
-        match rep.finding {
-            Some(f) => {
-                let with = RunOptions {
-                    planted: Some(bug),
-                    ..RunOptions::default()
-                };
-                assert!(run(&f.minimized, &with).divergence.is_some());
-                assert!(run(&f.minimized, &RunOptions::default())
-                    .divergence
-                    .is_none());
-                eprintln!(
-                    "{}: found after {} execs, minimized to {} steps ({})",
-                    bug.name(),
-                    f.execs_to_find,
-                    f.steps.1,
-                    f.divergence.kind.name()
-                );
-            }
-            None => missed.push(bug.name()),
-        }
-    }
-    assert!(
-        missed.is_empty(),
-        "not found within {CAP} execs: {missed:?}"
-    );
+        .filter(|b| b.component() != notifier::Component::Notifier)
+        .filter(|&b| !hunt(Target::Mirror, b, CAP))
+        .map(|b| b.name())
+        .collect();
+    assert!(missed.is_empty(), "not found within {CAP} execs: {missed:?}");
 }
