@@ -65,8 +65,6 @@ pub enum DivergenceKind {
     Coherence,
     /// A fault retried without bound.
     Livelock,
-    /// A pinned frame was freed.
-    Pinned,
 }
 
 impl DivergenceKind {
@@ -85,9 +83,24 @@ impl DivergenceKind {
             DivergenceKind::StalePte => "stale-pte",
             DivergenceKind::Coherence => "coherence",
             DivergenceKind::Livelock => "livelock",
-            DivergenceKind::Pinned => "pinned-freed",
         }
     }
+
+    /// Every kind.
+    pub const ALL: [DivergenceKind; 12] = [
+        DivergenceKind::Result,
+        DivergenceKind::Callbacks,
+        DivergenceKind::CallbackSeq,
+        DivergenceKind::State,
+        DivergenceKind::Blocking,
+        DivergenceKind::Wake,
+        DivergenceKind::Deadlock,
+        DivergenceKind::NotQuiescent,
+        DivergenceKind::Panic,
+        DivergenceKind::StalePte,
+        DivergenceKind::Coherence,
+        DivergenceKind::Livelock,
+    ];
 }
 
 /// A disagreement between the implementation and the oracle.
@@ -439,8 +452,16 @@ impl Exec<'_> {
         Ok(())
     }
 
+    // Wakes until nothing changes: a woken thread's queued lines may wake a
+    // lower-numbered one.
     fn wake(&mut self, at: Option<usize>) -> Checked {
+        while self.wake_once(at)? {}
+        Ok(())
+    }
+
+    fn wake_once(&mut self, at: Option<usize>) -> Result<bool, Box<Divergence>> {
         let live = self.program.config.threads as usize;
+        let mut woke = false;
         for t in 0..live {
             let Some(b) = &self.threads[t].blocked else {
                 continue;
@@ -494,9 +515,10 @@ impl Exec<'_> {
                 }
             }
             self.feature(0xa0 + t as u32);
+            woke = true;
             self.run_queue(t)?;
         }
-        Ok(())
+        Ok(woke)
     }
 
     fn forget_reads(&mut self, slot: usize) {
@@ -891,8 +913,21 @@ impl Exec<'_> {
                 ));
             }
         }
+        let mut first_seq = None;
         for o in observed {
             if let Observed::Interval { cur_seq, .. } = o {
+                let first = *first_seq.get_or_insert(cur_seq);
+                if cur_seq != first {
+                    return Err(self.diverge(
+                        DivergenceKind::CallbackSeq,
+                        at,
+                        self.doing_at(at, end_of),
+                        format!(
+                            "callbacks of one invalidation saw seqs {first:#x} and {cur_seq:#x}"
+                        ),
+                        "every callback of one start sees the same cycle".into(),
+                    ));
+                }
                 if cur_seq & 1 == 0 {
                     return Err(self.diverge(
                         DivergenceKind::CallbackSeq,

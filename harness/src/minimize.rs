@@ -5,7 +5,7 @@ use notifier::Event;
 use oracles::{CallbackModel, Refuse};
 
 use crate::exec::{run, DivergenceKind, RunOptions};
-use crate::program::{Op, Program, Step, PAGE};
+use crate::program::{DevStep, MapKind, MmStep, Op, Program, Step, PAGE};
 
 /// Budget and progress of a minimization.
 #[derive(Clone, Copy, Debug)]
@@ -251,9 +251,82 @@ fn step_candidates(s: &Step) -> Vec<Step> {
                 refuse: Refuse::Never,
             }));
         }
+        Op::Mm { mm, op } => {
+            if mm > 0 {
+                out.push(with(Op::Mm { mm: 0, op }));
+            }
+            for op in simpler_mm(op) {
+                out.push(with(Op::Mm { mm, op }));
+            }
+        }
+        Op::Dev { dev, op } => {
+            if dev > 0 {
+                out.push(with(Op::Dev { dev: 0, op }));
+            }
+            if let DevStep::Write { addr, value } = op {
+                if value > 1 {
+                    out.push(with(Op::Dev {
+                        dev,
+                        op: DevStep::Write { addr, value: 1 },
+                    }));
+                }
+            }
+        }
         _ => {}
     }
     out
+}
+
+/// Simpler variants of an address-space op: the plainest mapping kind,
+/// no destination or flags for mremap, small stored values, whole pages.
+fn simpler_mm(op: MmStep) -> Vec<MmStep> {
+    let mut v = Vec::new();
+    match op {
+        MmStep::Mmap {
+            addr,
+            len,
+            kind,
+            write,
+        } => {
+            if kind != MapKind::AnonPrivate || !write {
+                v.push(MmStep::Mmap {
+                    addr,
+                    len,
+                    kind: MapKind::AnonPrivate,
+                    write: true,
+                });
+            }
+            for len in simpler_lens(len) {
+                v.push(MmStep::Mmap {
+                    addr,
+                    len,
+                    kind,
+                    write,
+                });
+            }
+        }
+        MmStep::Mremap {
+            addr,
+            old_len,
+            new_len,
+            to,
+            dontunmap,
+        } if to.is_some() || dontunmap => v.push(MmStep::Mremap {
+            addr,
+            old_len,
+            new_len,
+            to: None,
+            dontunmap: false,
+        }),
+        MmStep::Write { addr, value } if value > 1 => v.push(MmStep::Write { addr, value: 1 }),
+        MmStep::Munmap { addr, len } => {
+            for len in simpler_lens(len) {
+                v.push(MmStep::Munmap { addr, len });
+            }
+        }
+        _ => {}
+    }
+    v
 }
 
 fn simpler_addrs(a: u64) -> Vec<u64> {

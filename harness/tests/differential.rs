@@ -72,7 +72,9 @@ fn hunt(target: Target, bug: notifier::PlantedBug, cap: u64) -> bool {
         ..RunOptions::default()
     };
     assert!(run(&f.minimized, &with).divergence.is_some());
-    assert!(run(&f.minimized, &RunOptions::default()).divergence.is_none());
+    assert!(run(&f.minimized, &RunOptions::default())
+        .divergence
+        .is_none());
     eprintln!(
         "{}: found after {} execs, minimized to {} steps ({})",
         bug.name(),
@@ -95,7 +97,10 @@ fn every_planted_core_bug_is_found_within_bounded_executions() {
         .filter(|&b| !hunt(Target::Notifier, b, CAP))
         .map(|b| b.name())
         .collect();
-    assert!(missed.is_empty(), "not found within {CAP} execs: {missed:?}");
+    assert!(
+        missed.is_empty(),
+        "not found within {CAP} execs: {missed:?}"
+    );
 }
 
 #[test]
@@ -128,5 +133,8 @@ fn every_planted_mm_and_mirror_bug_is_found_within_bounded_executions() {
         .filter(|&b| !hunt(Target::Mirror, b, CAP))
         .map(|b| b.name())
         .collect();
-    assert!(missed.is_empty(), "not found within {CAP} execs: {missed:?}");
+    assert!(
+        missed.is_empty(),
+        "not found within {CAP} execs: {missed:?}"
+    );
 }

@@ -111,8 +111,14 @@ struct Callback {
 }
 
 impl Callback {
+    #[cfg(feature = "planted-bugs")]
     fn planted(&self, b: PlantedBug) -> bool {
-        cfg!(feature = "planted-bugs") && self.planted == Some(b)
+        self.planted == Some(b)
+    }
+
+    #[cfg(not(feature = "planted-bugs"))]
+    fn planted(&self, _b: PlantedBug) -> bool {
+        false
     }
 
     /// The invalidate callback: take the driver lock, record the collision,
@@ -237,9 +243,9 @@ impl Mirror {
         Ok(m)
     }
 
-    /// Whether thread `me` may take the driver lock now.
-    pub fn lock_free_for(&self, me: u8) -> bool {
-        lock(&self.state).lock.is_none_or(|h| h == me)
+    /// Whether the driver lock is free.
+    pub fn lock_free(&self) -> bool {
+        lock(&self.state).lock.is_none()
     }
 
     /// Who holds the driver lock.
@@ -441,12 +447,14 @@ impl Fault {
                 if mm.lock.writer.is_some() {
                     return FaultStep::Blocked(FaultBlock::MmapLock);
                 }
-                let page = Range::new(self.addr, self.addr.saturating_add(PAGE), Event::Clear);
-                if !env.callbacks_can_run(mm.id, &page) {
-                    return FaultStep::Blocked(FaultBlock::DriverLock);
-                }
                 let ok = matches!(mm.pte(self.addr), Some(Pte::Present { writable, .. }) if writable || !self.write);
                 if !ok {
+                    // Faulting in may invalidate (a COW break): its callbacks
+                    // must be able to take their driver locks.
+                    let page = Range::new(self.addr, self.addr.saturating_add(PAGE), Event::Clear);
+                    if !env.callbacks_can_run(mm.id, &page) {
+                        return FaultStep::Blocked(FaultBlock::DriverLock);
+                    }
                     let t = Task::new(
                         MmOp::FaultIn {
                             addr: self.addr,
@@ -473,8 +481,7 @@ impl Fault {
                 FaultStep::Progress
             }
             State::Commit => {
-                let unlocked = cfg!(feature = "planted-bugs")
-                    && m.cb.planted == Some(PlantedBug::ReadRetryUnlocked);
+                let unlocked = m.cb.planted(PlantedBug::ReadRetryUnlocked);
                 if !unlocked {
                     let mut st = lock(&m.state);
                     if st.lock.is_some_and(|h| h != me) {

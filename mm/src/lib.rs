@@ -49,13 +49,10 @@ pub struct Frame {
 #[derive(Clone, Debug)]
 pub struct Phys {
     frames: Vec<Frame>,
-    free: Vec<u32>,
     swap: BTreeMap<u32, (u64, u32)>,
     next_slot: u32,
     cache: BTreeMap<(u32, u64), FrameId>,
     next_obj: u32,
-    /// Frames freed while pinned: must stay zero.
-    pub freed_pinned: u64,
 }
 
 impl Default for Phys {
@@ -88,12 +85,10 @@ impl Phys {
                 cached: false,
                 live: true,
             }],
-            free: Vec::new(),
             swap: BTreeMap::new(),
             next_slot: 0,
             cache: BTreeMap::new(),
             next_obj: FIRST_ANON_OBJECT,
-            freed_pinned: 0,
         }
     }
 
@@ -111,18 +106,10 @@ impl Phys {
             cached: false,
             live: true,
         };
-        // Lowest free frame first, so frame numbers stay deterministic.
-        self.free.sort_unstable_by(|a, b| b.cmp(a));
-        match self.free.pop() {
-            Some(n) => {
-                self.frames[n as usize] = f;
-                FrameId(n)
-            }
-            None => {
-                self.frames.push(f);
-                FrameId(self.frames.len() as u32 - 1)
-            }
-        }
+        // Frame ids are never reused: a device PTE left on a freed frame
+        // must not come back to life when the id is handed out again.
+        self.frames.push(f);
+        FrameId(self.frames.len() as u32 - 1)
     }
 
     /// A frame's state.
@@ -159,19 +146,7 @@ impl Phys {
         let fr = &mut self.frames[f.0 as usize];
         if fr.live && fr.mapcount == 0 && fr.pincount == 0 && !fr.cached {
             fr.live = false;
-            self.free.push(f.0);
         }
-    }
-
-    /// Frees a frame regardless of its pins: what a buggy path would do.
-    /// Counted in `freed_pinned` so that the oracle sees it.
-    pub fn force_free(&mut self, f: FrameId) {
-        let fr = &mut self.frames[f.0 as usize];
-        if fr.pincount > 0 {
-            self.freed_pinned += 1;
-        }
-        fr.live = false;
-        self.free.push(f.0);
     }
 
     /// Pins a frame.
@@ -401,8 +376,14 @@ impl Mm {
         }
     }
 
+    #[cfg(feature = "planted-bugs")]
     pub(crate) fn planted(&self, bug: PlantedBug) -> bool {
-        cfg!(feature = "planted-bugs") && self.config.planted == Some(bug)
+        self.config.planted == Some(bug)
+    }
+
+    #[cfg(not(feature = "planted-bugs"))]
+    pub(crate) fn planted(&self, _bug: PlantedBug) -> bool {
+        false
     }
 
     /// The VMA containing `addr`.

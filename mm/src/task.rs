@@ -228,6 +228,7 @@ pub struct Task {
     inv: Option<Invalidation>,
     remap: Option<Remap>,
     skipped: bool,
+    replans: u32,
 }
 
 fn aligned(addr: u64, len: u64, task_size: u64) -> Result<(u64, u64), MmError> {
@@ -259,6 +260,7 @@ impl Task {
             inv: None,
             remap: None,
             skipped: false,
+            replans: 0,
         }
     }
 
@@ -345,6 +347,17 @@ impl Task {
                         Err(e) => return self.fail(mm, e),
                     }
                 }
+                if self.op == MmOp::OomReap {
+                    // mmap_read_trylock: the reaper never waits.
+                    if mm.lock.writer.is_some() {
+                        self.state = State::Done;
+                        return TaskStep::Done(Ok(Outcome::Skipped));
+                    }
+                    mm.lock.readers.push(self.me);
+                    self.locked = Some(LockKind::Read);
+                    self.state = State::Plan;
+                    return TaskStep::Progress;
+                }
                 match self.lock_kind() {
                     Some(LockKind::Write) => {
                         if mm.lock.writer.is_some() || !mm.lock.readers.is_empty() {
@@ -419,6 +432,27 @@ impl Task {
                 TaskStep::Progress
             }
             State::Finish => {
+                // A private page may have become shared again since Plan
+                // (KSM takes no lock): a write then needs a new COW plan.
+                if let MmOp::Access { .. } | MmOp::FaultIn { .. } = self.op {
+                    let (addr, write) = self.access();
+                    let private = mm.vma_at(addr).is_some_and(|v| v.backing.is_private());
+                    if write
+                        && private
+                        && matches!(
+                            mm.pte(addr),
+                            Some(Pte::Present {
+                                writable: false,
+                                ..
+                            })
+                        )
+                        && self.replans < 8
+                    {
+                        self.replans += 1;
+                        self.state = State::Plan;
+                        return TaskStep::Progress;
+                    }
+                }
                 let out = self.finish(mm, phys);
                 self.unlock(mm);
                 self.state = State::Done;
@@ -517,17 +551,12 @@ impl Task {
                     return Err(MmError::Perm);
                 }
                 match mm.pte(addr) {
-                    // Copy on write: a new frame replaces a shared one.
+                    // Copy on write, or reuse when exclusive: Apply decides,
+                    // under the invalidation, on the state it finds then.
                     Some(Pte::Present {
-                        frame,
-                        writable: false,
+                        writable: false, ..
                     }) if write && vma.backing.is_private() => {
-                        let f = phys.frame(frame);
-                        if frame == phys.zero() || f.mapcount > 1 || f.cached {
-                            vec![range(page_of(addr), page_of(addr) + PAGE, Event::Clear)]
-                        } else {
-                            vec![]
-                        }
+                        vec![range(page_of(addr), page_of(addr) + PAGE, Event::Clear)]
                     }
                     _ => vec![],
                 }
@@ -701,12 +730,18 @@ impl Task {
                     writable: false,
                 }) = mm.pte(addr)
                 {
-                    let copy = phys.alloc(phys.data(frame));
+                    let f = phys.frame(frame);
+                    let exclusive = frame != phys.zero() && f.mapcount == 1 && !f.cached;
+                    let frame = if exclusive {
+                        frame
+                    } else {
+                        phys.alloc(phys.data(frame))
+                    };
                     mm.set_pte(
                         phys,
                         page_of(addr),
                         Pte::Present {
-                            frame: copy,
+                            frame,
                             writable: true,
                         },
                     );

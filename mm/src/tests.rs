@@ -527,3 +527,45 @@ fn mremap_grow_that_must_move_keeps_the_moved_vma() {
     assert!(matches!(r, Ok(Outcome::Addr(0))), "{r:?} {v:x?}");
     assert_eq!(mm.cpu_view(&phys, 0x6800), Some(0), "{v:x?}");
 }
+
+#[test]
+fn a_write_fault_racing_ksm_never_writes_through_the_merged_frame() {
+    // KSM takes no lock, so it can merge while the store is between plan
+    // and apply (2 steps in) or between its COW and its finish (5 steps in).
+    for steps_before_merge in [2, 5] {
+        let (mut mm, mut phys, _seen, _iv) = setup();
+        mmap(&mut mm, &mut phys, W, 2, MapKind::AnonPrivate);
+        write(&mut mm, &mut phys, W, 5);
+        write(&mut mm, &mut phys, W + PAGE, 5);
+        run(&mut mm, &mut phys, MmOp::ClearRefs).unwrap();
+        let mut store = Task::new(
+            MmOp::Access {
+                addr: W + PAGE,
+                write: Some(7),
+            },
+            1,
+        );
+        for _ in 0..steps_before_merge {
+            assert!(matches!(
+                store.step(&mut mm, &mut phys, &Always),
+                TaskStep::Progress
+            ));
+        }
+        run(&mut mm, &mut phys, MmOp::Ksm { a: W, b: W + PAGE }).unwrap();
+        assert_eq!(mm.pte(W), mm.pte(W + PAGE), "merged ({steps_before_merge})");
+        let out = loop {
+            match store.step(&mut mm, &mut phys, &Always) {
+                TaskStep::Done(r) => break r,
+                TaskStep::Progress => {}
+                TaskStep::Blocked(b) => panic!("blocked on {b:?}"),
+            }
+        };
+        assert!(matches!(out, Ok(Outcome::Value(7))));
+        assert_eq!(
+            read(&mut mm, &mut phys, W),
+            5,
+            "store leaked into a ({steps_before_merge})"
+        );
+        assert_eq!(read(&mut mm, &mut phys, W + PAGE), 7);
+    }
+}

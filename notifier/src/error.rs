@@ -38,6 +38,8 @@ pub enum Error {
     SetSeqOutsideCallback(IntervalId),
     /// The initial sequence number must be even.
     OddInitialSeq(u64),
+    /// The address space must hold at least one page.
+    TaskSizeTooSmall(u64),
 }
 
 impl fmt::Display for Error {
@@ -63,6 +65,7 @@ impl fmt::Display for Error {
                 )
             }
             Error::OddInitialSeq(s) => write!(f, "initial sequence {s:#x} is odd"),
+            Error::TaskSizeTooSmall(t) => write!(f, "task_size {t:#x} is below one page"),
         }
     }
 }

@@ -374,6 +374,10 @@ impl Subscriptions {
         if config.initial_seq & 1 == 1 {
             return Err(Error::OddInitialSeq(config.initial_seq));
         }
+        // Release invalidates [0, task_size): it must not be empty.
+        if config.task_size < crate::PAGE_SIZE {
+            return Err(Error::TaskSizeTooSmall(config.task_size));
+        }
         Ok(Subscriptions {
             owner: NEXT_OWNER.fetch_add(1, Ordering::Relaxed),
             state: Mutex::new(State {
@@ -708,8 +712,16 @@ impl Subscriptions {
                 }
             }
         }
+        // Only blocking waiters sleep on the condvar, and each counts itself
+        // under this lock before it sleeps: with none counted, a later one
+        // sees the new seq and does not sleep. notify_all is a futex
+        // syscall even with no one waiting, about half of a one-interval
+        // start + end.
+        let wake = st.waiters > 0;
         drop(st);
-        self.wq.notify_all();
+        if wake {
+            self.wq.notify_all();
+        }
     }
 
     /// Ends an invalidation accepted by `invalidate_range_start`. The last

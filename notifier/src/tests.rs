@@ -111,6 +111,14 @@ fn odd_initial_seq_is_rejected() {
         ..Config::default()
     };
     assert_eq!(Subscriptions::new(c).unwrap_err(), Error::OddInitialSeq(7));
+    let c = Config {
+        task_size: 0,
+        ..Config::default()
+    };
+    assert_eq!(
+        Subscriptions::new(c).unwrap_err(),
+        Error::TaskSizeTooSmall(0)
+    );
 }
 
 #[test]

@@ -77,7 +77,7 @@ fn concurrent_faults_never_commit_across_a_collision() {
 
     let invalidators: Vec<_> = (0..2)
         .map(|t| {
-            let (subs, driver, stop) = (subs.clone(), driver.clone(), stop.clone());
+            let (subs, driver) = (subs.clone(), driver.clone());
             thread::spawn(move || {
                 let mut rng = Rng(0x9e37_79b9 + t);
                 for _ in 0..3000 {
@@ -103,7 +103,6 @@ fn concurrent_faults_never_commit_across_a_collision() {
                     }
                     subs.invalidate_range_end(inv);
                 }
-                stop.store(true, Ordering::Relaxed);
             })
         })
         .collect();
@@ -135,7 +134,12 @@ fn concurrent_faults_never_commit_across_a_collision() {
         })
         .collect();
 
-    for h in invalidators.into_iter().chain(faulters) {
+    // Faulters run until every invalidator is done.
+    for h in invalidators {
+        h.join().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for h in faulters {
         h.join().unwrap();
     }
     assert!(subs.is_quiescent());
