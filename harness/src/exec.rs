@@ -65,6 +65,8 @@ pub enum DivergenceKind {
     Coherence,
     /// A fault retried without bound.
     Livelock,
+    /// A CPU PTE lost its mapping or a permission outside an invalidation.
+    Unnotified,
 }
 
 impl DivergenceKind {
@@ -83,11 +85,12 @@ impl DivergenceKind {
             DivergenceKind::StalePte => "stale-pte",
             DivergenceKind::Coherence => "coherence",
             DivergenceKind::Livelock => "livelock",
+            DivergenceKind::Unnotified => "unnotified",
         }
     }
 
     /// Every kind.
-    pub const ALL: [DivergenceKind; 12] = [
+    pub const ALL: [DivergenceKind; 13] = [
         DivergenceKind::Result,
         DivergenceKind::Callbacks,
         DivergenceKind::CallbackSeq,
@@ -100,6 +103,7 @@ impl DivergenceKind {
         DivergenceKind::StalePte,
         DivergenceKind::Coherence,
         DivergenceKind::Livelock,
+        DivergenceKind::Unnotified,
     ];
 }
 

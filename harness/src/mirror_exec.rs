@@ -452,8 +452,11 @@ impl World<'_> {
                 let env = Locks {
                     mirrors: &self.mirrors,
                 };
+                let before: Vec<(u64, Pte)> = m.ptes().collect();
                 let r = task.step(&mut m, &mut self.phys, &env);
+                let after: Vec<(u64, Pte)> = m.ptes().collect();
                 self.mms[mm_i] = Some(m);
+                self.check_notified(t, mm_i, what, &before, &after, task.open_range())?;
                 match r {
                     TaskStep::Progress => {
                         self.feature(0x200 | u32::from(what.as_bytes()[1]));
@@ -607,7 +610,10 @@ impl World<'_> {
                 let env = Locks {
                     mirrors: &self.mirrors,
                 };
+                let before: Vec<(u64, Pte)> = m.ptes().collect();
                 let r = task.step(&mut m, &mut self.phys, &env);
+                let after: Vec<(u64, Pte)> = m.ptes().collect();
+                let open = task.open_range();
                 if task.just_applied() {
                     self.mirrors[d]
                         .as_ref()
@@ -615,6 +621,7 @@ impl World<'_> {
                         .remap_after_own_migration(&m, s, e);
                 }
                 self.mms[mi] = Some(m);
+                self.check_notified(t, mi, "device migrate", &before, &after, open)?;
                 match r {
                     TaskStep::Progress => {
                         self.threads[t].work = Some(work);
@@ -637,6 +644,31 @@ impl World<'_> {
 
     fn feature(&mut self, f: u32) {
         self.out.features.push(f);
+    }
+
+    /// DESIGN §3: CPU PTEs change only inside the invalidation that covers them.
+    fn check_notified(
+        &self,
+        t: usize,
+        mm: usize,
+        what: &str,
+        before: &[(u64, Pte)],
+        after: &[(u64, Pte)],
+        open: Option<Range>,
+    ) -> Checked {
+        match oracles::mirror::unnotified(before, after, open.as_ref()) {
+            None => Ok(()),
+            Some(u) => Err(self.diverge(
+                DivergenceKind::Unnotified,
+                None,
+                format!("t{t} m{mm} {what}"),
+                format!(
+                    "the PTE at {:#x} went from {:?} to {:?}",
+                    u.addr, u.before, u.after
+                ),
+                "no invalidation covering that page was open".into(),
+            )),
+        }
     }
 
     /// The oracles that hold after every step.

@@ -274,6 +274,11 @@ impl Task {
         self.inv.is_some()
     }
 
+    /// The range of the invalidation the task holds open, if any.
+    pub fn open_range(&self) -> Option<Range> {
+        self.inv.as_ref().map(|i| *i.range())
+    }
+
     /// True right after an apply step: the range's PTEs have changed and
     /// its invalidation has not ended yet.
     pub fn just_applied(&self) -> bool {
