@@ -14,6 +14,8 @@ use harness::program::Target;
 use harness::targets::resolve_planted;
 use harness::{codec, report, text};
 
+mod hunt;
+
 #[derive(Parser)]
 #[command(
     name = "mnfuzz",
@@ -116,6 +118,10 @@ enum Cmd {
     },
     /// List the planted bugs this build knows.
     Planted,
+    /// Time each engine to the first detection of planted bugs.
+    Hunt(hunt::HuntArgs),
+    /// Measure each target's execs/s with the built-in engine (one job).
+    Bench(harness::bench::BenchArgs),
 }
 
 fn target_of(name: &str) -> Result<Target, String> {
@@ -314,6 +320,7 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
             write_atomic(&output, &codec::encode(&p))?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Bench(args) => harness::bench::cli(&args),
         Cmd::Planted => {
             for b in notifier::PlantedBug::ALL {
                 println!("{}", b.name());
@@ -323,5 +330,6 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Hunt(args) => hunt::main(args),
     }
 }
