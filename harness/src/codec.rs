@@ -787,7 +787,9 @@ impl Reader<'_, '_> {
 
     fn program(&mut self, target: Option<Target>) -> Program {
         let config = self.config(target);
-        let mut steps = Vec::new();
+        // Steps take two or three bytes on average; growing the vector one
+        // push at a time was a visible cost of decoding.
+        let mut steps = Vec::with_capacity((self.u.len() / 2 + 1).min(MAX_STEPS));
         while !self.u.is_empty() && steps.len() < MAX_STEPS {
             steps.push(self.step(&config));
         }
@@ -1634,6 +1636,94 @@ pub(crate) mod tests {
         assert!((0.09..0.16).contains(&nb), "nonblock {nb}");
         let ow = frac(owned, starts);
         assert!((0.19..0.31).contains(&ow), "owned {ow}");
+    }
+
+    /// The encoder's fast paths name candidate codes instead of trying all
+    /// 256: for every value some code decodes to, and for other values
+    /// around them, they must pick what the full scan picks.
+    #[test]
+    fn encoder_fast_paths_match_the_full_scan() {
+        let sizes = [
+            u64::MAX,
+            1 << 47,
+            1 << 32,
+            MIN_TASK_SIZE,
+            MIN_TASK_SIZE + 1,
+            MIN_TASK_SIZE + PAGE,
+            0x1234_5678_9abc,
+        ];
+        let noise = xorshift_bytes(99, 64 * 8);
+        let random: Vec<u64> = noise
+            .chunks(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        for ts in sizes {
+            let whole = |b| addr_code(b, ts) == Addr::Whole;
+            assert_eq!(first_of(addr_candidates(0), whole), first_code(whole));
+            let mut addrs: Vec<u64> = (0..=255u8)
+                .filter_map(|b| match addr_code(b, ts) {
+                    Addr::At(a) => Some(a),
+                    _ => None,
+                })
+                .collect();
+            addrs.extend(random.iter().copied());
+            for a in addrs.clone() {
+                for a in [a, a.wrapping_sub(1), a.wrapping_add(1)] {
+                    let at = |b| addr_code(b, ts) == Addr::At(a);
+                    assert_eq!(
+                        first_of(addr_candidates(a), at),
+                        first_code(at),
+                        "addr {a:#x} ts {ts:#x}"
+                    );
+                }
+            }
+            for start in addrs.iter().copied().step_by(5) {
+                let mut lens: Vec<u64> =
+                    (0..=255u8).filter_map(|b| len_code(b, start, ts)).collect();
+                lens.extend(random.iter().copied().take(8));
+                for l in lens {
+                    for l in [l, l.wrapping_sub(1), l.wrapping_add(1)] {
+                        let is = |b| len_code(b, start, ts) == Some(l);
+                        assert_eq!(
+                            first_of(len_candidates(l), is),
+                            first_code(is),
+                            "len {l:#x} start {start:#x} ts {ts:#x}"
+                        );
+                    }
+                }
+            }
+        }
+        for blockable in [true, false] {
+            for owner in std::iter::once(None).chain((0..=255u8).map(Some)) {
+                let want = first_code(|b| flags_code(b) == (blockable, owner)).unwrap_or(0);
+                let got = flags_candidate(blockable, owner)
+                    .filter(|&b| flags_code(b) == (blockable, owner))
+                    .unwrap_or(0);
+                assert_eq!(got, want, "flags {blockable} {owner:?}");
+            }
+        }
+        let tables = [
+            (Target::Notifier, &KIND_WEIGHTS[..]),
+            (Target::Mirror, &MIRROR_KIND_WEIGHTS[..]),
+        ];
+        for (target, &(kind, _)) in tables
+            .iter()
+            .flat_map(|(t, w)| w.iter().map(move |k| (*t, k)))
+        {
+            let is_kind = |b: u8| tag_kind(b, target) == kind;
+            for threads in 1..=MAX_THREADS {
+                for thread in 0..=255u8 {
+                    let want = first_code(|b| is_kind(b) && (b >> 6) % threads == thread)
+                        .or_else(|| first_code(is_kind))
+                        .unwrap_or(0);
+                    assert_eq!(
+                        tag_code(kind, thread, threads),
+                        want,
+                        "{kind:?} t{thread}/{threads}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -178,24 +178,59 @@ const MAP_BITS: usize = 1 << 16;
 
 struct Shared {
     corpus: Vec<Vec<u8>>,
-    map: Vec<u64>,
     rejected: u64,
     ops: (u64, u64),
     steps: Vec<u32>,
 }
 
-impl Shared {
+/// Most program sizes kept for the median.
+const MAX_STEP_SAMPLES: usize = 1 << 20;
+
+/// Executions a job counts on its own between two flushes to [`Shared`]:
+/// taking the shared lock on every execution made the jobs queue on it.
+const FLUSH_EVERY: u64 = 1024;
+
+/// The counters of one job, added to [`Shared`] every [`FLUSH_EVERY`]
+/// executions and at the end.
+#[derive(Default)]
+struct Local {
+    rejected: u64,
+    ops: (u64, u64),
+    steps: Vec<u32>,
+}
+
+impl Local {
+    fn flush(&mut self, shared: &Mutex<Shared>) {
+        let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
+        sh.rejected += std::mem::take(&mut self.rejected);
+        sh.ops.0 += std::mem::take(&mut self.ops.0);
+        sh.ops.1 += std::mem::take(&mut self.ops.1);
+        let room = MAX_STEP_SAMPLES.saturating_sub(sh.steps.len());
+        sh.steps.extend(self.steps.drain(..).take(room));
+    }
+}
+
+/// The feature map, one bit per hashed feature. Atomic, so that jobs merge
+/// their features without a lock.
+struct FeatureMap(Vec<AtomicU64>);
+
+impl FeatureMap {
+    fn new() -> FeatureMap {
+        FeatureMap((0..MAP_BITS / 64).map(|_| AtomicU64::new(0)).collect())
+    }
+
     // Marks the features of one run; true if any was new.
-    fn merge(&mut self, features: &[u32]) -> bool {
+    fn merge(&self, features: &[u32]) -> bool {
         let mut new = false;
         let mut prev = 0u32;
         for &f in features {
             // Single features and consecutive pairs, so that orderings count.
             for h in [f, f ^ prev.rotate_left(7).wrapping_mul(0x9e37_79b1)] {
                 let bit = (h.wrapping_mul(0x85eb_ca6b) >> 16) as usize % MAP_BITS;
-                let (w, b) = (bit / 64, 1u64 << (bit % 64));
-                if self.map[w] & b == 0 {
-                    self.map[w] |= b;
+                let (w, b) = (&self.0[bit / 64], 1u64 << (bit % 64));
+                // Read first: a bit seen before is the common case, and a
+                // plain load does not take the cache line from other jobs.
+                if w.load(Ordering::Relaxed) & b == 0 && w.fetch_or(b, Ordering::Relaxed) & b == 0 {
                     new = true;
                 }
             }
@@ -210,11 +245,11 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
     let start = Instant::now();
     let shared = Mutex::new(Shared {
         corpus: Vec::new(),
-        map: vec![0; MAP_BITS / 64],
         rejected: 0,
         ops: (0, 0),
         steps: Vec::new(),
     });
+    let map = FeatureMap::new();
     let execs = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let found: Mutex<Option<(Vec<u8>, u64, f64)>> = Mutex::new(None);
@@ -224,18 +259,20 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
     };
     let deadline = opts.seconds.map(|s| start + Duration::from_secs_f64(s));
 
-    let exec_one = |input: &[u8], keep: bool| -> bool {
+    let exec_one = |input: &[u8], keep: bool, local: &mut Local| -> bool {
         let n = execs.fetch_add(1, Ordering::Relaxed) + 1;
         let p = decode_for(opts.target, input);
         let out = run(&p, &run_opts);
-        let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
         if out.stats.ran == 0 {
-            sh.rejected += 1;
+            local.rejected += 1;
         }
-        sh.ops.0 += out.stats.ran;
-        sh.ops.1 += out.stats.skipped;
-        if sh.steps.len() < 1 << 20 {
-            sh.steps.push(p.steps.len() as u32);
+        local.ops.0 += out.stats.ran;
+        local.ops.1 += out.stats.skipped;
+        if local.steps.len() < MAX_STEP_SAMPLES {
+            local.steps.push(p.steps.len() as u32);
+        }
+        if n.is_multiple_of(FLUSH_EVERY) {
+            local.flush(&shared);
         }
         if out.divergence.is_some() {
             let mut f = found.lock().unwrap_or_else(|e| e.into_inner());
@@ -245,8 +282,11 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
             stop.store(true, Ordering::Relaxed);
             return false;
         }
-        if keep && sh.merge(&out.features) && sh.corpus.len() < 1 << 14 {
-            sh.corpus.push(input.to_vec());
+        if keep && map.merge(&out.features) {
+            let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
+            if sh.corpus.len() < 1 << 14 {
+                sh.corpus.push(input.to_vec());
+            }
         }
         true
     };
@@ -260,12 +300,14 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
     };
 
     // Seeds run first, in order, on this thread: deterministic start.
+    let mut local = Local::default();
     for s in &opts.seeds {
         if out_of_budget() {
             break;
         }
-        exec_one(s, true);
+        exec_one(s, true, &mut local);
     }
+    local.flush(&shared);
 
     let (execs_r, stop_r, shared_r) = (&execs, &stop, &shared);
     std::thread::scope(|scope| {
@@ -276,6 +318,7 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
                 let mut rng =
                     Rng::new(opts.seed ^ (job as u64).wrapping_mul(0xd6e8_feb8_6659_fd93));
                 let mut n = 0u64;
+                let mut local = Local::default();
                 // Check the clock every few runs only; it is not free.
                 while !(stop_r.load(Ordering::Relaxed) || n.is_multiple_of(16) && out_of_budget()) {
                     if opts
@@ -286,8 +329,9 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
                     }
                     n += 1;
                     let input = next_input(&mut rng, opts, shared_r);
-                    exec_one(&input, opts.feedback);
+                    exec_one(&input, opts.feedback, &mut local);
                 }
+                local.flush(shared_r);
             });
         }
         if opts.progress {
@@ -371,21 +415,21 @@ fn progress(
 }
 
 fn next_input(rng: &mut Rng, opts: &EngineOptions, shared: &Mutex<Shared>) -> Vec<u8> {
-    let pick = |rng: &mut Rng| {
-        let sh = shared.lock().unwrap_or_else(|e| e.into_inner());
-        if sh.corpus.is_empty() {
-            None
-        } else {
-            Some(sh.corpus[rng.below(sh.corpus.len())].clone())
-        }
-    };
     if !opts.feedback || rng.below(8) == 0 {
         return generate(rng, opts.max_len);
     }
-    let Some(mut base) = pick(rng) else {
+    // Both picks under one lock, the base first.
+    let picked = {
+        let sh = shared.lock().unwrap_or_else(|e| e.into_inner());
+        let n = sh.corpus.len();
+        (n > 0).then(|| {
+            let base = sh.corpus[rng.below(n)].clone();
+            (base, sh.corpus[rng.below(n)].clone())
+        })
+    };
+    let Some((mut base, other)) = picked else {
         return generate(rng, opts.max_len);
     };
-    let other = pick(rng).unwrap_or_default();
     if rng.below(2) == 0 {
         mutate_program(rng, &mut base, &other, opts.target);
     } else {

@@ -8,6 +8,7 @@
 
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod codec;
 pub mod engine;
 pub mod exec;
