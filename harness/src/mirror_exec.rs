@@ -89,10 +89,24 @@ struct World<'p> {
     threads: Vec<Thread>,
     // A fork is running: m1 is spoken for.
     forking: bool,
+    // The last turn could not move.
+    blocked: bool,
     out: Outcome,
 }
 
 type Checked = Result<(), Box<Divergence>>;
+
+// Trace text is built only when tracing: formatting it was most of a
+// step's cost.
+macro_rules! say {
+    ($w:expr, $($arg:tt)*) => {
+        if $w.opts.trace {
+            format!($($arg)*)
+        } else {
+            String::new()
+        }
+    };
+}
 
 /// Runs a mirror-target program.
 pub fn run_mirror(program: &Program, opts: &RunOptions) -> Outcome {
@@ -109,6 +123,7 @@ pub fn run_mirror(program: &Program, opts: &RunOptions) -> Outcome {
         mirrors: (0..DEVICES).map(|_| None).collect(),
         threads: (0..MAX_THREADS).map(|_| Thread::default()).collect(),
         forking: false,
+        blocked: false,
         out: Outcome::default(),
     };
     w.mms[0] = Some(Mm::new(MmId(0), cfg));
@@ -198,7 +213,7 @@ impl World<'_> {
                 }
                 let before = self.out.stats.ran + self.out.stats.skipped;
                 let said = self.turn(t)?;
-                let blocked = said.starts_with("blocked");
+                let blocked = self.blocked;
                 moved |= !blocked || self.out.stats.ran + self.out.stats.skipped != before;
                 if self.opts.trace {
                     self.out.trace.push(format!("drain: t{t}    -> {said}"));
@@ -257,6 +272,7 @@ impl World<'_> {
 
     /// One step of thread `t`; returns what happened, for the trace.
     fn turn(&mut self, t: usize) -> Result<String, Box<Divergence>> {
+        self.blocked = false;
         if self.threads[t].work.is_none() {
             let Some(i) = self.threads[t].queue.pop_front() else {
                 return Ok("idle".into());
@@ -270,7 +286,7 @@ impl World<'_> {
 
     fn skip(&mut self, why: &str) -> Option<String> {
         self.out.stats.skipped += 1;
-        Some(format!("skipped: {why}"))
+        Some(say!(self, "skipped: {why}"))
     }
 
     fn mm_ready(&self, mm: usize) -> bool {
@@ -322,9 +338,9 @@ impl World<'_> {
                         match Mirror::open(dev, m, strategy, self.opts.planted) {
                             Ok(mirror) => {
                                 self.mirrors[d] = Some(mirror);
-                                format!("d{dev} open on m{mm}")
+                                say!(self, "d{dev} open on m{mm}")
                             }
-                            Err(e) => format!("error: {e}"),
+                            Err(e) => say!(self, "error: {e}"),
                         },
                     ));
                 }
@@ -341,7 +357,7 @@ impl World<'_> {
                         self.out.stats.ran += 1;
                         let states: Vec<&str> =
                             snapshot(m, addr, len).iter().map(|s| s.name()).collect();
-                        Ok(Some(format!("[{}]", states.join(" "))))
+                        Ok(Some(say!(self, "[{}]", states.join(" "))))
                     }
                     DevStep::Read { addr } | DevStep::Write { addr, .. } => {
                         let access = match op {
@@ -410,7 +426,7 @@ impl World<'_> {
                     ));
                 }
                 self.feature(0x100 | (v.min(3) as u32));
-                Ok(format!("device read {v:#x}"))
+                Ok(say!(self, "device read {v:#x}"))
             }
             Access::Write(v) => {
                 self.phys.set_data(frame, v);
@@ -428,7 +444,7 @@ impl World<'_> {
                         format!("a CPU read returns {v:#x}"),
                     ));
                 }
-                Ok(format!("device wrote {v:#x}"))
+                Ok(say!(self, "device wrote {v:#x}"))
             }
         }
     }
@@ -461,13 +477,14 @@ impl World<'_> {
                     TaskStep::Progress => {
                         self.feature(0x200 | u32::from(what.as_bytes()[1]));
                         self.threads[t].work = Some(work);
-                        return Ok(format!("m{mm_i} {what}: step"));
+                        return Ok(say!(self, "m{mm_i} {what}: step"));
                     }
                     TaskStep::Blocked(b) => {
                         self.out.stats.blocked += 1;
+                        self.blocked = true;
                         self.feature(0x300 | b as u32);
                         self.threads[t].work = Some(work);
-                        return Ok(format!("blocked: m{mm_i} {what} waits for {b:?}"));
+                        return Ok(say!(self, "blocked: m{mm_i} {what} waits for {b:?}"));
                     }
                     TaskStep::Done(r) => {
                         self.out.stats.ran += 1;
@@ -478,7 +495,7 @@ impl World<'_> {
                             Ok(MmOutcome::Forked(mut child)) => {
                                 child.id = MmId(1);
                                 self.mms[1] = Some(*child);
-                                format!("m{mm_i} fork: child is m1")
+                                say!(self, "m{mm_i} fork: child is m1")
                             }
                             Ok(MmOutcome::Value(v)) => {
                                 // Nothing else ran inside this step, and a
@@ -496,10 +513,10 @@ impl World<'_> {
                                         ));
                                     }
                                 }
-                                format!("m{mm_i} {what}: {v:#x}")
+                                say!(self, "m{mm_i} {what}: {v:#x}")
                             }
-                            Ok(MmOutcome::Addr(a)) => format!("m{mm_i} {what}: at {a:#x}"),
-                            Ok(o) => format!("m{mm_i} {what}: {o:?}"),
+                            Ok(MmOutcome::Addr(a)) => say!(self, "m{mm_i} {what}: at {a:#x}"),
+                            Ok(o) => say!(self, "m{mm_i} {what}: {o:?}"),
                             Err(mm::MmError::Notifier(e)) => {
                                 return Err(self.diverge(
                                     DivergenceKind::Result,
@@ -511,7 +528,7 @@ impl World<'_> {
                             }
                             Err(e) => {
                                 self.feature(0x400 | what.len() as u32);
-                                format!("m{mm_i} {what}: error {e:?}")
+                                say!(self, "m{mm_i} {what}: error {e:?}")
                             }
                         }
                     }
@@ -559,20 +576,21 @@ impl World<'_> {
                 match r {
                     FaultStep::Progress => {
                         self.feature(0x500 | phase.len() as u32 | fault.retries.min(3) << 4);
-                        let s = format!("d{d} fault {addr:#x}: {phase}");
+                        let s = say!(self, "d{d} fault {addr:#x}: {phase}");
                         self.threads[t].work = Some(work);
                         return Ok(s);
                     }
                     FaultStep::Blocked(b) => {
                         self.out.stats.blocked += 1;
+                        self.blocked = true;
                         self.feature(0x600 | b as u32);
                         self.threads[t].work = Some(work);
-                        return Ok(format!("blocked: d{d} fault {addr:#x} waits for {b:?}"));
+                        return Ok(say!(self, "blocked: d{d} fault {addr:#x} waits for {b:?}"));
                     }
                     FaultStep::Installed(pte) => {
                         let s = self.device_access(d, addr, pte.frame, access, None)?;
                         self.threads[t].work = Some(work);
-                        return Ok(format!("d{d} fault {addr:#x}: installed, {s}"));
+                        return Ok(say!(self, "d{d} fault {addr:#x}: installed, {s}"));
                     }
                     FaultStep::Done(r) => {
                         self.out.stats.ran += 1;
@@ -586,8 +604,8 @@ impl World<'_> {
                                     "a blockable invalidation always proceeds".into(),
                                 ));
                             }
-                            Ok(()) => format!("d{d} fault {addr:#x}: done"),
-                            Err(e) => format!("d{d} fault {addr:#x}: error {e}"),
+                            Ok(()) => say!(self, "d{d} fault {addr:#x}: done"),
+                            Err(e) => say!(self, "d{d} fault {addr:#x}: error {e}"),
                         }
                     }
                 }
@@ -625,16 +643,17 @@ impl World<'_> {
                 match r {
                     TaskStep::Progress => {
                         self.threads[t].work = Some(work);
-                        return Ok(format!("d{d} migrate: step"));
+                        return Ok(say!(self, "d{d} migrate: step"));
                     }
                     TaskStep::Blocked(b) => {
                         self.out.stats.blocked += 1;
+                        self.blocked = true;
                         self.threads[t].work = Some(work);
-                        return Ok(format!("blocked: d{d} migrate waits for {b:?}"));
+                        return Ok(say!(self, "blocked: d{d} migrate waits for {b:?}"));
                     }
                     TaskStep::Done(r) => {
                         self.out.stats.ran += 1;
-                        format!("d{d} migrate: {r:?}")
+                        say!(self, "d{d} migrate: {r:?}")
                     }
                 }
             }
@@ -686,7 +705,7 @@ impl World<'_> {
             let Some(mm) = self.mms[m.mm.0 as usize].as_ref() else {
                 continue;
             };
-            if let Some(st) = oracles::mirror::stale_pte(mm, &m.ptes()) {
+            if let Some(st) = m.with_ptes(|ptes| oracles::mirror::stale_pte(mm, ptes)) {
                 return Err(self.diverge(
                     DivergenceKind::StalePte,
                     at,

@@ -258,6 +258,13 @@ impl Mirror {
         lock(&self.state).dpt.get(&(addr / PAGE * PAGE)).copied()
     }
 
+    /// Runs `f` over every device PTE, ascending, without copying them.
+    pub fn with_ptes<R>(&self, f: impl FnOnce(&mut dyn Iterator<Item = (u64, DevPte)>) -> R) -> R {
+        let st = lock(&self.state);
+        let mut it = st.dpt.iter().map(|(&a, &p)| (a, p));
+        f(&mut it)
+    }
+
     /// Every device PTE, ascending.
     pub fn ptes(&self) -> Vec<(u64, DevPte)> {
         lock(&self.state)

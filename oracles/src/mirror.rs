@@ -17,8 +17,8 @@ pub struct StalePte {
 
 /// No stale PTE: every device PTE maps a page that the CPU maps to the
 /// same frame, and grants write only where the CPU PTE is writable.
-pub fn stale_pte(mm: &Mm, device: &[(u64, DevPte)]) -> Option<StalePte> {
-    device.iter().find_map(|&(addr, d)| {
+pub fn stale_pte(mm: &Mm, device: impl IntoIterator<Item = (u64, DevPte)>) -> Option<StalePte> {
+    device.into_iter().find_map(|(addr, d)| {
         let cpu = mm.pte(addr);
         let ok = matches!(cpu, Some(Pte::Present { frame, writable })
             if frame == d.frame && (writable || !d.write));
@@ -142,14 +142,14 @@ mod tests {
             write: false,
         };
         assert_eq!(
-            stale_pte(&mm, &[(0x1000, d)]),
+            stale_pte(&mm, [(0x1000, d)]),
             Some(StalePte {
                 addr: 0x1000,
                 device: d,
                 cpu: None
             })
         );
-        assert_eq!(stale_pte(&mm, &[]), None);
+        assert_eq!(stale_pte(&mm, []), None);
         assert_eq!(reference_read(&mm, &Phys::new(), 0x1000), None);
     }
 }
