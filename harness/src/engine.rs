@@ -415,7 +415,10 @@ fn progress(
 }
 
 fn next_input(rng: &mut Rng, opts: &EngineOptions, shared: &Mutex<Shared>) -> Vec<u8> {
-    if !opts.feedback || rng.below(8) == 0 {
+    // Fresh programs 3 times in 4: measured over the planted bugs (11 bugs,
+    // seeds 1-5), mutating the kept corpus 7 times in 8 needed 27,919
+    // executions in all, 1 in 2 needed 19,083, 1 in 4 needed 15,164.
+    if !opts.feedback || rng.below(4) != 0 {
         return generate(rng, opts.max_len);
     }
     // Both picks under one lock, the base first.

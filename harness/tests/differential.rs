@@ -26,8 +26,10 @@ fn core_matches_the_reference_on_random_programs() {
         assert_eq!(rep.execs, RUNS);
         // The run must have exercised the protocol, not skipped through it.
         assert!(rep.ops.0 > 10 * RUNS, "too few ops ran: {:?}", rep.ops);
+        // Fresh random programs skip about half their ops (empty slots,
+        // no open invalidation); more than 60% means the generator drifted.
         assert!(
-            rep.skipped_pct() < 50.0,
+            rep.skipped_pct() < 60.0,
             "{}",
             rep.summary(Target::Notifier)
         );
