@@ -107,6 +107,7 @@ fn lock(state: &Mutex<DevState>) -> MutexGuard<'_, DevState> {
 struct Callback {
     state: Arc<Mutex<DevState>>,
     owner: Owner,
+    #[cfg(feature = "planted-bugs")]
     planted: Option<PlantedBug>,
 }
 
@@ -209,9 +210,12 @@ impl Mirror {
         planted: Option<PlantedBug>,
     ) -> Result<Mirror, MirrorError> {
         let state: Arc<Mutex<DevState>> = Arc::default();
+        #[cfg(not(feature = "planted-bugs"))]
+        let _ = planted;
         let cb = Callback {
             state: state.clone(),
             owner: Owner(u64::from(id) + 1),
+            #[cfg(feature = "planted-bugs")]
             planted,
         };
         let mut m = Mirror {
