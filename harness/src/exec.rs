@@ -542,6 +542,19 @@ impl Exec<'_> {
         self.out.features.push(f);
     }
 
+    /// The interval in slot `s` for an op that may block (remove,
+    /// read_begin), or None when the op is skipped: the slot is empty, or
+    /// the thread holds an open invalidation (the lockdep rule).
+    fn may_block_on(&mut self, i: usize, t: usize, s: usize) -> Option<(Interval, IntervalId)> {
+        let why = match &self.slots[s] {
+            None => "empty slot",
+            Some(_) if !self.threads[t].open.is_empty() => "thread holds an open invalidation",
+            Some(sl) => return Some((sl.core.clone(), sl.id)),
+        };
+        let _ = self.skip(i, why);
+        None
+    }
+
     fn skip(&mut self, i: usize, why: &str) -> Checked {
         self.out.stats.skipped += 1;
         if self.opts.trace {
@@ -587,13 +600,9 @@ impl Exec<'_> {
             }
             Op::Remove { slot } => {
                 let s = slot as usize;
-                let Some(sl) = &self.slots[s] else {
-                    return self.skip(i, "empty slot");
+                let Some((core_iv, id)) = self.may_block_on(i, t, s) else {
+                    return Ok(());
                 };
-                if !self.threads[t].open.is_empty() {
-                    return self.skip(i, "thread holds an open invalidation");
-                }
-                let (core_iv, id) = (sl.core.clone(), sl.id);
                 let c = self.core.remove_prepare(&core_iv);
                 let m = self.model.remove(id);
                 match (c, m) {
@@ -673,13 +682,9 @@ impl Exec<'_> {
             }
             Op::ReadBegin { slot } => {
                 let s = slot as usize;
-                let Some(sl) = &self.slots[s] else {
-                    return self.skip(i, "empty slot");
+                let Some((core_iv, id)) = self.may_block_on(i, t, s) else {
+                    return Ok(());
                 };
-                if !self.threads[t].open.is_empty() {
-                    return self.skip(i, "thread holds an open invalidation");
-                }
-                let (core_iv, id) = (sl.core.clone(), sl.id);
                 let c = self.core.read_begin_prepare(&core_iv);
                 let m = self.model.read_begin(id);
                 match (c, m) {
