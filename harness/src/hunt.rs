@@ -1522,27 +1522,9 @@ impl Json {
                 }
                 out.push('"');
             }
-            Json::Arr(_) | Json::Obj(_) if self.flat() => {
-                // Scalars only: one line.
-                let (open, close) = if matches!(self, Json::Arr(_)) {
-                    ('[', ']')
-                } else {
-                    ('{', '}')
-                };
-                out.push(open);
-                for (i, (k, v)) in self.entries().enumerate() {
-                    if i > 0 {
-                        out.push_str(", ");
-                    }
-                    if let Some(k) = k {
-                        Json::Str(k.into()).write(out, 0);
-                        out.push_str(": ");
-                    }
-                    v.write(out, 0);
-                }
-                out.push(close);
-            }
             Json::Arr(_) | Json::Obj(_) => {
+                // Scalars only: one line; otherwise one entry per line.
+                let flat = self.flat();
                 let (open, close) = if matches!(self, Json::Arr(_)) {
                     ('[', ']')
                 } else {
@@ -1553,16 +1535,24 @@ impl Json {
                     if i > 0 {
                         out.push(',');
                     }
-                    out.push('\n');
-                    out.push_str(&"  ".repeat(indent + 1));
+                    if flat {
+                        if i > 0 {
+                            out.push(' ');
+                        }
+                    } else {
+                        out.push('\n');
+                        out.push_str(&"  ".repeat(indent + 1));
+                    }
                     if let Some(k) = k {
                         Json::Str(k.into()).write(out, 0);
                         out.push_str(": ");
                     }
-                    v.write(out, indent + 1);
+                    v.write(out, if flat { 0 } else { indent + 1 });
                 }
-                out.push('\n');
-                out.push_str(&"  ".repeat(indent));
+                if !flat {
+                    out.push('\n');
+                    out.push_str(&"  ".repeat(indent));
+                }
                 out.push(close);
             }
         }
