@@ -150,10 +150,14 @@ fn mm_op(op: MmStep) -> (MmOp, &'static str) {
             addr,
             len,
             kind,
-            write,
+            prot: if write { mm::Prot::ReadWrite } else { mm::Prot::Read },
         },
         MmStep::Munmap { addr, len } => MmOp::Munmap { addr, len },
-        MmStep::Mprotect { addr, len, write } => MmOp::Mprotect { addr, len, write },
+        MmStep::Mprotect { addr, len, write } => MmOp::Mprotect {
+            addr,
+            len,
+            prot: if write { mm::Prot::ReadWrite } else { mm::Prot::Read },
+        },
         MmStep::Mremap {
             addr,
             old_len,

@@ -114,9 +114,9 @@ fn devices_text(devices: &[Option<Strategy>]) -> String {
         .iter()
         .rposition(Option::is_some)
         .map_or(1, |i| i + 1);
-    let names: Vec<&str> = devices[..n]
+    let names: Vec<String> = devices[..n]
         .iter()
-        .map(|d| d.map_or("none", Strategy::name))
+        .map(|d| d.map_or_else(|| "none".to_string(), Strategy::name))
         .collect();
     names.join(",")
 }

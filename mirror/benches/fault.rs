@@ -76,7 +76,7 @@ fn device_fault(c: &mut Criterion) {
                 addr: BASE,
                 len: PAGES * PAGE,
                 kind: MapKind::AnonPrivate,
-                write: true,
+                prot: mm::Prot::ReadWrite,
             },
             &mut mm,
             &mut phys,

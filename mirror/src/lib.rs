@@ -37,23 +37,77 @@ pub enum Strategy {
     FullVa,
     /// A temporary interval per fault; a classic subscriber tears down.
     PerFault,
+    /// Intervals created on demand for aligned chunks of `1 << chunk_shift`
+    /// bytes, found without the driver lock; emptied chunks are destroyed
+    /// by deferred work.
+    OdpImplicit {
+        /// log2 of the chunk size, `ODP_MIN_SHIFT..=ODP_MAX_SHIFT`.
+        chunk_shift: u8,
+    },
+    /// Intervals that cover VMAs, trimmed or split on unmap by deferred
+    /// updates.
+    VmaTracking,
+    /// Explicit registrations that pin their frames.
+    RegistrationCache,
 }
 
-impl Strategy {
-    /// Every strategy built so far.
-    pub const ALL: [Strategy; 2] = [Strategy::FullVa, Strategy::PerFault];
+/// The smallest ODP chunk: four pages.
+pub const ODP_MIN_SHIFT: u8 = 14;
+/// The largest ODP chunk: 1 GiB.
+pub const ODP_MAX_SHIFT: u8 = 30;
 
-    /// Its name in `.ops` files.
-    pub fn name(self) -> &'static str {
+impl Strategy {
+    /// One of each kind (ODP with 2 MiB chunks).
+    pub const ALL: [Strategy; 5] = [
+        Strategy::FullVa,
+        Strategy::PerFault,
+        Strategy::OdpImplicit { chunk_shift: 21 },
+        Strategy::VmaTracking,
+        Strategy::RegistrationCache,
+    ];
+
+    /// Its name in `.ops` files: `fullva`, `perfault`, `odp:2m`, `vma`,
+    /// `regcache`.
+    pub fn name(self) -> String {
         match self {
-            Strategy::FullVa => "fullva",
-            Strategy::PerFault => "perfault",
+            Strategy::FullVa => "fullva".into(),
+            Strategy::PerFault => "perfault".into(),
+            Strategy::OdpImplicit { chunk_shift } => {
+                let (n, unit) = match chunk_shift {
+                    30.. => (1u64 << (chunk_shift - 30), "g"),
+                    20..=29 => (1u64 << (chunk_shift - 20), "m"),
+                    _ => (1u64 << chunk_shift.saturating_sub(10), "k"),
+                };
+                format!("odp:{n}{unit}")
+            }
+            Strategy::VmaTracking => "vma".into(),
+            Strategy::RegistrationCache => "regcache".into(),
         }
     }
 
     /// Looks a strategy up by name.
     pub fn from_name(s: &str) -> Option<Strategy> {
-        Strategy::ALL.into_iter().find(|x| x.name() == s)
+        match s {
+            "fullva" => return Some(Strategy::FullVa),
+            "perfault" => return Some(Strategy::PerFault),
+            "vma" => return Some(Strategy::VmaTracking),
+            "regcache" => return Some(Strategy::RegistrationCache),
+            _ => {}
+        }
+        let size = s.strip_prefix("odp:")?;
+        let (digits, shift) = match size.as_bytes().last()? {
+            b'k' => (&size[..size.len() - 1], 10),
+            b'm' => (&size[..size.len() - 1], 20),
+            b'g' => (&size[..size.len() - 1], 30),
+            _ => return None,
+        };
+        let n: u64 = digits.parse().ok()?;
+        if !n.is_power_of_two() {
+            return None;
+        }
+        let chunk_shift = u8::try_from(n.trailing_zeros() + shift).ok()?;
+        let st = Strategy::OdpImplicit { chunk_shift };
+        ((ODP_MIN_SHIFT..=ODP_MAX_SHIFT).contains(&chunk_shift) && st.name() == s).then_some(st)
     }
 }
 
@@ -76,6 +130,8 @@ pub struct DevState {
     /// Callbacks that found the driver lock taken in a blockable range:
     /// they would have slept; the scheduler must never let that happen.
     pub sleeps: u64,
+    /// Device faults handled (accesses that missed the device page table).
+    pub faults: u64,
 }
 
 /// Why a mirror could not be opened or a fault could not complete.
@@ -229,7 +285,10 @@ impl Mirror {
             classic: None,
         };
         match strategy {
-            Strategy::FullVa => {
+            Strategy::FullVa
+            | Strategy::OdpImplicit { .. }
+            | Strategy::VmaTracking
+            | Strategy::RegistrationCache => {
                 m.full = Some(
                     mm.notifier
                         .insert(0, mm.config.task_size, interval_ops(cb))
@@ -276,6 +335,11 @@ impl Mirror {
             .iter()
             .map(|(&a, &p)| (a, p))
             .collect()
+    }
+
+    /// Device faults handled so far.
+    pub fn faults(&self) -> u64 {
+        lock(&self.state).faults
     }
 
     /// Callbacks that would have slept (must stay zero).
@@ -419,8 +483,8 @@ impl Fault {
             State::Begin => {
                 let iv = match (&self.iv, m.strategy) {
                     (Some(iv), _) => iv.clone(),
-                    (None, Strategy::FullVa) => m.full.clone().expect("opened with an interval"),
-                    (None, Strategy::PerFault) => {
+                    (None, _) if m.full.is_some() => m.full.clone().expect("opened with an interval"),
+                    (None, _) => {
                         match mm
                             .notifier
                             .insert(self.addr, PAGE, interval_ops(m.cb.clone()))
@@ -567,25 +631,75 @@ impl Fault {
     }
 }
 
-/// A page's device state, in the style of the HMM self tests' snapshot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// A page's state as a device sees it without faulting, in the style of
+/// the HMM self tests' snapshot: what the CPU page table holds, from this
+/// device's point of view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PageState {
-    /// Not mapped on the device.
+    /// Nothing mapped (no PTE, swapped out, or no VMA).
     None,
+    /// The VMA forbids access (PROT_NONE).
+    Error,
+    /// The shared zero page.
+    Zero,
     /// Mapped read-only.
     Read,
     /// Mapped writable.
     Write,
+    /// Part of a huge (2 MiB) mapping, read-only.
+    HugeRead,
+    /// Part of a huge (2 MiB) mapping, writable.
+    HugeWrite,
+    /// In this device's private memory, read-only.
+    LocalRead,
+    /// In this device's private memory, writable.
+    LocalWrite,
+    /// In another device's private memory, read-only.
+    RemoteRead,
+    /// In another device's private memory, writable.
+    RemoteWrite,
+    /// Held exclusively by a device for atomics; no CPU mapping.
+    Exclusive,
 }
 
 impl PageState {
-    /// Its name in traces.
+    /// Every state.
+    pub const ALL: [PageState; 12] = [
+        PageState::None,
+        PageState::Error,
+        PageState::Zero,
+        PageState::Read,
+        PageState::Write,
+        PageState::HugeRead,
+        PageState::HugeWrite,
+        PageState::LocalRead,
+        PageState::LocalWrite,
+        PageState::RemoteRead,
+        PageState::RemoteWrite,
+        PageState::Exclusive,
+    ];
+
+    /// Its name in traces and `expect` lines.
     pub fn name(self) -> &'static str {
         match self {
             PageState::None => "none",
+            PageState::Error => "error",
+            PageState::Zero => "zero",
             PageState::Read => "read",
             PageState::Write => "write",
+            PageState::HugeRead => "read+huge",
+            PageState::HugeWrite => "write+huge",
+            PageState::LocalRead => "local+read",
+            PageState::LocalWrite => "local+write",
+            PageState::RemoteRead => "remote+read",
+            PageState::RemoteWrite => "remote+write",
+            PageState::Exclusive => "exclusive",
         }
+    }
+
+    /// Looks a state up by name.
+    pub fn from_name(s: &str) -> Option<PageState> {
+        PageState::ALL.into_iter().find(|p| p.name() == s)
     }
 }
 

@@ -19,7 +19,7 @@ use notifier::{PlantedBug, Subscriptions};
 
 mod task;
 
-pub use task::{Blocked, Env, MapKind, MmError, MmOp, Outcome, Task, TaskStep};
+pub use task::{Blocked, Env, MapKind, MmError, MmOp, Outcome, Prot, Task, TaskStep};
 
 /// Page size.
 pub const PAGE: u64 = notifier::PAGE_SIZE;
@@ -265,6 +265,8 @@ pub struct Vma {
     pub backing: Backing,
     /// Page offset of `start` in the backing object.
     pub pgoff: u64,
+    /// Readable (false for PROT_NONE).
+    pub read: bool,
     /// Writable.
     pub write: bool,
 }

@@ -22,6 +22,46 @@ pub enum MapKind {
     File(u32),
 }
 
+/// Page protection of a mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Prot {
+    /// PROT_NONE: any access faults.
+    None,
+    /// PROT_READ.
+    Read,
+    /// PROT_READ | PROT_WRITE.
+    ReadWrite,
+}
+
+impl Prot {
+    /// Every protection.
+    pub const ALL: [Prot; 3] = [Prot::None, Prot::Read, Prot::ReadWrite];
+
+    /// Its name in `.ops` files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Prot::None => "none",
+            Prot::Read => "ro",
+            Prot::ReadWrite => "rw",
+        }
+    }
+
+    /// Looks a protection up by name.
+    pub fn from_name(s: &str) -> Option<Prot> {
+        Prot::ALL.into_iter().find(|p| p.name() == s)
+    }
+
+    /// Reads allowed.
+    pub fn read(self) -> bool {
+        self != Prot::None
+    }
+
+    /// Writes allowed.
+    pub fn write(self) -> bool {
+        self == Prot::ReadWrite
+    }
+}
+
 /// An operation on an address space.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MmOp {
@@ -33,8 +73,8 @@ pub enum MmOp {
         len: u64,
         /// What to map.
         kind: MapKind,
-        /// PROT_WRITE.
-        write: bool,
+        /// Protection.
+        prot: Prot,
     },
     /// munmap; may split VMAs.
     Munmap {
@@ -43,14 +83,14 @@ pub enum MmOp {
         /// Length.
         len: u64,
     },
-    /// mprotect to read-only or read-write.
+    /// mprotect.
     Mprotect {
         /// Address.
         addr: u64,
         /// Length.
         len: u64,
-        /// PROT_WRITE.
-        write: bool,
+        /// New protection.
+        prot: Prot,
     },
     /// mremap: shrink, grow (in place or moving), move to a fixed address, dontunmap.
     Mremap {
@@ -130,6 +170,27 @@ pub enum MmOp {
         /// The migrating device.
         owner: u64,
     },
+    /// make_device_exclusive: fault each page in for write, then replace
+    /// its CPU PTE by a device-exclusive entry (an `Exclusive` event
+    /// carrying the owner); the device gets atomic access.
+    MakeExclusive {
+        /// Address.
+        addr: u64,
+        /// Length.
+        len: u64,
+        /// The device.
+        owner: u64,
+    },
+    /// A device evicting its device-private pages in the range back to
+    /// system memory (a `Migrate` event carrying its owner).
+    Evict {
+        /// Address.
+        addr: u64,
+        /// Length.
+        len: u64,
+        /// The device.
+        owner: u64,
+    },
     /// Process exit: release, then unmap everything.
     Exit,
 }
@@ -162,6 +223,8 @@ pub enum Outcome {
     Addr(u64),
     /// The child of a fork.
     Forked(Box<Mm>),
+    /// Pages a device operation moved or converted (migrate, evict, exclusive).
+    Pages(u64),
 }
 
 /// What a step is waiting for.
@@ -307,7 +370,9 @@ impl Task {
             MmOp::Dontneed { .. }
             | MmOp::Access { .. }
             | MmOp::FaultIn { .. }
-            | MmOp::DeviceMigrate { .. } => Some(LockKind::Read),
+            | MmOp::DeviceMigrate { .. }
+            | MmOp::MakeExclusive { .. }
+            | MmOp::Evict { .. } => Some(LockKind::Read),
             MmOp::Reclaim { .. }
             | MmOp::Migrate { .. }
             | MmOp::Ksm { .. }
@@ -549,6 +614,10 @@ impl Task {
                 let (s, e) = aligned(addr, len, ts)?;
                 vec![range(s, e, Event::Migrate).with_owner(notifier::Owner(owner))]
             }
+            MmOp::MakeExclusive { .. } | MmOp::Evict { .. } => {
+                self.skipped = true;
+                vec![]
+            }
             MmOp::Access { .. } | MmOp::FaultIn { .. } => {
                 let (addr, write) = self.access();
                 let vma = *mm.vma_at(addr).ok_or(MmError::Fault)?;
@@ -687,7 +756,7 @@ impl Task {
         let r = self.ranges[i];
         match self.op {
             MmOp::Mmap { .. } | MmOp::Munmap { .. } => mm.remove_vmas(phys, r.start, r.end),
-            MmOp::Mprotect { write, .. } => protect(mm, r.start, r.end, write),
+            MmOp::Mprotect { prot, .. } => protect(mm, r.start, r.end, prot),
             MmOp::Mremap {
                 addr,
                 new_len,
@@ -808,6 +877,7 @@ impl Task {
             }
             // The PTEs come back as they were: devices still had to let go.
             MmOp::ThpSplit { .. } => {}
+            MmOp::MakeExclusive { .. } | MmOp::Evict { .. } => {}
         }
     }
 
@@ -820,7 +890,7 @@ impl Task {
                 addr,
                 len,
                 kind,
-                write,
+                prot,
             } => {
                 let (s, e) = aligned(addr, len, mm.config.task_size)?;
                 let backing = match kind {
@@ -835,14 +905,15 @@ impl Task {
                     end: e,
                     backing,
                     pgoff: 0,
-                    write,
+                    read: prot.read(),
+                    write: prot.write(),
                 });
                 Ok(Outcome::Addr(s))
             }
-            MmOp::Mprotect { addr, len, write } => {
+            MmOp::Mprotect { addr, len, prot } => {
                 if mm.planted(PlantedBug::MprotectNoInvalidate) {
                     let (s, e) = aligned(addr, len, mm.config.task_size)?;
-                    protect(mm, s, e, write);
+                    protect(mm, s, e, prot);
                 }
                 Ok(Outcome::Done)
             }
@@ -921,16 +992,17 @@ fn write_protect(mm: &mut Mm, start: u64, end: u64) {
     }
 }
 
-fn protect(mm: &mut Mm, start: u64, end: u64, write: bool) {
+fn protect(mm: &mut Mm, start: u64, end: u64, prot: Prot) {
     mm.split_at(start);
     mm.split_at(end);
     let keys: Vec<u64> = mm.vmas.range(start..end).map(|(&k, _)| k).collect();
     for k in keys {
         if let Some(v) = mm.vmas.get_mut(&k) {
-            v.write = write;
+            v.read = prot.read();
+            v.write = prot.write();
         }
     }
-    if !write {
+    if !prot.write() {
         write_protect(mm, start, end);
     }
 }

@@ -63,7 +63,7 @@ fn mmap(mm: &mut Mm, phys: &mut Phys, addr: u64, pages: u64, kind: MapKind) {
             addr,
             len: pages * PAGE,
             kind,
-            write: true,
+            prot: Prot::ReadWrite,
         },
     )
     .unwrap();
@@ -144,7 +144,7 @@ fn mprotect_emits_protection_vma_and_write_protects() {
         MmOp::Mprotect {
             addr: W,
             len: PAGE,
-            write: false,
+            prot: Prot::Read,
         },
     )
     .unwrap();
@@ -175,7 +175,7 @@ fn mprotect_emits_protection_vma_and_write_protects() {
             MmOp::Mprotect {
                 addr: W,
                 len: 4 * PAGE,
-                write: true
+                prot: Prot::ReadWrite
             }
         )
         .unwrap_err(),
