@@ -143,6 +143,11 @@ pub enum MirrorError {
     Segv(mm::MmError),
     /// The mirror is not attached to this address space.
     WrongMm,
+    /// Nothing to work on: no registration covers the address, or no page
+    /// in the range could be migrated (ENOENT).
+    NoEnt,
+    /// The operation does not apply to this mirror's strategy or state (EINVAL).
+    Inval,
 }
 
 impl fmt::Display for MirrorError {
@@ -151,6 +156,8 @@ impl fmt::Display for MirrorError {
             MirrorError::Notifier(e) => write!(f, "notifier: {e}"),
             MirrorError::Segv(e) => write!(f, "fault: {e:?}"),
             MirrorError::WrongMm => f.write_str("mirror attached to another address space"),
+            MirrorError::NoEnt => f.write_str("no such entry"),
+            MirrorError::Inval => f.write_str("invalid for this mirror"),
         }
     }
 }
