@@ -12,7 +12,7 @@
 
 #![deny(missing_docs)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use notifier::{PlantedBug, Subscriptions};
@@ -43,6 +43,8 @@ pub struct Frame {
     pub cached: bool,
     /// Not free.
     pub live: bool,
+    /// Device-private memory of this owner; None for system memory.
+    pub device: Option<u64>,
 }
 
 /// Physical memory shared by every address space (parents and children).
@@ -84,6 +86,7 @@ impl Phys {
                 pincount: 0,
                 cached: false,
                 live: true,
+                device: None,
             }],
             swap: BTreeMap::new(),
             next_slot: 0,
@@ -105,11 +108,19 @@ impl Phys {
             pincount: 0,
             cached: false,
             live: true,
+            device: None,
         };
         // Frame ids are never reused: a device PTE left on a freed frame
         // must not come back to life when the id is handed out again.
         self.frames.push(f);
         FrameId(self.frames.len() as u32 - 1)
+    }
+
+    /// A new frame of device-private memory of `owner`, holding `data`.
+    pub fn alloc_device(&mut self, data: u64, owner: u64) -> FrameId {
+        let f = self.alloc(data);
+        self.frames[f.0 as usize].device = Some(owner);
+        f
     }
 
     /// A frame's state.
@@ -295,6 +306,38 @@ pub enum Pte {
         /// The swap slot.
         slot: u32,
     },
+    /// The page lives in device-private memory; a CPU access migrates it
+    /// back first.
+    Device {
+        /// The device frame.
+        frame: FrameId,
+        /// The device that owns it.
+        owner: u64,
+        /// Writable once back in system memory.
+        writable: bool,
+    },
+    /// Device-exclusive: a device has atomic access and the CPU has no
+    /// mapping; a CPU access revokes it first.
+    Exclusive {
+        /// The frame.
+        frame: FrameId,
+        /// The device holding it.
+        owner: u64,
+        /// Writable once restored.
+        writable: bool,
+    },
+}
+
+impl Pte {
+    /// The frame it holds a reference to, if any.
+    pub fn frame(self) -> Option<FrameId> {
+        match self {
+            Pte::Present { frame, .. } | Pte::Device { frame, .. } | Pte::Exclusive { frame, .. } => {
+                Some(frame)
+            }
+            Pte::Swap { .. } => None,
+        }
+    }
 }
 
 /// Identifies an address space.
@@ -341,6 +384,8 @@ pub struct Mm {
     pub notifier: Arc<Subscriptions>,
     vmas: BTreeMap<u64, Vma>,
     ptes: BTreeMap<u64, Pte>,
+    // Bases of 2 MiB ranges mapped huge: 512 present PTEs on contiguous frames.
+    huge: BTreeSet<u64>,
     /// The mmap lock.
     pub lock: MmapLock,
     /// Whether it has exited.
@@ -373,6 +418,7 @@ impl Mm {
             notifier: Arc::new(Subscriptions::new(core).expect("even initial seq")),
             vmas: BTreeMap::new(),
             ptes: BTreeMap::new(),
+            huge: BTreeSet::new(),
             lock: MmapLock::default(),
             exited: false,
         }
@@ -412,12 +458,19 @@ impl Mm {
         self.ptes.iter().map(|(&v, &p)| (v * PAGE, p))
     }
 
+    /// Whether the page containing `addr` is part of a huge mapping.
+    pub fn is_huge(&self, addr: u64) -> bool {
+        self.huge.contains(&(addr / HUGE * HUGE))
+    }
+
     /// What a CPU read of `addr` returns now, without changing anything;
-    /// None if no VMA maps it (the read would fault with SIGSEGV).
+    /// None if no readable VMA maps it (the read would fault with SIGSEGV).
     pub fn cpu_view(&self, phys: &Phys, addr: u64) -> Option<u64> {
-        let vma = self.vma_at(addr)?;
+        let vma = self.vma_at(addr).filter(|v| v.read)?;
         Some(match self.pte(addr) {
-            Some(Pte::Present { frame, .. }) => phys.data(frame),
+            Some(Pte::Present { frame, .. })
+            | Some(Pte::Device { frame, .. })
+            | Some(Pte::Exclusive { frame, .. }) => phys.data(frame),
             Some(Pte::Swap { slot }) => phys.swap_data(slot),
             None => match vma.object_page(addr) {
                 Some((obj, pg)) => phys.cache_data(obj, pg),
@@ -427,8 +480,9 @@ impl Mm {
     }
 
     pub(crate) fn set_pte(&mut self, phys: &mut Phys, addr: u64, pte: Pte) {
-        if let Pte::Present { frame, .. } = pte {
-            phys.map(frame);
+        self.split_huge(addr);
+        if let Some(f) = pte.frame() {
+            phys.map(f);
         }
         if let Some(old) = self.ptes.insert(addr / PAGE, pte) {
             drop_pte(phys, old);
@@ -436,9 +490,27 @@ impl Mm {
     }
 
     pub(crate) fn clear_pte(&mut self, phys: &mut Phys, addr: u64) {
+        self.split_huge(addr);
         if let Some(old) = self.ptes.remove(&(addr / PAGE)) {
             drop_pte(phys, old);
         }
+    }
+
+    /// A PMD split: the 2 MiB around `addr` is mapped by small PTEs from now on.
+    pub(crate) fn split_huge(&mut self, addr: u64) {
+        if !self.huge.is_empty() {
+            self.huge.remove(&(addr / HUGE * HUGE));
+        }
+    }
+
+    pub(crate) fn mark_huge(&mut self, base: u64) {
+        self.huge.insert(base);
+    }
+
+    /// Replaces a PTE in place, keeping frame references (a permission or
+    /// entry-type change on the same frame).
+    pub(crate) fn swap_pte_in_place(&mut self, addr: u64, pte: Pte) {
+        self.ptes.insert(addr / PAGE, pte);
     }
 
     /// Removes every PTE in `[start, end)`.
@@ -533,9 +605,27 @@ impl Mm {
                     phys.swap_dup(slot);
                     Pte::Swap { slot }
                 }
+                // Device-private pages are shared copy on write, as system
+                // pages are: a write on either side migrates back first.
+                Pte::Device {
+                    frame,
+                    owner,
+                    writable,
+                } => Pte::Device {
+                    frame,
+                    owner,
+                    writable: writable && !private,
+                },
+                // The parent's exclusive entries were restored before the copy.
+                Pte::Exclusive {
+                    frame, writable, ..
+                } => Pte::Present {
+                    frame,
+                    writable: writable && !private,
+                },
             };
-            if let Pte::Present { frame, .. } = pte {
-                phys.map(frame);
+            if let Some(f) = pte.frame() {
+                phys.map(f);
             }
             child.ptes.insert(vpn, pte);
         }
@@ -561,7 +651,9 @@ impl Mm {
 
 fn drop_pte(phys: &mut Phys, pte: Pte) {
     match pte {
-        Pte::Present { frame, .. } => phys.unmap(frame),
+        Pte::Present { frame, .. } | Pte::Device { frame, .. } | Pte::Exclusive { frame, .. } => {
+            phys.unmap(frame)
+        }
         Pte::Swap { slot } => phys.swap_free(slot),
     }
 }

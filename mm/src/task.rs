@@ -9,7 +9,11 @@
 
 use notifier::{Event, InvalidateError, Invalidation, PlantedBug, Range};
 
-use crate::{Backing, Mm, MmId, Phys, Pte, Vma, HUGE, PAGE};
+use crate::{Backing, FrameId, Mm, MmId, Phys, Pte, Vma, HUGE, PAGE};
+
+/// Most pages one device operation (migrate, evict, make exclusive) covers:
+/// the simulated device's memory.
+pub const DEVICE_OP_PAGES: u64 = 1024;
 
 /// What a new mapping maps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -292,6 +296,7 @@ pub struct Task {
     remap: Option<Remap>,
     skipped: bool,
     replans: u32,
+    pages: u64,
 }
 
 fn aligned(addr: u64, len: u64, task_size: u64) -> Result<(u64, u64), MmError> {
@@ -324,6 +329,7 @@ impl Task {
             remap: None,
             skipped: false,
             replans: 0,
+            pages: 0,
         }
     }
 
@@ -507,17 +513,15 @@ impl Task {
                 if let MmOp::Access { .. } | MmOp::FaultIn { .. } = self.op {
                     let (addr, write) = self.access();
                     let private = mm.vma_at(addr).is_some_and(|v| v.backing.is_private());
-                    if write
-                        && private
-                        && matches!(
-                            mm.pte(addr),
-                            Some(Pte::Present {
-                                writable: false,
-                                ..
-                            })
-                        )
-                        && self.replans < 8
-                    {
+                    let again = match mm.pte(addr) {
+                        Some(Pte::Present {
+                            writable: false, ..
+                        }) => write && private,
+                        // Another reader moved it to a device meanwhile.
+                        Some(Pte::Device { .. } | Pte::Exclusive { .. }) => true,
+                        _ => false,
+                    };
+                    if again && self.replans < 8 {
                         self.replans += 1;
                         self.state = State::Plan;
                         return TaskStep::Progress;
@@ -610,21 +614,40 @@ impl Task {
                 .vmas()
                 .map(|v| range(v.start, v.end, Event::SoftDirty))
                 .collect(),
-            MmOp::DeviceMigrate { addr, len, owner } => {
-                let (s, e) = aligned(addr, len, ts)?;
+            MmOp::DeviceMigrate { addr, len, owner } | MmOp::Evict { addr, len, owner } => {
+                let (s, e) = aligned(addr, len.min(DEVICE_OP_PAGES * PAGE), ts)?;
                 vec![range(s, e, Event::Migrate).with_owner(notifier::Owner(owner))]
             }
-            MmOp::MakeExclusive { .. } | MmOp::Evict { .. } => {
-                self.skipped = true;
-                vec![]
+            MmOp::MakeExclusive { addr, len, owner } => {
+                let (s, e) = aligned(addr, len.min(DEVICE_OP_PAGES * PAGE), ts)?;
+                // get_user_pages(FOLL_WRITE) on every page first.
+                let vmas = mm.vmas_in(s, e);
+                let covered: u64 = vmas.iter().map(|v| v.end - v.start).sum();
+                if covered != e - s {
+                    return Err(MmError::Fault);
+                }
+                if vmas.iter().any(|v| !v.write) {
+                    return Err(MmError::Perm);
+                }
+                vec![range(s, e, Event::Exclusive).with_owner(notifier::Owner(owner))]
             }
             MmOp::Access { .. } | MmOp::FaultIn { .. } => {
                 let (addr, write) = self.access();
                 let vma = *mm.vma_at(addr).ok_or(MmError::Fault)?;
+                if !vma.read {
+                    return Err(MmError::Fault);
+                }
                 if write && !vma.write {
                     return Err(MmError::Perm);
                 }
+                let page = page_of(addr);
                 match mm.pte(addr) {
+                    // The owner's migrate_to_ram: a Migrate event with its owner.
+                    Some(Pte::Device { owner, .. }) => vec![
+                        range(page, page + PAGE, Event::Migrate).with_owner(notifier::Owner(owner))
+                    ],
+                    // Revoking device-exclusive access.
+                    Some(Pte::Exclusive { .. }) => vec![range(page, page + PAGE, Event::Clear)],
                     // Copy on write, or reuse when exclusive: Apply decides,
                     // under the invalidation, on the state it finds then.
                     Some(Pte::Present {
@@ -667,9 +690,15 @@ impl Task {
                 let ok = covered.len() == 1
                     && covered[0].start == base
                     && covered[0].end == end
-                    && covered[0].backing.is_private();
+                    && covered[0].backing.is_private()
+                    && covered[0].read;
                 if !ok {
                     return Err(MmError::Inval);
+                }
+                let collapse = matches!(self.op, MmOp::ThpCollapse { .. });
+                if (collapse && !collapsible(mm, phys, base)) || (!collapse && !mm.is_huge(base)) {
+                    self.skipped = true;
+                    return Ok(vec![]);
                 }
                 vec![range(base, end, Event::Clear)]
             }
@@ -776,12 +805,16 @@ impl Task {
             MmOp::Dontneed { .. } | MmOp::OomReap | MmOp::Exit => mm.zap(phys, r.start, r.end),
             MmOp::Fork => write_protect(mm, r.start, r.end),
             MmOp::ClearRefs => write_protect(mm, r.start, r.end),
-            MmOp::DeviceMigrate { .. } => {
+            MmOp::DeviceMigrate { owner, .. } => self.pages += migrate_to_device(mm, phys, r, owner),
+            MmOp::Evict { owner, .. } => {
                 for page in mm.mapped_pages(r.start, r.end) {
-                    let private = mm.vma_at(page).is_some_and(|v| v.backing.is_private());
-                    if let Some(Pte::Present { frame, writable }) = mm.pte(page) {
-                        let f = phys.frame(frame);
-                        if private && frame != phys.zero() && f.pincount == 0 && f.mapcount == 1 {
+                    if let Some(Pte::Device {
+                        frame,
+                        owner: o,
+                        writable,
+                    }) = mm.pte(page)
+                    {
+                        if o == owner {
                             let copy = phys.alloc(phys.data(frame));
                             mm.set_pte(
                                 phys,
@@ -791,12 +824,38 @@ impl Task {
                                     writable,
                                 },
                             );
+                            self.pages += 1;
                         }
                     }
                 }
             }
+            MmOp::MakeExclusive { owner, .. } => self.pages += make_exclusive(mm, phys, r, owner),
             MmOp::Access { .. } | MmOp::FaultIn { .. } => {
                 let (addr, _) = self.access();
+                let page = page_of(addr);
+                match mm.pte(addr) {
+                    Some(Pte::Device {
+                        frame, writable, ..
+                    }) => {
+                        let copy = phys.alloc(phys.data(frame));
+                        mm.set_pte(
+                            phys,
+                            page,
+                            Pte::Present {
+                                frame: copy,
+                                writable,
+                            },
+                        );
+                        return;
+                    }
+                    Some(Pte::Exclusive {
+                        frame, writable, ..
+                    }) => {
+                        mm.swap_pte_in_place(page, Pte::Present { frame, writable });
+                        return;
+                    }
+                    _ => {}
+                }
                 // COW break; re-checked because reclaim and migration do not
                 // take the mmap lock.
                 if let Some(Pte::Present {
@@ -859,25 +918,34 @@ impl Task {
                 }
             }
             MmOp::ThpCollapse { .. } => {
-                for page in mm.mapped_pages(r.start, r.end) {
-                    if let Some(Pte::Present { frame, writable }) = mm.pte(page) {
-                        if frame != phys.zero() && phys.frame(frame).pincount == 0 {
-                            let copy = phys.alloc(phys.data(frame));
-                            mm.set_pte(
-                                phys,
-                                page,
-                                Pte::Present {
-                                    frame: copy,
-                                    writable,
-                                },
-                            );
-                        }
-                    }
+                // Re-checked: reclaim and migration take no lock.
+                if !collapsible(mm, phys, r.start) {
+                    return;
                 }
+                let write = mm.vma_at(r.start).is_some_and(|v| v.write);
+                // 512 new frames in a row: a compound page.
+                for i in 0..HUGE / PAGE {
+                    let page = r.start + i * PAGE;
+                    let data = match mm.pte(page) {
+                        Some(Pte::Present { frame, .. }) => phys.data(frame),
+                        Some(Pte::Swap { slot }) => phys.swap_data(slot),
+                        _ => 0,
+                    };
+                    let f = phys.alloc(data);
+                    mm.set_pte(
+                        phys,
+                        page,
+                        Pte::Present {
+                            frame: f,
+                            writable: write,
+                        },
+                    );
+                }
+                mm.mark_huge(r.start);
             }
-            // The PTEs come back as they were: devices still had to let go.
-            MmOp::ThpSplit { .. } => {}
-            MmOp::MakeExclusive { .. } | MmOp::Evict { .. } => {}
+            // The PTEs stay as they are: devices still had to let go of
+            // their huge mappings.
+            MmOp::ThpSplit { .. } => mm.split_huge(r.start),
         }
     }
 
@@ -958,6 +1026,9 @@ impl Task {
             MmOp::FaultIn { addr, write } => {
                 access_slow(mm, phys, addr, write, None).map(Outcome::Value)
             }
+            MmOp::DeviceMigrate { .. } | MmOp::Evict { .. } | MmOp::MakeExclusive { .. } => {
+                Ok(Outcome::Pages(self.pages))
+            }
             MmOp::Exit => {
                 let all: Vec<(u64, u64)> = mm.vmas().map(|v| (v.start, v.end)).collect();
                 for (s, e) in all {
@@ -980,16 +1051,133 @@ fn cow_vmas(mm: &Mm) -> Vec<Vma> {
 
 fn write_protect(mm: &mut Mm, start: u64, end: u64) {
     for page in mm.mapped_pages(start, end) {
-        if let Some(Pte::Present { frame, .. }) = mm.pte(page) {
-            mm.ptes.insert(
-                page / PAGE,
-                Pte::Present {
-                    frame,
-                    writable: false,
-                },
-            );
+        let pte = match mm.pte(page) {
+            // Exclusive entries are restored, read-only, as fork does.
+            Some(Pte::Present { frame, .. } | Pte::Exclusive { frame, .. }) => Pte::Present {
+                frame,
+                writable: false,
+            },
+            Some(Pte::Device { frame, owner, .. }) => Pte::Device {
+                frame,
+                owner,
+                writable: false,
+            },
+            _ => continue,
+        };
+        mm.ptes.insert(page / PAGE, pte);
+    }
+    // A huge mapping stays huge only when protected whole.
+    let bases: Vec<u64> = mm
+        .huge
+        .range(start.saturating_sub(HUGE - 1)..end)
+        .copied()
+        .filter(|&b| b < start || b.saturating_add(HUGE) > end)
+        .collect();
+    for b in bases {
+        mm.split_huge(b);
+    }
+}
+
+/// Whether the 2 MiB at `base` can become one huge page: only system
+/// pages that nothing pins.
+fn collapsible(mm: &Mm, phys: &Phys, base: u64) -> bool {
+    mm.ptes.range(base / PAGE..(base + HUGE) / PAGE).all(|(_, p)| match *p {
+        Pte::Present { frame, .. } => frame == phys.zero() || phys.frame(frame).pincount == 0,
+        Pte::Swap { .. } => true,
+        Pte::Device { .. } | Pte::Exclusive { .. } => false,
+    })
+}
+
+/// migrate_vma to device-private memory: private anonymous pages that are
+/// empty, the zero page, or mapped once and unpinned.
+fn migrate_to_device(mm: &mut Mm, phys: &mut Phys, r: Range, owner: u64) -> u64 {
+    let mut n = 0;
+    for v in mm.vmas_in(r.start, r.end) {
+        if !v.backing.is_private() || !v.read {
+            continue;
+        }
+        let mut page = v.start;
+        while page < v.end {
+            let pick = match mm.pte(page) {
+                None => Some((0, v.write)),
+                Some(Pte::Present { frame, writable }) if frame == phys.zero() => {
+                    Some((0, writable || v.write))
+                }
+                Some(Pte::Present { frame, writable }) => {
+                    let f = phys.frame(frame);
+                    (f.mapcount == 1 && f.pincount == 0 && !f.cached && f.device.is_none())
+                        .then_some((f.data, writable))
+                }
+                _ => None,
+            };
+            if let Some((data, writable)) = pick {
+                let f = phys.alloc_device(data, owner);
+                mm.set_pte(
+                    phys,
+                    page,
+                    Pte::Device {
+                        frame: f,
+                        owner,
+                        writable,
+                    },
+                );
+                n += 1;
+            }
+            page += PAGE;
         }
     }
+    n
+}
+
+/// make_device_exclusive: every private page becomes an exclusive entry of
+/// `owner` on a frame of its own (faulted in, or copied if shared).
+fn make_exclusive(mm: &mut Mm, phys: &mut Phys, r: Range, owner: u64) -> u64 {
+    let mut n = 0;
+    for v in mm.vmas_in(r.start, r.end) {
+        if !v.backing.is_private() || !v.write {
+            continue;
+        }
+        let mut page = v.start;
+        while page < v.end {
+            let own = |f: FrameId| {
+                let fr = phys.frame(f);
+                f != phys.zero() && fr.mapcount == 1 && !fr.cached && fr.device.is_none()
+            };
+            let fresh = match mm.pte(page) {
+                None => Some(0),
+                Some(Pte::Swap { slot }) => Some(phys.swap_data(slot)),
+                Some(Pte::Present { frame, .. }) if phys.frame(frame).pincount > 0 => None,
+                Some(Pte::Present { frame, .. } | Pte::Exclusive { frame, .. }) if own(frame) => {
+                    mm.swap_pte_in_place(
+                        page,
+                        Pte::Exclusive {
+                            frame,
+                            owner,
+                            writable: true,
+                        },
+                    );
+                    n += 1;
+                    None
+                }
+                Some(p) => p.frame().map(|f| phys.data(f)),
+            };
+            if let Some(data) = fresh {
+                let f = phys.alloc(data);
+                mm.set_pte(
+                    phys,
+                    page,
+                    Pte::Exclusive {
+                        frame: f,
+                        owner,
+                        writable: true,
+                    },
+                );
+                n += 1;
+            }
+            page += PAGE;
+        }
+    }
+    n
 }
 
 fn protect(mm: &mut Mm, start: u64, end: u64, prot: Prot) {
@@ -1022,6 +1210,7 @@ fn move_mapping(
     };
     let moved = len.min(new_len);
     for page in mm.mapped_pages(src, src + moved) {
+        mm.split_huge(page);
         if let Some(pte) = mm.ptes.remove(&(page / PAGE)) {
             mm.ptes.insert((dst + (page - src)) / PAGE, pte);
         }
@@ -1067,6 +1256,9 @@ fn access_fast(
     write: Option<u64>,
 ) -> Result<Option<u64>, MmError> {
     let vma = mm.vma_at(addr).ok_or(MmError::Fault)?;
+    if !vma.read {
+        return Err(MmError::Fault);
+    }
     if write.is_some() && !vma.write {
         return Err(MmError::Perm);
     }
@@ -1096,14 +1288,20 @@ fn access_slow(
     store: Option<u64>,
 ) -> Result<u64, MmError> {
     let vma = *mm.vma_at(addr).ok_or(MmError::Fault)?;
+    if !vma.read {
+        return Err(MmError::Fault);
+    }
     if for_write && !vma.write {
         return Err(MmError::Perm);
     }
     let page = page_of(addr);
     let frame = match mm.pte(addr) {
+        // Moved to a device again eight times while this fault retried.
+        Some(Pte::Device { .. } | Pte::Exclusive { .. }) => return Err(MmError::Fault),
         Some(Pte::Present { frame, writable }) => {
             if for_write && !writable {
                 // Exclusive already (the COW step found it so): reuse in place.
+                mm.split_huge(page);
                 mm.ptes.insert(
                     page / PAGE,
                     Pte::Present {

@@ -569,3 +569,135 @@ fn a_write_fault_racing_ksm_never_writes_through_the_merged_frame() {
         assert_eq!(read(&mut mm, &mut phys, W + PAGE), 7);
     }
 }
+
+#[test]
+fn device_migration_and_cpu_fault_back() {
+    let (mut mm, mut phys, seen, _iv) = setup();
+    mmap(&mut mm, &mut phys, W, 4, MapKind::AnonPrivate);
+    write(&mut mm, &mut phys, W, 5);
+    take(&seen);
+    let op = MmOp::DeviceMigrate {
+        addr: W,
+        len: 4 * PAGE,
+        owner: 1,
+    };
+    // Empty pages move too: a device page of zeros.
+    assert!(matches!(run(&mut mm, &mut phys, op), Ok(Outcome::Pages(4))));
+    assert_eq!(take(&seen), vec![(Event::Migrate, W, W + 4 * PAGE, true)]);
+    let Some(Pte::Device { frame, owner: 1, .. }) = mm.pte(W) else {
+        panic!("not on the device: {:?}", mm.pte(W));
+    };
+    assert_eq!(phys.frame(frame).device, Some(1));
+    assert_eq!(mm.cpu_view(&phys, W), Some(5));
+    // A CPU read migrates it back, announcing the owner's migration.
+    assert_eq!(read(&mut mm, &mut phys, W), 5);
+    assert_eq!(take(&seen), vec![(Event::Migrate, W, W + PAGE, true)]);
+    assert!(matches!(mm.pte(W), Some(Pte::Present { .. })));
+    assert!(!phys.frame(frame).live, "the device page is freed");
+    let evict = MmOp::Evict {
+        addr: W,
+        len: 4 * PAGE,
+        owner: 1,
+    };
+    assert!(matches!(
+        run(&mut mm, &mut phys, evict),
+        Ok(Outcome::Pages(3))
+    ));
+    assert!(mm.ptes().all(|(_, p)| matches!(p, Pte::Present { .. })));
+}
+
+#[test]
+fn exclusive_entries_are_revoked_by_cpu_access_and_fork() {
+    let (mut mm, mut phys, seen, _iv) = setup();
+    mmap(&mut mm, &mut phys, W, 2, MapKind::AnonPrivate);
+    write(&mut mm, &mut phys, W, 9);
+    take(&seen);
+    let op = MmOp::MakeExclusive {
+        addr: W,
+        len: 2 * PAGE,
+        owner: 2,
+    };
+    assert!(matches!(run(&mut mm, &mut phys, op), Ok(Outcome::Pages(2))));
+    assert_eq!(take(&seen), vec![(Event::Exclusive, W, W + 2 * PAGE, true)]);
+    assert!(matches!(mm.pte(W), Some(Pte::Exclusive { owner: 2, .. })));
+    assert_eq!(read(&mut mm, &mut phys, W), 9);
+    assert_eq!(take(&seen), vec![(Event::Clear, W, W + PAGE, true)]);
+    assert!(matches!(
+        mm.pte(W),
+        Some(Pte::Present { writable: true, .. })
+    ));
+    assert!(matches!(
+        run(&mut mm, &mut phys, MmOp::Fork),
+        Ok(Outcome::Forked(_))
+    ));
+    assert!(matches!(
+        mm.pte(W + PAGE),
+        Some(Pte::Present {
+            writable: false,
+            ..
+        })
+    ));
+    // Read-only mappings cannot be made exclusive.
+    run(
+        &mut mm,
+        &mut phys,
+        MmOp::Mprotect {
+            addr: W,
+            len: 2 * PAGE,
+            prot: Prot::Read,
+        },
+    )
+    .unwrap();
+    let again = MmOp::MakeExclusive {
+        addr: W,
+        len: PAGE,
+        owner: 2,
+    };
+    assert_eq!(run(&mut mm, &mut phys, again).unwrap_err(), MmError::Perm);
+}
+
+#[test]
+fn collapse_maps_huge_until_one_page_changes() {
+    let (mut mm, mut phys, seen, _iv) = setup();
+    let base = 4 * HUGE;
+    mmap(&mut mm, &mut phys, base, HUGE / PAGE, MapKind::AnonPrivate);
+    write(&mut mm, &mut phys, base + 3 * PAGE, 3);
+    take(&seen);
+    run(&mut mm, &mut phys, MmOp::ThpCollapse { addr: base }).unwrap();
+    assert_eq!(take(&seen), vec![(Event::Clear, base, base + HUGE, true)]);
+    assert!(mm.is_huge(base + HUGE - 1));
+    let f0 = mm.pte(base).and_then(Pte::frame).unwrap();
+    let f9 = mm.pte(base + 9 * PAGE).and_then(Pte::frame).unwrap();
+    assert_eq!(f9.0, f0.0 + 9, "a compound page's frames are contiguous");
+    assert_eq!(read(&mut mm, &mut phys, base + 3 * PAGE), 3);
+    run(
+        &mut mm,
+        &mut phys,
+        MmOp::Dontneed {
+            addr: base + PAGE,
+            len: PAGE,
+        },
+    )
+    .unwrap();
+    assert!(!mm.is_huge(base), "zapping one page splits the PMD");
+}
+
+#[test]
+fn prot_none_faults_every_access() {
+    let (mut mm, mut phys, _seen, _iv) = setup();
+    mmap(&mut mm, &mut phys, W, 1, MapKind::AnonPrivate);
+    write(&mut mm, &mut phys, W, 1);
+    run(
+        &mut mm,
+        &mut phys,
+        MmOp::Mprotect {
+            addr: W,
+            len: PAGE,
+            prot: Prot::None,
+        },
+    )
+    .unwrap();
+    let r = run(&mut mm, &mut phys, MmOp::Access { addr: W, write: None });
+    assert_eq!(r.unwrap_err(), MmError::Fault);
+    assert_eq!(mm.cpu_view(&phys, W), None);
+}
