@@ -30,6 +30,19 @@ pub enum PlantedBug {
     ReadRetryUnlocked,
     /// mirror: the own-migration skip checks that an owner is set, not that it is its own.
     OwnerSkipWrong,
+    /// mirror, implicit ODP: the deferred destroy does not re-check that its
+    /// chunk is still the live, unused, empty one, so a chunk queued twice
+    /// is destroyed twice.
+    OdpDestroyTwice,
+    /// mirror, VMA tracking: a fault takes an interval that is already on
+    /// the deferred-update list (the 2020 nouveau proposal).
+    VmaDeferredInterval,
+    /// mirror, registration cache: the callback does not wait for in-flight
+    /// device accesses.
+    RegcacheNoWait,
+    /// mirror: an invalidation that starts inside a huge device mapping
+    /// does not split it.
+    HugeNotSplit,
 }
 
 /// Which crate carries a planted bug; a target finds the bugs of the crates it runs.
@@ -45,7 +58,7 @@ pub enum Component {
 
 impl PlantedBug {
     /// Every planted bug of the core.
-    pub const ALL: [PlantedBug; 11] = [
+    pub const ALL: [PlantedBug; 15] = [
         PlantedBug::ReleaseTwice,
         PlantedBug::InsertEvenSeq,
         PlantedBug::InsertNoMakeOdd,
@@ -57,6 +70,10 @@ impl PlantedBug {
         PlantedBug::MirrorSkipSetSeq,
         PlantedBug::ReadRetryUnlocked,
         PlantedBug::OwnerSkipWrong,
+        PlantedBug::OdpDestroyTwice,
+        PlantedBug::VmaDeferredInterval,
+        PlantedBug::RegcacheNoWait,
+        PlantedBug::HugeNotSplit,
     ];
 
     /// The crate the bug lives in.
@@ -65,7 +82,11 @@ impl PlantedBug {
             PlantedBug::MprotectNoInvalidate | PlantedBug::ForkNoInvalidate => Component::Mm,
             PlantedBug::MirrorSkipSetSeq
             | PlantedBug::ReadRetryUnlocked
-            | PlantedBug::OwnerSkipWrong => Component::Mirror,
+            | PlantedBug::OwnerSkipWrong
+            | PlantedBug::OdpDestroyTwice
+            | PlantedBug::VmaDeferredInterval
+            | PlantedBug::RegcacheNoWait
+            | PlantedBug::HugeNotSplit => Component::Mirror,
             _ => Component::Notifier,
         }
     }
@@ -84,6 +105,10 @@ impl PlantedBug {
             PlantedBug::MirrorSkipSetSeq => "mirror-skip-set-seq",
             PlantedBug::ReadRetryUnlocked => "mirror-read-retry-unlocked",
             PlantedBug::OwnerSkipWrong => "mirror-owner-skip-wrong",
+            PlantedBug::OdpDestroyTwice => "mirror-odp-chunk-destroyed-twice",
+            PlantedBug::VmaDeferredInterval => "mirror-vma-deferred-interval",
+            PlantedBug::RegcacheNoWait => "mirror-regcache-no-wait",
+            PlantedBug::HugeNotSplit => "mirror-huge-not-split",
         }
     }
 
