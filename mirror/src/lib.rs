@@ -20,11 +20,11 @@
 
 #![deny(missing_docs)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use mm::{Env, FrameId, Mm, MmId, MmOp, Phys, Pte, Task, PAGE};
+use mm::{Env, FrameId, Mm, MmId, MmOp, Phys, Pte, Task, HUGE, PAGE};
 use notifier::{
     ClassicId, ClassicOps, Event, Interval, Owner, PlantedBug, Range, ReadBegin, RemoveWait,
     SeqWait,
@@ -114,13 +114,88 @@ impl Strategy {
 /// A device page table entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct DevPte {
-    /// The frame the device reaches.
+    /// The frame the device reaches (the first frame of a huge entry).
     pub frame: FrameId,
     /// Write permission.
     pub write: bool,
+    /// Atomic access to a device-exclusive page.
+    pub atomic: bool,
+    /// A 2 MiB entry: the page address is 2 MiB aligned and the frames of
+    /// the following pages follow `frame`.
+    pub huge: bool,
 }
 
-/// What the driver lock protects.
+impl DevPte {
+    /// A small read or write entry.
+    pub fn small(frame: FrameId, write: bool) -> DevPte {
+        DevPte {
+            frame,
+            write,
+            atomic: false,
+            huge: false,
+        }
+    }
+
+    /// Bytes it maps.
+    pub fn span(&self) -> u64 {
+        if self.huge {
+            HUGE
+        } else {
+            PAGE
+        }
+    }
+}
+
+/// An implicit-ODP chunk: one interval for an aligned range.
+#[derive(Debug)]
+struct Chunk {
+    iv: Interval,
+    gen: u64,
+    // Faults between lookup and their end: a used chunk is never destroyed.
+    users: u32,
+}
+
+/// A VMA-tracking interval and the unmaps it still has to be trimmed by.
+#[derive(Debug)]
+struct Tracked {
+    iv: Interval,
+    start: u64,
+    end: u64,
+    // On the deferred-update list: no new fault may use it.
+    deferred: bool,
+    holes: Vec<(u64, u64)>,
+}
+
+/// One registration of a registration cache.
+#[derive(Debug)]
+pub struct Registration {
+    /// First byte.
+    pub start: u64,
+    /// End (exclusive).
+    pub end: u64,
+    /// Registered for write.
+    pub write: bool,
+    /// Its pages may be used: no invalidation since they were pinned.
+    pub valid: bool,
+    /// Device accesses in progress.
+    pub inflight: u32,
+    /// Each page's pinned frame.
+    pub pins: Vec<(u64, FrameId)>,
+    iv: Interval,
+    id: u64,
+    // A fault is revalidating it.
+    busy: bool,
+}
+
+/// Deferred work, run by a logical thread of its own (`dN work`).
+#[derive(Debug)]
+enum Item {
+    OdpDestroy { base: u64, gen: u64, iv: Interval },
+    VmaUpdate { iv: Interval },
+}
+
+/// What the driver lock protects, and the lookup structures that are
+/// deliberately outside it.
 #[derive(Debug, Default)]
 pub struct DevState {
     /// The device page table: page address to entry.
@@ -132,6 +207,54 @@ pub struct DevState {
     pub sleeps: u64,
     /// Device faults handled (accesses that missed the device page table).
     pub faults: u64,
+    // Implicit ODP: found without the driver lock (an xarray in the kernel).
+    chunks: BTreeMap<u64, Chunk>,
+    next_gen: u64,
+    work: VecDeque<Item>,
+    tracked: Vec<Tracked>,
+    regs: Vec<Registration>,
+    next_reg: u64,
+}
+
+impl DevState {
+    /// Removes every entry that maps a byte of `[start, end)`. A huge entry
+    /// is dropped whole when any page inside it goes.
+    fn zap(&mut self, start: u64, end: u64, split_huge: bool) {
+        let from = if split_huge {
+            (start / HUGE * HUGE).min(start / PAGE * PAGE)
+        } else {
+            start / PAGE * PAGE
+        };
+        let pages: Vec<u64> = self
+            .dpt
+            .range(from..end)
+            .filter(|(&a, p)| a.saturating_add(p.span()) > start)
+            .map(|(&a, _)| a)
+            .collect();
+        for a in pages {
+            self.dpt.remove(&a);
+        }
+    }
+
+    /// The entry mapping `addr` and the frame it reaches there.
+    fn lookup(&self, addr: u64) -> Option<(DevPte, FrameId)> {
+        let page = addr / PAGE * PAGE;
+        if let Some(p) = self.dpt.get(&page) {
+            return Some((*p, p.frame));
+        }
+        let base = addr / HUGE * HUGE;
+        self.dpt
+            .get(&base)
+            .filter(|p| p.huge)
+            .map(|p| (*p, FrameId(p.frame.0 + ((page - base) / PAGE) as u32)))
+    }
+
+    fn maps_any(&self, start: u64, end: u64) -> bool {
+        let from = (start / HUGE * HUGE).min(start);
+        self.dpt
+            .range(from..end)
+            .any(|(&a, p)| a.saturating_add(p.span()) > start)
+    }
 }
 
 /// Why a mirror could not be opened or a fault could not complete.
@@ -170,6 +293,7 @@ fn lock(state: &Mutex<DevState>) -> MutexGuard<'_, DevState> {
 struct Callback {
     state: Arc<Mutex<DevState>>,
     owner: Owner,
+    strategy: Strategy,
     #[cfg(feature = "planted-bugs")]
     planted: Option<PlantedBug>,
 }
@@ -185,25 +309,44 @@ impl Callback {
         false
     }
 
-    /// The invalidate callback: take the driver lock, record the collision,
-    /// tear down device PTEs in the range, unlock.
-    fn invalidate(&self, range: &Range, iv: Option<(&Interval, u64)>) -> bool {
-        let mut st = lock(&self.state);
-        if st.lock.is_some() {
-            // A try-lock failed: only a non-blockable range may give up.
-            if !range.blockable {
-                return false;
-            }
-            st.sleeps += 1;
+    /// Whether the range is this device's own migration or exclusive
+    /// conversion, which it maps itself.
+    fn own(&self, range: &Range) -> bool {
+        if self.strategy == Strategy::RegistrationCache {
+            return false;
         }
         let own = if self.planted(PlantedBug::OwnerSkipWrong) {
             range.owner.is_some()
         } else {
             range.owner == Some(self.owner)
         };
+        own && matches!(range.event, Event::Migrate | Event::Exclusive)
+    }
+
+    /// Whether a registration in the range has device accesses in flight:
+    /// the callback would have to wait for them.
+    fn must_wait(&self, st: &DevState, range: &Range) -> bool {
+        !self.planted(PlantedBug::RegcacheNoWait)
+            && st
+                .regs
+                .iter()
+                .any(|r| r.inflight > 0 && r.start < range.end && range.start < r.end)
+    }
+
+    /// The invalidate callback: take the driver lock, bump the interval's
+    /// seq, tear down device PTEs in the range, note deferred work, unlock.
+    fn invalidate(&self, range: &Range, iv: Option<(&Interval, u64)>) -> bool {
+        let mut st = lock(&self.state);
+        if st.lock.is_some() || self.must_wait(&st, range) {
+            // A try-lock or a wait: only a non-blockable range may give up.
+            if !range.blockable {
+                return false;
+            }
+            st.sleeps += 1;
+        }
         // Our own migration rewrites our PTEs itself; the seq still moves so
         // that a racing fault of ours retries.
-        let own_migration = range.event == Event::Migrate && own;
+        let own = self.own(range);
         if let Some((iv, seq)) = iv {
             let skip =
                 self.planted(PlantedBug::MirrorSkipSetSeq) && range.event == Event::SoftDirty;
@@ -211,15 +354,50 @@ impl Callback {
                 let _ = iv.set_seq(seq);
             }
         }
-        if !own_migration {
-            let pages: Vec<u64> = st
-                .dpt
-                .range(range.start / PAGE * PAGE..range.end)
-                .map(|(&a, _)| a)
-                .collect();
-            for a in pages {
-                st.dpt.remove(&a);
+        if !own {
+            st.zap(range.start, range.end, !self.planted(PlantedBug::HugeNotSplit));
+        }
+        let Some((iv, _)) = iv else {
+            return true;
+        };
+        match self.strategy {
+            Strategy::OdpImplicit { chunk_shift } => {
+                let size = 1u64 << chunk_shift;
+                let base = iv.start();
+                let empty = !st.maps_any(base, base.saturating_add(size));
+                let gen = st.chunks.get(&base).filter(|c| c.iv.id() == iv.id()).map(|c| c.gen);
+                // Never destroy from here: removal waits for this very
+                // invalidation to end.
+                if let (true, Some(gen)) = (empty, gen) {
+                    st.work.push_back(Item::OdpDestroy {
+                        base,
+                        gen,
+                        iv: iv.clone(),
+                    });
+                }
             }
+            Strategy::VmaTracking if range.event == Event::Unmap => {
+                let mut queue = false;
+                if let Some(t) = st.tracked.iter_mut().find(|t| t.iv.id() == iv.id()) {
+                    if t.holes.len() < 8 {
+                        t.holes.push((range.start, range.end));
+                    } else {
+                        // Too fragmented to trim: drop it whole.
+                        t.holes = vec![(t.start, t.end)];
+                    }
+                    queue = !t.deferred;
+                    t.deferred = true;
+                }
+                if queue {
+                    st.work.push_back(Item::VmaUpdate { iv: iv.clone() });
+                }
+            }
+            Strategy::RegistrationCache => {
+                for r in st.regs.iter_mut().filter(|r| r.iv.id() == iv.id()) {
+                    r.valid = false;
+                }
+            }
+            _ => {}
         }
         true
     }
@@ -264,6 +442,18 @@ impl fmt::Debug for Mirror {
     }
 }
 
+// Intervals held in the device state point back at the callback that holds
+// the state: break the cycle.
+impl Drop for Mirror {
+    fn drop(&mut self) {
+        let mut st = lock(&self.state);
+        st.chunks.clear();
+        st.tracked.clear();
+        st.regs.clear();
+        st.work.clear();
+    }
+}
+
 impl Mirror {
     /// Attaches device `id` to `mm` with `strategy`.
     pub fn open(
@@ -278,6 +468,7 @@ impl Mirror {
         let cb = Callback {
             state: state.clone(),
             owner: Owner(u64::from(id) + 1),
+            strategy,
             #[cfg(feature = "planted-bugs")]
             planted,
         };
@@ -292,10 +483,7 @@ impl Mirror {
             classic: None,
         };
         match strategy {
-            Strategy::FullVa
-            | Strategy::OdpImplicit { .. }
-            | Strategy::VmaTracking
-            | Strategy::RegistrationCache => {
+            Strategy::FullVa => {
                 m.full = Some(
                     mm.notifier
                         .insert(0, mm.config.task_size, interval_ops(cb))
@@ -309,6 +497,12 @@ impl Mirror {
                         .map_err(MirrorError::Notifier)?,
                 );
             }
+            // Intervals come with faults, chunks, VMAs or registrations.
+            Strategy::OdpImplicit { .. } | Strategy::VmaTracking | Strategy::RegistrationCache => {
+                if mm.notifier.snapshot().released {
+                    return Err(MirrorError::Notifier(notifier::Error::Released));
+                }
+            }
         }
         Ok(m)
     }
@@ -318,24 +512,44 @@ impl Mirror {
         lock(&self.state).lock.is_none()
     }
 
+    /// Whether this mirror's callback could run for `range` now without
+    /// sleeping: the driver lock is free and no access it must wait for is
+    /// in flight.
+    pub fn callback_can_run(&self, range: &Range) -> bool {
+        let st = lock(&self.state);
+        st.lock.is_none() && !self.cb.must_wait(&st, range)
+    }
+
     /// Who holds the driver lock.
     pub fn lock_holder(&self) -> Option<u8> {
         lock(&self.state).lock
     }
 
-    /// The device PTE for the page containing `addr`.
-    pub fn pte(&self, addr: u64) -> Option<DevPte> {
-        lock(&self.state).dpt.get(&(addr / PAGE * PAGE)).copied()
+    /// The device PTE covering `addr`, and the frame it reaches there.
+    pub fn pte(&self, addr: u64) -> Option<(DevPte, FrameId)> {
+        lock(&self.state).lookup(addr)
     }
 
-    /// Runs `f` over every device PTE, ascending, without copying them.
+    /// Runs `f` over every device page mapping, ascending, huge entries
+    /// expanded page by page, without copying the table.
     pub fn with_ptes<R>(&self, f: impl FnOnce(&mut dyn Iterator<Item = (u64, DevPte)>) -> R) -> R {
         let st = lock(&self.state);
-        let mut it = st.dpt.iter().map(|(&a, &p)| (a, p));
+        let mut it = st.dpt.iter().flat_map(|(&a, &p)| {
+            let n = p.span() / PAGE;
+            (0..n).map(move |i| {
+                (
+                    a + i * PAGE,
+                    DevPte {
+                        frame: FrameId(p.frame.0 + i as u32),
+                        ..p
+                    },
+                )
+            })
+        });
         f(&mut it)
     }
 
-    /// Every device PTE, ascending.
+    /// Every device PTE as stored (huge entries once), ascending.
     pub fn ptes(&self) -> Vec<(u64, DevPte)> {
         lock(&self.state)
             .dpt
@@ -354,31 +568,296 @@ impl Mirror {
         lock(&self.state).sleeps
     }
 
-    /// After this device's own migration moved pages: point its PTEs for
-    /// the range at the pages' new frames, as the driver maps what it migrated.
-    pub fn remap_after_own_migration(&self, mm: &Mm, start: u64, end: u64) {
+    /// Items of deferred work waiting.
+    pub fn pending_work(&self) -> usize {
+        lock(&self.state).work.len()
+    }
+
+    /// Frames pinned by registrations: a pinned frame must stay live.
+    pub fn pinned_frames(&self) -> Vec<FrameId> {
+        lock(&self.state)
+            .regs
+            .iter()
+            .flat_map(|r| r.pins.iter().map(|&(_, f)| f))
+            .collect()
+    }
+
+    /// After an invalidation that this device's callback skipped (its own
+    /// migration or exclusive conversion) changed the CPU PTEs of `range`:
+    /// map what it now owns, drop the rest.
+    pub fn own_range_done(&self, mm: &Mm, range: &Range) {
+        if !self.cb.own(range) {
+            return;
+        }
         let mut st = lock(&self.state);
-        let pages: Vec<u64> = st.dpt.range(start..end).map(|(&a, _)| a).collect();
-        for a in pages {
-            match mm.pte(a) {
-                Some(Pte::Present { frame, writable }) => {
-                    let p = st.dpt.get_mut(&a).expect("listed");
-                    p.frame = frame;
-                    p.write &= writable;
-                }
-                _ => {
-                    st.dpt.remove(&a);
-                }
-            }
+        st.zap(range.start, range.end, true);
+        for (page, pte) in mm.ptes_in(range.start, range.end) {
+            let e = match pte {
+                Pte::Device {
+                    frame,
+                    owner,
+                    writable,
+                } if owner == self.owner.0 => DevPte::small(frame, writable),
+                Pte::Exclusive { frame, owner, .. } if owner == self.owner.0 => DevPte {
+                    frame,
+                    write: true,
+                    atomic: true,
+                    huge: false,
+                },
+                _ => continue,
+            };
+            st.dpt.insert(page, e);
         }
     }
 
     /// A device access that needs no fault: the frame, if the device PTE
     /// grants it.
     pub fn translate(&self, addr: u64, write: bool) -> Option<FrameId> {
+        if self.strategy == Strategy::RegistrationCache {
+            return None;
+        }
         self.pte(addr)
-            .filter(|p| p.write || !write)
-            .map(|p| p.frame)
+            .filter(|(p, _)| p.write || !write)
+            .map(|(_, f)| f)
+    }
+
+    /// Takes one item of deferred work, if any.
+    pub fn take_work(&self) -> Option<Deferred> {
+        lock(&self.state).work.pop_front().map(|item| Deferred {
+            item: Some(item),
+            removing: None,
+        })
+    }
+
+    /// Registration cache: registers `[addr, addr + len)` (at most
+    /// `MAX_REG_PAGES` pages); pin it with the returned fault.
+    pub fn register(&self, mm: &Mm, addr: u64, len: u64) -> Result<Fault, MirrorError> {
+        if self.strategy != Strategy::RegistrationCache {
+            return Err(MirrorError::Inval);
+        }
+        let start = addr / PAGE * PAGE;
+        let len = len.min(MAX_REG_PAGES * PAGE);
+        let end = addr
+            .checked_add(len)
+            .map(|e| e.div_ceil(PAGE) * PAGE)
+            .filter(|&e| e > start && e <= mm.config.task_size)
+            .ok_or(MirrorError::Inval)?;
+        let write = mm.vma_at(start).is_some_and(|v| v.write);
+        let iv = mm
+            .notifier
+            .insert(start, end - start, interval_ops(self.cb.clone()))
+            .map_err(MirrorError::Notifier)?;
+        let mut st = lock(&self.state);
+        let id = st.next_reg;
+        st.next_reg += 1;
+        st.regs.push(Registration {
+            start,
+            end,
+            write,
+            valid: false,
+            inflight: 0,
+            pins: Vec::new(),
+            iv,
+            id,
+            busy: true,
+        });
+        Ok(Fault::pin(id, start, end, write))
+    }
+
+    /// Registration cache: a device access at `addr` begins. On success the
+    /// access is in flight until [`Mirror::access_end`].
+    pub fn access_begin(&self, me: u8, addr: u64, write: bool) -> Access {
+        let mut st = lock(&self.state);
+        if st.lock.is_some_and(|h| h != me) {
+            return Access::Blocked;
+        }
+        let page = addr / PAGE * PAGE;
+        let Some(r) = st
+            .regs
+            .iter_mut()
+            .find(|r| r.start <= page && page < r.end)
+        else {
+            return Access::Err(MirrorError::NoEnt);
+        };
+        if write && !r.write {
+            return Access::Err(MirrorError::Segv(mm::MmError::Perm));
+        }
+        if !r.valid {
+            if r.busy {
+                return Access::Blocked;
+            }
+            r.busy = true;
+            return Access::Revalidate(Fault::pin(r.id, r.start, r.end, r.write));
+        }
+        r.inflight += 1;
+        let frame = r.pins[((page - r.start) / PAGE) as usize].1;
+        Access::Go { reg: r.id, frame }
+    }
+
+    /// Registration cache: the access of [`Access::Go`] is over.
+    pub fn access_end(&self, reg: u64) {
+        let mut st = lock(&self.state);
+        if let Some(r) = st.regs.iter_mut().find(|r| r.id == reg) {
+            r.inflight = r.inflight.saturating_sub(1);
+        }
+    }
+
+    /// Registration cache: drops the registration starting at `addr`, once
+    /// no access is in flight; returns the removal of its interval to finish.
+    pub fn unregister(
+        &self,
+        me: u8,
+        mm: &Mm,
+        phys: &mut Phys,
+        addr: u64,
+    ) -> Result<Option<RemoveWait>, MirrorError> {
+        if self.strategy != Strategy::RegistrationCache {
+            return Err(MirrorError::Inval);
+        }
+        let mut st = lock(&self.state);
+        let Some(i) = st.regs.iter().position(|r| r.start == addr / PAGE * PAGE) else {
+            return Err(MirrorError::NoEnt);
+        };
+        let r = &st.regs[i];
+        if r.inflight > 0 || r.busy || st.lock.is_some_and(|h| h != me) {
+            return Ok(None);
+        }
+        let r = st.regs.remove(i);
+        st.zap(r.start, r.end, true);
+        drop(st);
+        for (_, f) in r.pins {
+            phys.unpin(f);
+        }
+        mm.notifier
+            .remove_prepare(&r.iv)
+            .map(Some)
+            .map_err(MirrorError::Notifier)
+    }
+}
+
+/// Most pages one registration covers.
+pub const MAX_REG_PAGES: u64 = 64;
+
+/// The start of a registration-cache device access.
+#[derive(Debug)]
+pub enum Access {
+    /// In flight: access `frame`, then call [`Mirror::access_end`] with `reg`.
+    Go {
+        /// The registration.
+        reg: u64,
+        /// The pinned frame of the page.
+        frame: FrameId,
+    },
+    /// The registration was invalidated: run this fault to pin it again,
+    /// then begin again.
+    Revalidate(Fault),
+    /// The driver lock is held, or another thread is revalidating.
+    Blocked,
+    /// Failed.
+    Err(MirrorError),
+}
+
+/// One item of deferred work being run.
+#[derive(Debug)]
+pub struct Deferred {
+    item: Option<Item>,
+    removing: Option<RemoveWait>,
+}
+
+/// The result of one step of deferred work.
+#[derive(Debug)]
+pub enum DeferredStep {
+    /// A step was taken.
+    Progress,
+    /// Waiting for an interval removal.
+    Blocked,
+    /// Finished; an error is a misuse of the notifier API by the driver.
+    Done(Result<&'static str, MirrorError>),
+}
+
+impl Deferred {
+    /// Takes one step on behalf of the mirror.
+    pub fn step(&mut self, m: &Mirror, mm: &Mm) -> DeferredStep {
+        if let Some(w) = self.removing.take() {
+            if let RemoveWait::Wait(sw) = &w {
+                if !mm.notifier.wait_is_ready(sw) {
+                    self.removing = Some(w);
+                    return DeferredStep::Blocked;
+                }
+            }
+            mm.notifier.remove_finish(w);
+            return DeferredStep::Done(Ok("removed"));
+        }
+        let Some(item) = self.item.take() else {
+            return DeferredStep::Done(Ok("nothing"));
+        };
+        let mut st = lock(&m.state);
+        let iv = match item {
+            Item::OdpDestroy { base, gen, iv } => {
+                let size = match m.strategy {
+                    Strategy::OdpImplicit { chunk_shift } => 1u64 << chunk_shift,
+                    _ => 0,
+                };
+                let unused = !st.maps_any(base, base.saturating_add(size));
+                if m.cb.planted(PlantedBug::OdpDestroyTwice) {
+                    st.chunks.remove(&base);
+                } else {
+                    let current = st
+                        .chunks
+                        .get(&base)
+                        .is_some_and(|c| c.gen == gen && c.users == 0);
+                    if !(current && unused) {
+                        return DeferredStep::Done(Ok("chunk still in use"));
+                    }
+                    st.chunks.remove(&base);
+                }
+                iv
+            }
+            Item::VmaUpdate { iv } => {
+                let Some(i) = st.tracked.iter().position(|t| t.iv.id() == iv.id()) else {
+                    return DeferredStep::Done(Ok("already updated"));
+                };
+                let t = st.tracked.remove(i);
+                // The pieces still mapped get intervals of their own first,
+                // so that no invalidation of them finds nobody.
+                let mut pieces = vec![(t.start, t.end)];
+                for (hs, he) in t.holes {
+                    pieces = pieces
+                        .into_iter()
+                        .flat_map(|(s, e)| {
+                            let mut out = Vec::new();
+                            if s < hs.min(e) {
+                                out.push((s, hs.min(e)));
+                            }
+                            if he.max(s) < e {
+                                out.push((he.max(s), e));
+                            }
+                            out
+                        })
+                        .collect();
+                }
+                for (s, e) in pieces {
+                    if let Ok(iv) = mm.notifier.insert(s, e - s, interval_ops(m.cb.clone())) {
+                        st.tracked.push(Tracked {
+                            iv,
+                            start: s,
+                            end: e,
+                            deferred: false,
+                            holes: Vec::new(),
+                        });
+                    }
+                }
+                iv
+            }
+        };
+        drop(st);
+        match mm.notifier.remove_prepare(&iv) {
+            Ok(w) => {
+                self.removing = Some(w);
+                DeferredStep::Progress
+            }
+            Err(e) => DeferredStep::Done(Err(MirrorError::Notifier(e))),
+        }
     }
 }
 
@@ -407,8 +886,9 @@ pub enum FaultStep {
     /// Nothing could be done now.
     Blocked(FaultBlock),
     /// The device PTE was installed (with the driver lock held until this
-    /// step ends): do the device access now. More steps may follow.
-    Installed(DevPte),
+    /// step ends): do the device access now on this frame. More steps may
+    /// follow.
+    Installed(FrameId),
     /// Finished.
     Done(Result<(), MirrorError>),
 }
@@ -424,17 +904,26 @@ enum State {
     Done,
 }
 
-/// A device fault on one page.
+/// A device fault on one page, or the pinning of a registration.
 #[derive(Debug)]
 pub struct Fault {
     addr: u64,
+    end: u64,
     write: bool,
+    // The registration being pinned.
+    reg: Option<u64>,
     state: State,
     iv: Option<Interval>,
     seq: u64,
-    sample: Option<(FrameId, bool)>,
+    // Each page's frame and writability, as walked.
+    samples: Vec<(FrameId, bool)>,
+    // The walk found a huge CPU mapping that the interval covers whole.
+    huge: bool,
     // PerFault: the interval is ours to remove.
     temp: bool,
+    // ODP: the chunk we hold a use of.
+    chunk: Option<u64>,
+    counted: bool,
     failed: Option<MirrorError>,
     /// Collisions so far (times the fault began again).
     pub retries: u32,
@@ -443,17 +932,36 @@ pub struct Fault {
 impl Fault {
     /// A fault on the page containing `addr`, for write or read.
     pub fn new(addr: u64, write: bool) -> Fault {
+        let addr = addr / PAGE * PAGE;
+        Fault::span(addr, addr.saturating_add(PAGE), write, None)
+    }
+
+    fn pin(reg: u64, start: u64, end: u64, write: bool) -> Fault {
+        Fault::span(start, end, write, Some(reg))
+    }
+
+    fn span(addr: u64, end: u64, write: bool, reg: Option<u64>) -> Fault {
         Fault {
-            addr: addr / PAGE * PAGE,
+            addr,
+            end,
             write,
+            reg,
             state: State::Begin,
             iv: None,
             seq: 0,
-            sample: None,
+            samples: Vec::new(),
+            huge: false,
             temp: false,
+            chunk: None,
+            counted: false,
             failed: None,
             retries: 0,
         }
+    }
+
+    /// Whether it pins a registration rather than faulting one page.
+    pub fn is_registration(&self) -> bool {
+        self.reg.is_some()
     }
 
     /// The step it is at, for traces.
@@ -469,9 +977,132 @@ impl Fault {
         }
     }
 
-    fn retry(&mut self) {
+    fn retry(&mut self, m: &Mirror, phys: &mut Phys) {
         self.retries += 1;
         self.state = State::Begin;
+        self.unpin(phys);
+        // A VMA interval may have gone on the deferred list meanwhile:
+        // look again.
+        if m.strategy == Strategy::VmaTracking {
+            self.iv = None;
+        }
+    }
+
+    fn unpin(&mut self, phys: &mut Phys) {
+        if self.reg.is_some() {
+            for (f, _) in self.samples.drain(..) {
+                phys.unpin(f);
+            }
+        }
+        self.samples.clear();
+    }
+
+    fn fail(&mut self, e: MirrorError, m: &Mirror, mm: &Mm, phys: &mut Phys) -> FaultStep {
+        self.unpin(phys);
+        self.failed = Some(e);
+        if let Some(id) = self.reg {
+            let mut st = lock(&m.state);
+            if let Some(r) = st.regs.iter_mut().find(|r| r.id == id) {
+                r.busy = false;
+            }
+        }
+        self.finish_or_remove(m, mm);
+        FaultStep::Progress
+    }
+
+    /// Finds or creates the interval to read_begin on.
+    fn interval(&mut self, m: &Mirror, mm: &Mm) -> Result<Interval, MirrorError> {
+        if let Some(iv) = &self.iv {
+            return Ok(iv.clone());
+        }
+        if let Some(id) = self.reg {
+            let st = lock(&m.state);
+            return st
+                .regs
+                .iter()
+                .find(|r| r.id == id)
+                .map(|r| r.iv.clone())
+                .ok_or(MirrorError::NoEnt);
+        }
+        let ops = || interval_ops(m.cb.clone());
+        match m.strategy {
+            Strategy::FullVa => Ok(m.full.clone().expect("opened with an interval")),
+            Strategy::PerFault => {
+                let iv = mm
+                    .notifier
+                    .insert(self.addr, PAGE, ops())
+                    .map_err(MirrorError::Notifier)?;
+                self.temp = true;
+                Ok(iv)
+            }
+            Strategy::OdpImplicit { chunk_shift } => {
+                let size = 1u64 << chunk_shift;
+                let base = self.addr & !(size - 1);
+                let mut st = lock(&m.state);
+                if let Some(c) = st.chunks.get_mut(&base) {
+                    c.users += 1;
+                    self.chunk = Some(base);
+                    return Ok(c.iv.clone());
+                }
+                let len = size.min(mm.config.task_size - base);
+                let iv = mm
+                    .notifier
+                    .insert(base, len, ops())
+                    .map_err(MirrorError::Notifier)?;
+                let gen = st.next_gen;
+                st.next_gen += 1;
+                st.chunks.insert(
+                    base,
+                    Chunk {
+                        iv: iv.clone(),
+                        gen,
+                        users: 1,
+                    },
+                );
+                self.chunk = Some(base);
+                Ok(iv)
+            }
+            Strategy::VmaTracking => {
+                let stale_ok = m.cb.planted(PlantedBug::VmaDeferredInterval);
+                let mut st = lock(&m.state);
+                if let Some(t) = st
+                    .tracked
+                    .iter()
+                    .find(|t| (stale_ok || !t.deferred) && t.start <= self.addr && self.addr < t.end)
+                {
+                    return Ok(t.iv.clone());
+                }
+                let v = mm
+                    .vma_at(self.addr)
+                    .copied()
+                    .ok_or(MirrorError::Segv(mm::MmError::Fault))?;
+                let iv = mm
+                    .notifier
+                    .insert(v.start, v.end - v.start, ops())
+                    .map_err(MirrorError::Notifier)?;
+                st.tracked.push(Tracked {
+                    iv: iv.clone(),
+                    start: v.start,
+                    end: v.end,
+                    deferred: false,
+                    holes: Vec::new(),
+                });
+                Ok(iv)
+            }
+            Strategy::RegistrationCache => Err(MirrorError::Inval),
+        }
+    }
+
+    /// Whether the device may map the huge CPU page around `addr` with one
+    /// entry: its interval must cover the 2 MiB whole.
+    fn can_map_huge(&self, mm: &Mm) -> bool {
+        let base = self.addr / HUGE * HUGE;
+        self.reg.is_none()
+            && mm.is_huge(base)
+            && self
+                .iv
+                .as_ref()
+                .is_some_and(|iv| iv.start() <= base && iv.last() >= base + (HUGE - 1))
     }
 
     /// Takes one step on behalf of logical thread `me`.
@@ -488,21 +1119,13 @@ impl Fault {
         }
         match std::mem::replace(&mut self.state, State::Done) {
             State::Begin => {
-                let iv = match (&self.iv, m.strategy) {
-                    (Some(iv), _) => iv.clone(),
-                    (None, _) if m.full.is_some() => m.full.clone().expect("opened with an interval"),
-                    (None, _) => {
-                        match mm
-                            .notifier
-                            .insert(self.addr, PAGE, interval_ops(m.cb.clone()))
-                        {
-                            Ok(iv) => {
-                                self.temp = true;
-                                iv
-                            }
-                            Err(e) => return FaultStep::Done(Err(MirrorError::Notifier(e))),
-                        }
-                    }
+                if !self.counted {
+                    self.counted = true;
+                    lock(&m.state).faults += 1;
+                }
+                let iv = match self.interval(m, mm) {
+                    Ok(iv) => iv,
+                    Err(e) => return self.fail(e, m, mm, phys),
                 };
                 self.iv = Some(iv.clone());
                 match mm.notifier.read_begin_prepare(&iv) {
@@ -511,7 +1134,7 @@ impl Fault {
                         self.state = State::Walk;
                     }
                     Ok(ReadBegin::Wait(w)) => self.state = State::Waiting(w),
-                    Err(e) => return FaultStep::Done(Err(MirrorError::Notifier(e))),
+                    Err(e) => return self.fail(MirrorError::Notifier(e), m, mm, phys),
                 }
                 FaultStep::Progress
             }
@@ -529,34 +1152,70 @@ impl Fault {
                 if mm.lock.writer.is_some() {
                     return FaultStep::Blocked(FaultBlock::MmapLock);
                 }
-                let ok = matches!(mm.pte(self.addr), Some(Pte::Present { writable, .. }) if writable || !self.write);
-                if !ok {
-                    // Faulting in may invalidate (a COW break): its callbacks
-                    // must be able to take their driver locks.
-                    let page = Range::new(self.addr, self.addr.saturating_add(PAGE), Event::Clear);
-                    if !env.callbacks_can_run(mm.id, &page) {
-                        return FaultStep::Blocked(FaultBlock::DriverLock);
+                let mine = m.owner.0;
+                let device_ok = m.strategy != Strategy::RegistrationCache;
+                let usable = |pte: Option<Pte>, write: bool| match pte {
+                    Some(Pte::Present { frame, writable }) => Some((frame, writable))
+                        .filter(|_| writable || !write),
+                    // hmm_range_fault hands the owner its own device pages.
+                    Some(Pte::Device {
+                        frame,
+                        owner,
+                        writable,
+                    }) if owner == mine && device_ok => {
+                        Some((frame, writable)).filter(|_| writable || !write)
                     }
-                    let t = Task::new(
-                        MmOp::FaultIn {
-                            addr: self.addr,
-                            write: self.write,
-                        },
-                        me,
-                    );
-                    if let Err(e) = t.run_nested(mm, phys, env) {
-                        self.failed = Some(MirrorError::Segv(e));
-                        self.finish_or_remove(mm);
-                        return self.step(me, m, mm, phys, env);
-                    }
-                }
-                self.sample = match mm.pte(self.addr) {
-                    Some(Pte::Present { frame, writable }) => Some((frame, writable)),
                     _ => None,
                 };
+                self.unpin(phys);
+                let mut page = self.addr;
+                while page < self.end {
+                    if usable(mm.pte(page), self.write).is_none() {
+                        // Faulting in may invalidate (a COW break, a
+                        // migration back): its callbacks must be able to run.
+                        let r = Range::new(page, page.saturating_add(PAGE), Event::Clear);
+                        if !env.callbacks_can_run(mm.id, &r) {
+                            self.unpin(phys);
+                            return FaultStep::Blocked(FaultBlock::DriverLock);
+                        }
+                        let t = Task::new(
+                            MmOp::FaultIn {
+                                addr: page,
+                                write: self.write,
+                            },
+                            me,
+                        );
+                        if let Err(e) = t.run_nested(mm, phys, env) {
+                            return self.fail(MirrorError::Segv(e), m, mm, phys);
+                        }
+                    }
+                    // Present only if nothing took it away meanwhile; a
+                    // read of a read-only page may map it read-only.
+                    match usable(mm.pte(page), false) {
+                        Some(s) => {
+                            if self.reg.is_some() {
+                                phys.pin(s.0);
+                            }
+                            self.samples.push(s);
+                        }
+                        None => {
+                            self.retry(m, phys);
+                            return FaultStep::Progress;
+                        }
+                    }
+                    page += PAGE;
+                }
+                self.huge = self.can_map_huge(mm);
+                if self.huge {
+                    let base = self.addr / HUGE * HUGE;
+                    match mm.pte(base) {
+                        Some(Pte::Present { frame, writable }) => self.samples = vec![(frame, writable)],
+                        _ => self.huge = false,
+                    }
+                }
                 let iv = self.iv.as_ref().expect("begun");
-                if self.sample.is_none() || iv.check_retry(self.seq) {
-                    self.retry();
+                if iv.check_retry(self.seq) {
+                    self.retry(m, phys);
                 } else {
                     self.state = State::Commit;
                 }
@@ -578,7 +1237,7 @@ impl Fault {
                     if !unlocked {
                         lock(&m.state).lock = None;
                     }
-                    self.retry();
+                    self.retry(m, phys);
                 } else {
                     self.state = State::Install;
                 }
@@ -591,16 +1250,60 @@ impl Fault {
                     self.state = State::Install;
                     return FaultStep::Blocked(FaultBlock::DriverLock);
                 }
-                let (frame, writable) = self.sample.expect("walked");
-                let pte = DevPte {
-                    frame,
-                    write: writable,
+                let out = if let Some(id) = self.reg {
+                    let samples = std::mem::take(&mut self.samples);
+                    let old;
+                    if let Some(r) = st.regs.iter_mut().find(|r| r.id == id) {
+                        let pins: Vec<(u64, FrameId)> = samples
+                            .iter()
+                            .enumerate()
+                            .map(|(i, s)| (r.start + i as u64 * PAGE, s.0))
+                            .collect();
+                        old = std::mem::replace(&mut r.pins, pins);
+                        r.valid = true;
+                        r.busy = false;
+                        let w = r.write;
+                        let (start, end) = (r.start, r.end);
+                        st.zap(start, end, true);
+                        for (i, (f, writable)) in samples.into_iter().enumerate() {
+                            st.dpt
+                                .insert(start + i as u64 * PAGE, DevPte::small(f, writable && w));
+                        }
+                    } else {
+                        old = samples.into_iter().map(|(f, _)| (0, f)).collect();
+                    }
+                    st.lock = None;
+                    drop(st);
+                    for (_, f) in old {
+                        phys.unpin(f);
+                    }
+                    self.finish_or_remove(m, mm);
+                    return FaultStep::Progress;
+                } else if self.huge {
+                    let (frame, writable) = self.samples[0];
+                    let base = self.addr / HUGE * HUGE;
+                    st.zap(base, base + HUGE, true);
+                    st.dpt.insert(
+                        base,
+                        DevPte {
+                            frame,
+                            write: writable,
+                            atomic: false,
+                            huge: true,
+                        },
+                    );
+                    FrameId(frame.0 + ((self.addr - base) / PAGE) as u32)
+                } else {
+                    let (frame, writable) = self.samples[0];
+                    st.zap(self.addr, self.addr + PAGE, true);
+                    st.dpt.insert(self.addr, DevPte::small(frame, writable));
+                    frame
                 };
-                st.dpt.insert(self.addr, pte);
                 st.lock = None;
                 drop(st);
-                self.finish_or_remove(mm);
-                FaultStep::Installed(pte)
+                self.samples.clear();
+                self.finish_or_remove(m, mm);
+                FaultStep::Installed(out)
             }
             State::Removing(RemoveWait::Wait(w)) => {
                 if !mm.notifier.wait_is_ready(&w) {
@@ -619,15 +1322,43 @@ impl Fault {
         FaultStep::Done(self.failed.take().map_or(Ok(()), Err))
     }
 
-    // PerFault drops its temporary interval; removal may have to wait.
-    fn finish_or_remove(&mut self, mm: &Mm) {
+    // PerFault drops its temporary interval (removal may have to wait);
+    // ODP lets go of its chunk; a failed new registration goes away.
+    fn finish_or_remove(&mut self, m: &Mirror, mm: &Mm) {
         let iv = self.iv.take();
-        self.state = match iv {
-            Some(iv) if self.temp => match mm.notifier.remove_prepare(&iv) {
+        if let (Some(base), Strategy::OdpImplicit { chunk_shift }) = (self.chunk.take(), m.strategy)
+        {
+            let mut st = lock(&m.state);
+            let empty = !st.maps_any(base, base.saturating_add(1u64 << chunk_shift));
+            if let Some(c) = st.chunks.get_mut(&base) {
+                c.users -= 1;
+                if c.users == 0 && empty {
+                    let item = Item::OdpDestroy {
+                        base,
+                        gen: c.gen,
+                        iv: c.iv.clone(),
+                    };
+                    st.work.push_back(item);
+                }
+            }
+        }
+        let mut temp = iv.filter(|_| self.temp);
+        if let (Some(id), true) = (self.reg, self.failed.is_some()) {
+            let mut st = lock(&m.state);
+            if let Some(i) = st
+                .regs
+                .iter()
+                .position(|r| r.id == id && r.pins.is_empty())
+            {
+                temp = Some(st.regs.remove(i).iv);
+            }
+        }
+        self.state = match temp {
+            Some(iv) => match mm.notifier.remove_prepare(&iv) {
                 Ok(w) => State::Removing(w),
                 Err(_) => State::Done,
             },
-            _ => State::Done,
+            None => State::Done,
         };
     }
 
@@ -710,20 +1441,45 @@ impl PageState {
     }
 }
 
-/// Each page's device state in `[addr, addr + len)`, without faulting.
-pub fn snapshot(m: &Mirror, addr: u64, len: u64) -> Vec<PageState> {
-    let st = lock(&m.state);
+/// Most pages one snapshot reports.
+pub const SNAPSHOT_PAGES: u64 = 512;
+
+/// Each page's state in `[addr, addr + len)` as device `m` sees it without
+/// faulting anything in (at most [`SNAPSHOT_PAGES`] pages).
+pub fn snapshot(m: &Mirror, mm: &Mm, addr: u64, len: u64) -> Vec<PageState> {
     let start = addr / PAGE * PAGE;
-    // At most 64 pages, and none past the top of the address space.
+    // None past the top of the address space.
     let pages = len
         .div_ceil(PAGE)
-        .min(64)
+        .min(SNAPSHOT_PAGES)
         .min((u64::MAX - start) / PAGE + 1);
     (0..pages)
-        .map(|i| match st.dpt.get(&(start + i * PAGE)) {
-            None => PageState::None,
-            Some(p) if p.write => PageState::Write,
-            Some(_) => PageState::Read,
+        .map(|i| {
+            let a = start + i * PAGE;
+            match mm.vma_at(a) {
+                None => return PageState::None,
+                Some(v) if !v.read => return PageState::Error,
+                Some(_) => {}
+            }
+            match mm.pte(a) {
+                None | Some(Pte::Swap { .. }) => PageState::None,
+                Some(Pte::Present { frame, .. }) if frame == FrameId(0) => PageState::Zero,
+                Some(Pte::Present { writable, .. }) => match (mm.is_huge(a), writable) {
+                    (true, true) => PageState::HugeWrite,
+                    (true, false) => PageState::HugeRead,
+                    (false, true) => PageState::Write,
+                    (false, false) => PageState::Read,
+                },
+                Some(Pte::Device {
+                    owner, writable, ..
+                }) => match (owner == m.owner.0, writable) {
+                    (true, true) => PageState::LocalWrite,
+                    (true, false) => PageState::LocalRead,
+                    (false, true) => PageState::RemoteWrite,
+                    (false, false) => PageState::RemoteRead,
+                },
+                Some(Pte::Exclusive { .. }) => PageState::Exclusive,
+            }
         })
         .collect()
 }

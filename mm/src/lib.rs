@@ -453,6 +453,13 @@ impl Mm {
         self.ptes.get(&(addr / PAGE)).copied()
     }
 
+    /// The PTEs of `[start, end)` as `(page address, pte)`, ascending.
+    pub fn ptes_in(&self, start: u64, end: u64) -> impl Iterator<Item = (u64, Pte)> + '_ {
+        self.ptes
+            .range(start / PAGE..end.div_ceil(PAGE))
+            .map(|(&v, &p)| (v * PAGE, p))
+    }
+
     /// Every PTE as `(page address, pte)`, ascending.
     pub fn ptes(&self) -> impl Iterator<Item = (u64, Pte)> + '_ {
         self.ptes.iter().map(|(&v, &p)| (v * PAGE, p))

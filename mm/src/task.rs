@@ -257,6 +257,11 @@ pub trait Env {
     /// False if a callback for `range` in address space `mm` would sleep on
     /// a lock held by another logical thread.
     fn callbacks_can_run(&self, mm: MmId, range: &Range) -> bool;
+
+    /// Called right after the PTEs of `range` changed, before its end: a
+    /// driver whose own migration or exclusive conversion it was, and
+    /// whose callback therefore skipped it, updates its own mappings here.
+    fn applied(&self, _mm: &Mm, _range: &Range) {}
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -497,6 +502,7 @@ impl Task {
             }
             State::Apply(i) => {
                 self.apply(i, mm, phys);
+                env.applied(mm, &self.ranges[i]);
                 self.state = State::End(i);
                 TaskStep::Progress
             }

@@ -16,12 +16,28 @@ pub struct StalePte {
 }
 
 /// No stale PTE: every device PTE maps a page that the CPU maps to the
-/// same frame, and grants write only where the CPU PTE is writable.
-pub fn stale_pte(mm: &Mm, device: impl IntoIterator<Item = (u64, DevPte)>) -> Option<StalePte> {
+/// same frame, and grants write only where the CPU PTE is writable. A
+/// device-private page is reachable only by its owner, and atomic access
+/// only through the device's own exclusive entry. `owner` is the device's.
+pub fn stale_pte(
+    mm: &Mm,
+    owner: u64,
+    device: impl IntoIterator<Item = (u64, DevPte)>,
+) -> Option<StalePte> {
     device.into_iter().find_map(|(addr, d)| {
         let cpu = mm.pte(addr);
-        let ok = matches!(cpu, Some(Pte::Present { frame, writable })
-            if frame == d.frame && (writable || !d.write));
+        let ok = match cpu {
+            Some(Pte::Present { frame, writable }) => {
+                frame == d.frame && (writable || !d.write) && !d.atomic
+            }
+            Some(Pte::Device {
+                frame,
+                owner: o,
+                writable,
+            }) => frame == d.frame && o == owner && (writable || !d.write) && !d.atomic,
+            Some(Pte::Exclusive { frame, owner: o, .. }) => frame == d.frame && o == owner,
+            Some(Pte::Swap { .. }) | None => false,
+        };
         (!ok).then_some(StalePte {
             addr,
             device: d,
@@ -101,6 +117,54 @@ pub fn unnotified(
     None
 }
 
+/// A CPU mapping that must not exist: a present PTE on device-private
+/// memory, or on a frame that some address space holds as device-exclusive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadCpuMapping {
+    /// The address space.
+    pub mm: u8,
+    /// The page.
+    pub addr: u64,
+    /// The PTE.
+    pub pte: Pte,
+    /// Why it is wrong.
+    pub why: &'static str,
+}
+
+/// An exclusive page has no CPU mapping while it is exclusive, and device
+/// memory is never mapped by the CPU directly.
+pub fn bad_cpu_mapping<'a>(mms: impl Iterator<Item = &'a Mm> + Clone, phys: &Phys) -> Option<BadCpuMapping> {
+    let mut exclusive = Vec::new();
+    for mm in mms.clone() {
+        for (_, p) in mm.ptes() {
+            if let Pte::Exclusive { frame, .. } = p {
+                exclusive.push(frame);
+            }
+        }
+    }
+    exclusive.sort_unstable();
+    for mm in mms {
+        for (addr, p) in mm.ptes() {
+            if let Pte::Present { frame, .. } = p {
+                let why = if phys.frame(frame).device.is_some() {
+                    "the CPU maps device-private memory"
+                } else if exclusive.binary_search(&frame).is_ok() {
+                    "the CPU maps a page held device-exclusive"
+                } else {
+                    continue;
+                };
+                return Some(BadCpuMapping {
+                    mm: mm.id.0,
+                    addr,
+                    pte: p,
+                    why,
+                });
+            }
+        }
+    }
+    None
+}
+
 /// The reference mirror: no caching, every access walks the CPU page
 /// table. What a device access at `addr` must see (None: no mapping).
 pub fn reference_read(mm: &Mm, phys: &Phys, addr: u64) -> Option<u64> {
@@ -137,19 +201,69 @@ mod tests {
     #[test]
     fn a_device_pte_without_a_cpu_pte_is_stale() {
         let mm = Mm::new(MmId(0), MmConfig::default());
-        let d = DevPte {
-            frame: FrameId(3),
-            write: false,
-        };
+        let d = DevPte::small(FrameId(3), false);
         assert_eq!(
-            stale_pte(&mm, [(0x1000, d)]),
+            stale_pte(&mm, 1, [(0x1000, d)]),
             Some(StalePte {
                 addr: 0x1000,
                 device: d,
                 cpu: None
             })
         );
-        assert_eq!(stale_pte(&mm, []), None);
+        assert_eq!(stale_pte(&mm, 1, []), None);
         assert_eq!(reference_read(&mm, &Phys::new(), 0x1000), None);
+    }
+
+    struct Idle;
+    impl mm::Env for Idle {
+        fn callbacks_can_run(&self, _: MmId, _: &notifier::Range) -> bool {
+            true
+        }
+    }
+
+    fn run(mm: &mut Mm, phys: &mut Phys, op: mm::MmOp) {
+        let mut t = mm::Task::new(op, 0);
+        loop {
+            match t.step(mm, phys, &Idle) {
+                mm::TaskStep::Done(r) => {
+                    r.unwrap();
+                    return;
+                }
+                mm::TaskStep::Progress => {}
+                mm::TaskStep::Blocked(b) => panic!("{b:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn device_memory_is_reachable_only_by_its_owner() {
+        let (mut mm, mut phys) = (Mm::new(MmId(0), MmConfig::default()), Phys::new());
+        let a = 0x10_0000;
+        let op = mm::MmOp::Mmap {
+            addr: a,
+            len: 2 * mm::PAGE,
+            kind: mm::MapKind::AnonPrivate,
+            prot: mm::Prot::ReadWrite,
+        };
+        run(&mut mm, &mut phys, op);
+        let (len, b) = (mm::PAGE, a + mm::PAGE);
+        run(&mut mm, &mut phys, mm::MmOp::DeviceMigrate { addr: a, len, owner: 1 });
+        run(&mut mm, &mut phys, mm::MmOp::MakeExclusive { addr: b, len, owner: 1 });
+        let (Some(Pte::Device { frame: fa, .. }), Some(Pte::Exclusive { frame: fb, .. })) =
+            (mm.pte(a), mm.pte(b))
+        else {
+            panic!("{:?} {:?}", mm.pte(a), mm.pte(b));
+        };
+        let own = [(a, DevPte::small(fa, true))];
+        assert_eq!(stale_pte(&mm, 1, own), None);
+        assert!(stale_pte(&mm, 2, own).is_some(), "another device's private page");
+        let atomic = DevPte {
+            atomic: true,
+            ..DevPte::small(fb, true)
+        };
+        assert_eq!(stale_pte(&mm, 1, [(b, atomic)]), None);
+        assert!(stale_pte(&mm, 2, [(b, atomic)]).is_some());
+        assert!(stale_pte(&mm, 1, [(a, atomic)]).is_some(), "atomic on a private page");
+        assert_eq!(bad_cpu_mapping([&mm].into_iter(), &phys), None);
     }
 }
