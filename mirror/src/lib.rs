@@ -1374,9 +1374,9 @@ impl Fault {
 /// device's point of view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PageState {
-    /// Nothing mapped (no PTE, swapped out, or no VMA).
+    /// Nothing mapped yet (no PTE, or swapped out).
     None,
-    /// The VMA forbids access (PROT_NONE).
+    /// No VMA, or one that forbids reads (PROT_NONE).
     Error,
     /// The shared zero page.
     Zero,
@@ -1457,9 +1457,9 @@ pub fn snapshot(m: &Mirror, mm: &Mm, addr: u64, len: u64) -> Vec<PageState> {
         .map(|i| {
             let a = start + i * PAGE;
             match mm.vma_at(a) {
-                None => return PageState::None,
-                Some(v) if !v.read => return PageState::Error,
-                Some(_) => {}
+                Some(v) if v.read => {}
+                // No VMA, or no read permission: hmm_range_fault fails there.
+                _ => return PageState::Error,
             }
             match mm.pte(a) {
                 None | Some(Pte::Swap { .. }) => PageState::None,
