@@ -622,6 +622,12 @@ impl Task {
                 .collect(),
             MmOp::DeviceMigrate { addr, len, owner } | MmOp::Evict { addr, len, owner } => {
                 let (s, e) = aligned(addr, len.min(DEVICE_OP_PAGES * PAGE), ts)?;
+                // migrate_vma_setup walks VMAs: a hole or an unreadable one is EINVAL.
+                let vmas = mm.vmas_in(s, e);
+                let covered: u64 = vmas.iter().map(|v| v.end - v.start).sum();
+                if covered != e - s || vmas.iter().any(|v| !v.read) {
+                    return Err(MmError::Inval);
+                }
                 vec![range(s, e, Event::Migrate).with_owner(notifier::Owner(owner))]
             }
             MmOp::MakeExclusive { addr, len, owner } => {
