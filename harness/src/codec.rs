@@ -17,9 +17,15 @@
 //!   task_size   0..=191 MAX | ..=215 1<<47 | ..=239 1<<32 | ..=254 MIN_TASK_SIZE
 //!               | 255 ESC (8 bytes LE, raised to MIN_TASK_SIZE)
 //!   devices     mirror target only (the notifier target reads no byte and has
-//!               none): 0..=247 d0 = [fullva, perfault][b & 1] and
-//!               d1 by b >> 1: 0..=95 none | ..=109 fullva | ..=123 perfault;
-//!               248..=255 d0 none, d1 = [none, fullva, perfault][(b - 248) % 3]
+//!               none): b, then one `shift` byte for each ODP device (d0 first).
+//!               k = KIND8[b & 7], h = b >> 3: 0..=19 [k, none]
+//!               | ..=29 [k, KIND5[(h - 20) % 5]]
+//!               | 30, 31 [none, [none, fullva, perfault, odp, vma, regcache][
+//!                              ((b & 7) + 8 * (h - 30)) % 6]]
+//!   KIND8       [fullva, perfault, odp, vma, regcache, fullva, perfault, odp]
+//!   KIND5       [fullva, perfault, odp, vma, regcache]
+//!   shift       ODP chunk shift 14 + ((s + 7) % 17): 0 is 2 MiB (21), and
+//!               every shift 14..=30 has a code
 //! step    tag operands...                (repeated while bytes remain,
 //!                                         at most MAX_STEPS)
 //!   tag         thread = (tag >> 6) % threads; kind = the target's table[tag & 63]
@@ -52,14 +58,18 @@
 //!
 //! mirror steps: every mm op starts with an mm byte, every device op with a
 //! dev byte (m1 and d1 iff b & 7 == 7)
-//!   kinds       weights out of 64: read 8, write 8, dread 8, dwrite 6, mmap 6,
-//!               munmap 3, mprotect 3, reclaim 3, mremap 2, dontneed 2,
+//!   kinds       weights out of 64: read 5, write 5, dread 5, dwrite 5, mmap 5,
+//!               step 5, munmap 3, mprotect 2, reclaim 2, mremap 2, dontneed 2,
 //!               migrate 2, clear_refs 2, snapshot 2, dmigrate 2, fork 1, ksm 1,
-//!               collapse 1, split 1, oom_reap 1, exit 1, open 1
+//!               collapse 1, split 1, oom_reap 1, exit 1, open 1 (the older
+//!               kinds' weights scaled to 56 by largest remainder), then
+//!               dexclusive 2, devict 2, dregister 1, dunregister 1, dwork 1,
+//!               expect 1
 //!   mmap        mm mspan map             map: b & 7: 0..=4 anon | 5 shared
-//!                                        | 6, 7 file:(b & 7) - 6; ro iff b >= 224
+//!                                        | 6, 7 file:(b & 7) - 6; prot by b:
+//!                                        0..=223 rw | ..=239 ro | 240.. none
 //!   munmap, dontneed                     mm mspan
-//!   mprotect    mm mspan prot            rw iff b & 1
+//!   mprotect    mm mspan prot            prot by b & 3: 0 ro | 1, 3 rw | 2 none
 //!   mremap      mm mspan len remap [point]
 //!                                        new_len is a len (start = addr);
 //!                                        remap: dontunmap iff b & 7 == 7,
@@ -72,10 +82,21 @@
 //!   exit        mm b                     exit iff b < 64, else `read` of point
 //!                                        code b: exit ends the process, so
 //!                                        keep it to about one step in 256
-//!   open        dev mm strategy          strategy = Strategy::ALL[b % 2]
+//!   open        dev mm strategy          strategy = KIND8[b & 7], an ODP
+//!                                        chunk shift by `shift` of b >> 3
 //!   dread       dev point
 //!   dwrite      dev point value
-//!   snapshot, dmigrate                   dev mspan
+//!   snapshot, dmigrate, dexclusive, devict, dregister
+//!                                        dev mspan
+//!   dunregister dev point
+//!   dwork       dev
+//!   expect      e [operands]             (no mm or dev byte) form by e & 7:
+//!               0, 7 ok | 1 skipped | 2 error, kind by (e >> 3) % 7:
+//!               0 any | k ErrKind::ALL[k - 1] | 3 value: value | 4 pages: value
+//!               | 5 faults: d((e >> 3) & 1), value | 6 states: runs
+//!   runs        n = b % 9 runs, each `state count`: state = PageState::ALL[b % 12],
+//!               count 0..=254 b + 1 | 255 ESC (raw % 512 + 1); adjacent runs of
+//!               one state merge, pages past 512 are dropped
 //! mspan   maddr [len]                    len as above
 //!   maddr       page p = b % WINDOW_PAGES: 0..=223 p*PAGE | ..=231 +PAGE/2
 //!               | ..=239 +PAGE-1 | 240..=254 the specials of addr | 255 ESC
@@ -97,8 +118,9 @@ use notifier::Event;
 use oracles::{CallbackModel, Refuse, SetSeq};
 
 use crate::program::{
-    DevStep, MapKind, MmStep, Op, Program, ProgramConfig, Step, Strategy, Target, CLASSIC_SLOTS,
-    DEVICES, FILES, MAX_STEPS, MIN_TASK_SIZE, MMS, OWNERS, PAGE, SLOTS, WINDOW_PAGES,
+    DevStep, ErrKind, Expect, MapKind, MmStep, Op, PageState, Program, ProgramConfig, Prot, Step,
+    Strategy, Target, CLASSIC_SLOTS, DEVICES, FILES, MAX_RUNS, MAX_SNAPSHOT_PAGES, MAX_STEPS,
+    MIN_TASK_SIZE, MMS, OWNERS, PAGE, SLOTS, WINDOW_PAGES,
 };
 
 /// The code that is followed by 8 raw little-endian bytes.
@@ -146,6 +168,12 @@ enum Kind {
     OomReap,
     Exit,
     DevOpen,
+    DevExclusive,
+    DevEvict,
+    DevRegister,
+    DevUnregister,
+    DevWork,
+    Expect,
     Yield,
 }
 
@@ -166,16 +194,18 @@ const KIND_WEIGHTS: [(Kind, usize); 10] = [
     (Kind::Release, 1),
 ];
 
-/// Each mirror kind's share of the 64 entries of [`MIRROR_KINDS`].
-const MIRROR_KIND_WEIGHTS: [(Kind, usize); 22] = [
-    (Kind::MmRead, 6),
-    (Kind::MmWrite, 6),
-    (Kind::DevRead, 6),
-    (Kind::DevWrite, 6),
-    (Kind::Mmap, 6),
+/// Each mirror kind's share of the 64 entries of [`MIRROR_KINDS`]. The
+/// kinds before the device-memory ops had 64 entries between them; their
+/// weights are scaled to 56 by largest remainder, which keeps their order.
+const MIRROR_KIND_WEIGHTS: [(Kind, usize); 28] = [
+    (Kind::MmRead, 5),
+    (Kind::MmWrite, 5),
+    (Kind::DevRead, 5),
+    (Kind::DevWrite, 5),
+    (Kind::Mmap, 5),
     (Kind::Munmap, 3),
-    (Kind::Mprotect, 3),
-    (Kind::Reclaim, 3),
+    (Kind::Mprotect, 2),
+    (Kind::Reclaim, 2),
     (Kind::Mremap, 2),
     (Kind::Dontneed, 2),
     (Kind::MmMigrate, 2),
@@ -189,7 +219,13 @@ const MIRROR_KIND_WEIGHTS: [(Kind, usize); 22] = [
     (Kind::OomReap, 1),
     (Kind::Exit, 1),
     (Kind::DevOpen, 1),
-    (Kind::Yield, 6),
+    (Kind::Yield, 5),
+    (Kind::DevExclusive, 2),
+    (Kind::DevEvict, 2),
+    (Kind::DevRegister, 1),
+    (Kind::DevUnregister, 1),
+    (Kind::DevWork, 1),
+    (Kind::Expect, 1),
 ];
 
 /// Notifier `tag & 63` to kind.
@@ -286,7 +322,13 @@ fn kind_of(op: &Op) -> Kind {
             DevStep::Write { .. } => Kind::DevWrite,
             DevStep::Snapshot { .. } => Kind::Snapshot,
             DevStep::Migrate { .. } => Kind::DevMigrate,
+            DevStep::Exclusive { .. } => Kind::DevExclusive,
+            DevStep::Evict { .. } => Kind::DevEvict,
+            DevStep::Register { .. } => Kind::DevRegister,
+            DevStep::Unregister { .. } => Kind::DevUnregister,
+            DevStep::Work => Kind::DevWork,
         },
+        Op::Expect(_) => Kind::Expect,
     }
 }
 
@@ -333,20 +375,55 @@ fn task_size_raw(raw: u64) -> u64 {
 
 type Devices = [Option<Strategy>; DEVICES as usize];
 
-/// The devices a mirror program opens on `m0` before its first step.
+/// ODP with the chunk size of a zero `shift` code: a stand-in until the
+/// shift byte is read.
+const ODP: Strategy = Strategy::OdpImplicit { chunk_shift: 21 };
+/// Strategy kinds by three bits; the common ones twice.
+const KIND8: [Strategy; 8] = [
+    Strategy::FullVa,
+    Strategy::PerFault,
+    ODP,
+    Strategy::VmaTracking,
+    Strategy::RegistrationCache,
+    Strategy::FullVa,
+    Strategy::PerFault,
+    ODP,
+];
+/// Each strategy kind once.
+const KIND5: [Strategy; 5] = [
+    Strategy::FullVa,
+    Strategy::PerFault,
+    ODP,
+    Strategy::VmaTracking,
+    Strategy::RegistrationCache,
+];
+
+/// The devices a mirror program opens on `m0` before its first step, ODP
+/// ones with the stand-in chunk size: their `shift` bytes follow.
 fn devices_code(b: u8) -> Devices {
-    const D1: [Option<Strategy>; 3] = [None, Some(Strategy::FullVa), Some(Strategy::PerFault)];
-    match b {
-        0..=247 => {
-            let d0 = Strategy::ALL[(b & 1) as usize];
-            let d1 = match b >> 1 {
-                0..=95 => None,
-                96..=109 => Some(Strategy::FullVa),
-                _ => Some(Strategy::PerFault),
-            };
-            [Some(d0), d1]
+    let k = KIND8[(b & 7) as usize];
+    match b >> 3 {
+        0..=19 => [Some(k), None],
+        h @ 20..=29 => [Some(k), Some(KIND5[((h - 20) % 5) as usize])],
+        h => {
+            let i = ((b & 7) + 8 * (h - 30)) % 6;
+            [None, (i > 0).then(|| KIND5[(i - 1) as usize])]
         }
-        _ => [None, D1[((b - 248) % 3) as usize]],
+    }
+}
+
+/// An ODP chunk shift: every one of `ODP_MIN_SHIFT..=ODP_MAX_SHIFT`, 2 MiB
+/// first.
+fn shift_code(b: u8) -> u8 {
+    const N: u8 = mirror::ODP_MAX_SHIFT - mirror::ODP_MIN_SHIFT + 1;
+    mirror::ODP_MIN_SHIFT + ((b % N) + 7) % N
+}
+
+/// `s` with the stand-in chunk size if it is ODP: what the kind tables hold.
+fn kind_of_strategy(s: Strategy) -> Strategy {
+    match s {
+        Strategy::OdpImplicit { .. } => ODP,
+        s => s,
     }
 }
 
@@ -467,23 +544,80 @@ fn slot2_code(b: u8) -> u8 {
     u8::from(b & 7 == 7)
 }
 
+/// An `open`'s strategy: the kind by the low three bits, an ODP chunk
+/// shift by the rest.
 fn strategy_code(b: u8) -> Strategy {
-    Strategy::ALL[b as usize % Strategy::ALL.len()]
+    match KIND8[(b & 7) as usize] {
+        Strategy::OdpImplicit { .. } => Strategy::OdpImplicit {
+            chunk_shift: shift_code(b >> 3),
+        },
+        k => k,
+    }
 }
 
-/// `(kind, write)` of an mmap.
-fn map_code(b: u8) -> (MapKind, bool) {
+/// `(kind, prot)` of an mmap.
+fn map_code(b: u8) -> (MapKind, Prot) {
     let kind = match b & 7 {
         0..=4 => MapKind::AnonPrivate,
         5 => MapKind::AnonShared,
         k => MapKind::File(u32::from(k - 6)),
     };
-    (kind, b < 224)
+    let prot = match b {
+        0..=223 => Prot::ReadWrite,
+        224..=239 => Prot::Read,
+        _ => Prot::None,
+    };
+    (kind, prot)
 }
 
-/// mprotect's `write`.
-fn prot_code(b: u8) -> bool {
-    b & 1 == 1
+/// mprotect's protection: `rw` half the time.
+fn prot_code(b: u8) -> Prot {
+    match b & 3 {
+        0 => Prot::Read,
+        2 => Prot::None,
+        _ => Prot::ReadWrite,
+    }
+}
+
+/// What an expectation's first byte says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ExpectHead {
+    Ok,
+    Skipped,
+    Error(Option<ErrKind>),
+    Value,
+    Pages,
+    Faults(u8),
+    States,
+}
+
+fn expect_head_code(b: u8) -> ExpectHead {
+    let hi = b >> 3;
+    match b & 7 {
+        1 => ExpectHead::Skipped,
+        2 => ExpectHead::Error(match hi % 7 {
+            0 => None,
+            k => Some(ErrKind::ALL[(k - 1) as usize]),
+        }),
+        3 => ExpectHead::Value,
+        4 => ExpectHead::Pages,
+        5 => ExpectHead::Faults(hi & 1),
+        6 => ExpectHead::States,
+        _ => ExpectHead::Ok,
+    }
+}
+
+fn state_code(b: u8) -> PageState {
+    PageState::ALL[b as usize % PageState::ALL.len()]
+}
+
+/// A run's page count, `1..=MAX_SNAPSHOT_PAGES`.
+fn count_code(b: u8) -> Option<u64> {
+    (b != ESCAPE).then_some(u64::from(b) + 1)
+}
+
+fn count_raw(raw: u64) -> u64 {
+    raw % u64::from(MAX_SNAPSHOT_PAGES) + 1
 }
 
 /// `(to follows, dontunmap)` of an mremap.
@@ -590,10 +724,15 @@ impl Reader<'_, '_> {
         let threads = threads_code(self.byte());
         let initial_seq = self.u64_with(seq_code, seq_raw);
         let task_size = self.u64_with(task_size_code, task_size_raw);
-        let devices = match target {
+        let mut devices = match target {
             Target::Notifier => [None, None],
             Target::Mirror => devices_code(self.byte()),
         };
+        for d in devices.iter_mut().flatten() {
+            if let Strategy::OdpImplicit { chunk_shift } = d {
+                *chunk_shift = shift_code(self.byte());
+            }
+        }
         ProgramConfig {
             target,
             threads,
@@ -666,7 +805,17 @@ impl Reader<'_, '_> {
     fn mirror_op(&mut self, kind: Kind, c: &ProgramConfig) -> Op {
         match kind {
             Kind::Yield => Op::Yield,
-            Kind::DevOpen | Kind::DevRead | Kind::DevWrite | Kind::Snapshot | Kind::DevMigrate => {
+            Kind::Expect => Op::Expect(self.expect()),
+            Kind::DevOpen
+            | Kind::DevRead
+            | Kind::DevWrite
+            | Kind::Snapshot
+            | Kind::DevMigrate
+            | Kind::DevExclusive
+            | Kind::DevEvict
+            | Kind::DevRegister
+            | Kind::DevUnregister
+            | Kind::DevWork => {
                 let dev = slot2_code(self.byte());
                 let op = self.dev_op(kind, c.task_size);
                 Op::Dev { dev, op }
@@ -699,6 +848,22 @@ impl Reader<'_, '_> {
                 let (addr, len) = self.mspan(ts);
                 DevStep::Migrate { addr, len }
             }
+            Kind::DevExclusive => {
+                let (addr, len) = self.mspan(ts);
+                DevStep::Exclusive { addr, len }
+            }
+            Kind::DevEvict => {
+                let (addr, len) = self.mspan(ts);
+                DevStep::Evict { addr, len }
+            }
+            Kind::DevRegister => {
+                let (addr, len) = self.mspan(ts);
+                DevStep::Register { addr, len }
+            }
+            Kind::DevUnregister => DevStep::Unregister {
+                addr: self.point(ts),
+            },
+            Kind::DevWork => DevStep::Work,
             // DevRead.
             _ => DevStep::Read {
                 addr: self.point(ts),
@@ -706,16 +871,55 @@ impl Reader<'_, '_> {
         }
     }
 
+    fn expect(&mut self) -> Expect {
+        match expect_head_code(self.byte()) {
+            ExpectHead::Ok => Expect::Ok,
+            ExpectHead::Skipped => Expect::Skipped,
+            ExpectHead::Error(k) => Expect::Error(k),
+            ExpectHead::Value => Expect::Value(self.u64_with(value_code, value_raw)),
+            ExpectHead::Pages => Expect::Pages(self.u64_with(value_code, value_raw)),
+            ExpectHead::Faults(dev) => Expect::Faults {
+                dev,
+                n: self.u64_with(value_code, value_raw),
+            },
+            ExpectHead::States => {
+                let n = self.byte() % (MAX_RUNS as u8 + 1);
+                let mut runs = [(PageState::None, 0u16); MAX_RUNS];
+                let (mut len, mut total) = (0usize, 0u64);
+                for _ in 0..n {
+                    let st = state_code(self.byte());
+                    let count = self.u64_with(count_code, count_raw);
+                    // Within MAX_SNAPSHOT_PAGES: fits in u16.
+                    let count = count.min(u64::from(MAX_SNAPSHOT_PAGES) - total) as u16;
+                    if count == 0 {
+                        continue;
+                    }
+                    total += u64::from(count);
+                    if len > 0 && runs[len - 1].0 == st {
+                        runs[len - 1].1 += count;
+                    } else {
+                        runs[len] = (st, count);
+                        len += 1;
+                    }
+                }
+                Expect::States {
+                    runs,
+                    len: len as u8,
+                }
+            }
+        }
+    }
+
     fn mm_op(&mut self, kind: Kind, ts: u64) -> MmStep {
         match kind {
             Kind::Mmap => {
                 let (addr, len) = self.mspan(ts);
-                let (kind, write) = map_code(self.byte());
+                let (kind, prot) = map_code(self.byte());
                 MmStep::Mmap {
                     addr,
                     len,
                     kind,
-                    write,
+                    prot,
                 }
             }
             Kind::Munmap => {
@@ -731,7 +935,7 @@ impl Reader<'_, '_> {
                 MmStep::Mprotect {
                     addr,
                     len,
-                    write: prot_code(self.byte()),
+                    prot: prot_code(self.byte()),
                 }
             }
             Kind::Mremap => {
@@ -916,16 +1120,21 @@ fn slot2_byte(slot: u8) -> u8 {
 }
 
 /// The first code of an mmap's kind and protection: the low three bits
-/// pick the kind, 224 adds `ro`.
-fn map_byte(kind: MapKind, write: bool) -> u8 {
+/// pick the kind, 224 adds `ro`, 240 `none`.
+fn map_byte(kind: MapKind, prot: Prot) -> u8 {
     let low = match kind {
         MapKind::AnonPrivate => Some(0),
         MapKind::AnonShared => Some(5),
         MapKind::File(f) if f < FILES => Some(6 + f as u8),
         MapKind::File(_) => None,
     };
-    let b = low.map(|l| if write { l } else { 224 | l });
-    b.filter(|&b| map_code(b) == (kind, write)).unwrap_or(0)
+    let high = match prot {
+        Prot::ReadWrite => 0,
+        Prot::Read => 224,
+        Prot::None => 240,
+    };
+    let b = low.map(|l| high | l);
+    b.filter(|&b| map_code(b) == (kind, prot)).unwrap_or(0)
 }
 
 /// Pushes the first short code of `code` that decodes to `v`, else the escape
@@ -1021,17 +1230,17 @@ fn push_mm(out: &mut Vec<u8>, op: MmStep, ts: u64) {
             addr,
             len,
             kind,
-            write,
+            prot,
         } => {
             push_mspan(out, addr, len, ts);
-            out.push(map_byte(kind, write));
+            out.push(map_byte(kind, prot));
         }
         MmStep::Munmap { addr, len } | MmStep::Dontneed { addr, len } => {
             push_mspan(out, addr, len, ts)
         }
-        MmStep::Mprotect { addr, len, write } => {
+        MmStep::Mprotect { addr, len, prot } => {
             push_mspan(out, addr, len, ts);
-            out.push(u8::from(write));
+            out.push(first_code(|b| prot_code(b) == prot).unwrap_or(0));
         }
         MmStep::Mremap {
             addr,
@@ -1072,14 +1281,46 @@ fn push_dev(out: &mut Vec<u8>, op: DevStep, ts: u64) {
             out.push(slot2_byte(mm));
             out.push(first_code(|b| strategy_code(b) == strategy).unwrap_or(0));
         }
-        DevStep::Read { addr } => push_point(out, addr, ts),
+        DevStep::Read { addr } | DevStep::Unregister { addr } => push_point(out, addr, ts),
         DevStep::Write { addr, value } => {
             push_point(out, addr, ts);
             push_value(out, value);
         }
-        DevStep::Snapshot { addr, len } | DevStep::Migrate { addr, len } => {
-            push_mspan(out, addr, len, ts)
+        DevStep::Snapshot { addr, len }
+        | DevStep::Migrate { addr, len }
+        | DevStep::Exclusive { addr, len }
+        | DevStep::Evict { addr, len }
+        | DevStep::Register { addr, len } => push_mspan(out, addr, len, ts),
+        DevStep::Work => {}
+    }
+}
+
+fn push_expect(out: &mut Vec<u8>, e: Expect) {
+    let head = match e {
+        Expect::Ok => ExpectHead::Ok,
+        Expect::Skipped => ExpectHead::Skipped,
+        Expect::Error(k) => ExpectHead::Error(k),
+        Expect::Value(_) => ExpectHead::Value,
+        Expect::Pages(_) => ExpectHead::Pages,
+        Expect::Faults { dev, .. } => ExpectHead::Faults(dev),
+        Expect::States { .. } => ExpectHead::States,
+    };
+    out.push(first_code(|b| expect_head_code(b) == head).unwrap_or(0));
+    match e {
+        Expect::Value(v) | Expect::Pages(v) | Expect::Faults { n: v, .. } => push_value(out, v),
+        Expect::States { runs, len } => {
+            let runs = &runs[..usize::from(len).min(MAX_RUNS)];
+            out.push(runs.len() as u8);
+            for &(st, count) in runs {
+                out.push(first_code(|b| state_code(b) == st).unwrap_or(0));
+                let count = u64::from(count);
+                match first_code(|b| count_code(b) == Some(count)) {
+                    Some(b) => out.push(b),
+                    None => push_raw(out, count.wrapping_sub(1)),
+                }
+            }
         }
+        Expect::Ok | Expect::Skipped | Expect::Error(_) => {}
     }
 }
 
@@ -1094,7 +1335,19 @@ pub fn encode(p: &Program) -> Vec<u8> {
     push_u64(&mut out, c.initial_seq, seq_code);
     push_u64(&mut out, c.task_size, task_size_code);
     if c.target == Target::Mirror {
-        out.push(first_code(|b| devices_code(b) == c.devices).unwrap_or(0));
+        let kinds = c.devices.map(|d| d.map(kind_of_strategy));
+        let b = first_code(|b| devices_code(b) == kinds).unwrap_or(0);
+        out.push(b);
+        // The shift bytes of the devices that byte opens as ODP.
+        for (d, k) in c.devices.iter().zip(devices_code(b)) {
+            if let Some(Strategy::OdpImplicit { .. }) = k {
+                let shift = match d {
+                    Some(Strategy::OdpImplicit { chunk_shift }) => *chunk_shift,
+                    _ => 21,
+                };
+                out.push(first_code(|s| shift_code(s) == shift).unwrap_or(0));
+            }
+        }
     }
     // The context steps decode in: the config as decode will see it.
     let Program { config: c, .. } = decode(&out);
@@ -1142,6 +1395,7 @@ pub fn encode(p: &Program) -> Vec<u8> {
                 out.push(slot2_byte(dev));
                 push_dev(&mut out, op, c.task_size);
             }
+            Op::Expect(e) => push_expect(&mut out, e),
         }
     }
     out
@@ -1227,7 +1481,40 @@ pub(crate) mod tests {
     fn any_strategy() -> impl Strategy<Value = mirror::Strategy> {
         prop_oneof![
             Just(mirror::Strategy::FullVa),
-            Just(mirror::Strategy::PerFault)
+            Just(mirror::Strategy::PerFault),
+            (mirror::ODP_MIN_SHIFT..=mirror::ODP_MAX_SHIFT)
+                .prop_map(|chunk_shift| mirror::Strategy::OdpImplicit { chunk_shift }),
+            Just(mirror::Strategy::VmaTracking),
+            Just(mirror::Strategy::RegistrationCache),
+        ]
+    }
+
+    fn any_prot() -> impl Strategy<Value = Prot> {
+        (0..Prot::ALL.len()).prop_map(|i| Prot::ALL[i])
+    }
+
+    /// Canonical `States` from arbitrary runs: merged, at most 512 pages.
+    pub(crate) fn canonical_states(raw: &[(PageState, u16)]) -> Expect {
+        let mut states = Vec::new();
+        for &(st, n) in raw {
+            states.extend(std::iter::repeat_n(st, usize::from(n)));
+        }
+        states.truncate(usize::from(MAX_SNAPSHOT_PAGES));
+        Expect::states(&states).expect("at most MAX_RUNS runs")
+    }
+
+    fn any_expect() -> impl Strategy<Value = Expect> {
+        let state = (0..PageState::ALL.len()).prop_map(|i| PageState::ALL[i]);
+        let kind = (0..ErrKind::ALL.len()).prop_map(|i| ErrKind::ALL[i]);
+        prop_oneof![
+            Just(Expect::Ok),
+            Just(Expect::Skipped),
+            any_value().prop_map(Expect::Value),
+            proptest::option::of(kind).prop_map(Expect::Error),
+            any_value().prop_map(Expect::Pages),
+            (0..DEVICES, any_value()).prop_map(|(dev, n)| Expect::Faults { dev, n }),
+            proptest::collection::vec((state, 1..=300u16), 0..=MAX_RUNS)
+                .prop_map(|runs| canonical_states(&runs)),
         ]
     }
 
@@ -1246,17 +1533,20 @@ pub(crate) mod tests {
 
     fn any_mm_step() -> impl Strategy<Value = MmStep> {
         prop_oneof![
-            (any_addr(), any_addr(), any_map_kind(), any::<bool>()).prop_map(
-                |(addr, len, kind, write)| MmStep::Mmap {
+            (any_addr(), any_addr(), any_map_kind(), any_prot()).prop_map(
+                |(addr, len, kind, prot)| MmStep::Mmap {
                     addr,
                     len,
                     kind,
-                    write
+                    prot
                 }
             ),
             (any_addr(), any_addr()).prop_map(|(addr, len)| MmStep::Munmap { addr, len }),
-            (any_addr(), any_addr(), any::<bool>())
-                .prop_map(|(addr, len, write)| MmStep::Mprotect { addr, len, write }),
+            (any_addr(), any_addr(), any_prot()).prop_map(|(addr, len, prot)| MmStep::Mprotect {
+                addr,
+                len,
+                prot
+            }),
             (
                 any_addr(),
                 any_addr(),
@@ -1293,6 +1583,11 @@ pub(crate) mod tests {
             (any_addr(), any_value()).prop_map(|(addr, value)| DevStep::Write { addr, value }),
             (any_addr(), any_addr()).prop_map(|(addr, len)| DevStep::Snapshot { addr, len }),
             (any_addr(), any_addr()).prop_map(|(addr, len)| DevStep::Migrate { addr, len }),
+            (any_addr(), any_addr()).prop_map(|(addr, len)| DevStep::Exclusive { addr, len }),
+            (any_addr(), any_addr()).prop_map(|(addr, len)| DevStep::Evict { addr, len }),
+            (any_addr(), any_addr()).prop_map(|(addr, len)| DevStep::Register { addr, len }),
+            any_addr().prop_map(|addr| DevStep::Unregister { addr }),
+            Just(DevStep::Work),
         ]
     }
 
@@ -1301,6 +1596,7 @@ pub(crate) mod tests {
             3 => (0..MMS, any_mm_step()).prop_map(|(mm, op)| Op::Mm { mm, op }),
             2 => (0..DEVICES, any_dev_step()).prop_map(|(dev, op)| Op::Dev { dev, op }),
             1 => Just(Op::Yield),
+            1 => any_expect().prop_map(Op::Expect),
         ]
     }
 
@@ -1915,9 +2211,24 @@ pub(crate) mod tests {
         assert_eq!(decode(&[1, 0, 0, 0, 0]), p);
     }
 
+    /// Every strategy the op language has: each kind, ODP with every chunk shift.
+    fn every_strategy() -> Vec<mirror::Strategy> {
+        let mut all = vec![
+            mirror::Strategy::FullVa,
+            mirror::Strategy::PerFault,
+            mirror::Strategy::VmaTracking,
+            mirror::Strategy::RegistrationCache,
+        ];
+        all.extend(
+            (mirror::ODP_MIN_SHIFT..=mirror::ODP_MAX_SHIFT)
+                .map(|chunk_shift| mirror::Strategy::OdpImplicit { chunk_shift }),
+        );
+        all
+    }
+
     #[test]
     fn every_devices_byte_decodes_and_every_devices_config_roundtrips() {
-        use mirror::Strategy::{FullVa, PerFault};
+        use mirror::Strategy::FullVa;
         let mut counts = std::collections::HashMap::new();
         for b in 0..=u8::MAX {
             let p = decode(&[1, 0, 0, 0, b]);
@@ -1931,19 +2242,197 @@ pub(crate) mod tests {
             .filter(|(d, _)| d[0].is_some())
             .map(|(_, n)| n)
             .sum();
-        assert_eq!(d0_open, 248);
-        assert_eq!(counts[&[Some(FullVa), None]], 96);
-        assert_eq!(counts[&[Some(PerFault), None]], 96);
-        let all = [None, Some(FullVa), Some(PerFault)];
-        for d0 in all {
-            for d1 in all {
+        assert_eq!(d0_open, 240);
+        let d1_open: usize = counts
+            .iter()
+            .filter(|(d, _)| d[1].is_some())
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(d1_open, 80 + 16 * 5 / 6, "{counts:?}");
+        assert_eq!(counts[&[Some(FullVa), None]], 40);
+        // A missing shift byte is the 2 MiB chunk.
+        assert_eq!(decode(&[1, 0, 0, 0, 2]).config.devices, [Some(ODP), None]);
+        // Every pair, with every ODP chunk size: one byte, and one more
+        // per ODP device.
+        let all: Vec<Option<mirror::Strategy>> = std::iter::once(None)
+            .chain(every_strategy().into_iter().map(Some))
+            .collect();
+        for &d0 in &all {
+            for &d1 in &all {
                 let mut p = mirror(1, vec![]);
                 p.config.devices = [d0, d1];
                 let bytes = encode(&p);
-                assert_eq!(bytes.len(), 5, "{bytes:02x?}");
+                let odp = [d0, d1]
+                    .iter()
+                    .filter(|d| matches!(d, Some(mirror::Strategy::OdpImplicit { .. })))
+                    .count();
+                assert_eq!(bytes.len(), 5 + odp, "{d0:?} {d1:?}: {bytes:02x?}");
                 assert_eq!(decode(&bytes), p);
             }
         }
+    }
+
+    #[test]
+    fn every_strategy_and_chunk_shift_has_a_code() {
+        let mut seen = std::collections::HashSet::new();
+        for b in 0..=u8::MAX {
+            seen.insert(strategy_code(b));
+            seen.insert(match devices_code(b)[0] {
+                Some(mirror::Strategy::OdpImplicit { .. }) => mirror::Strategy::OdpImplicit {
+                    chunk_shift: shift_code(b),
+                },
+                d => d.unwrap_or(mirror::Strategy::FullVa),
+            });
+        }
+        let all = every_strategy();
+        assert_eq!(seen.len(), all.len());
+        for s in all {
+            assert!(seen.contains(&s), "{s:?}");
+            let p = mirror(
+                1,
+                vec![Step {
+                    thread: 0,
+                    op: Op::Dev {
+                        dev: 1,
+                        op: DevStep::Open { mm: 1, strategy: s },
+                    },
+                }],
+            );
+            assert_eq!(p.validate(), Ok(()));
+            let bytes = encode(&p);
+            assert_eq!(bytes.len(), 5 + 4, "{s:?}: {bytes:02x?}");
+            assert_eq!(decode(&bytes), p);
+        }
+        // The usual chunk is the first code.
+        assert_eq!(shift_code(0), 21);
+    }
+
+    #[test]
+    fn every_new_op_roundtrips() {
+        let dev = |dev, op| Op::Dev { dev, op };
+        let mut ops = vec![
+            dev(
+                0,
+                DevStep::Exclusive {
+                    addr: PAGE,
+                    len: 2 * PAGE,
+                },
+            ),
+            dev(
+                1,
+                DevStep::Evict {
+                    addr: 0x1234_5678,
+                    len: u64::MAX,
+                },
+            ),
+            dev(
+                0,
+                DevStep::Register {
+                    addr: 0,
+                    len: MIN_TASK_SIZE,
+                },
+            ),
+            dev(1, DevStep::Unregister { addr: PAGE + 3 }),
+            dev(0, DevStep::Work),
+            Op::Expect(Expect::Ok),
+            Op::Expect(Expect::Skipped),
+            Op::Expect(Expect::Error(None)),
+            Op::Expect(Expect::Value(0)),
+            Op::Expect(Expect::Value(u64::MAX)),
+            Op::Expect(Expect::Pages(0)),
+            Op::Expect(Expect::Pages(1 << 40)),
+            Op::Expect(Expect::Faults { dev: 0, n: 0 }),
+            Op::Expect(Expect::Faults { dev: 1, n: 255 }),
+            Op::Expect(Expect::states(&[]).unwrap()),
+            Op::Expect(canonical_states(&[(PageState::Exclusive, 512)])),
+            Op::Expect(canonical_states(
+                &PageState::ALL[..MAX_RUNS]
+                    .iter()
+                    .map(|&s| (s, 64))
+                    .collect::<Vec<_>>(),
+            )),
+            Op::Expect(canonical_states(&[
+                (PageState::HugeWrite, 256),
+                (PageState::RemoteRead, 1),
+                (PageState::HugeWrite, 255),
+            ])),
+        ];
+        for k in ErrKind::ALL {
+            ops.push(Op::Expect(Expect::Error(Some(k))));
+        }
+        for st in PageState::ALL {
+            ops.push(Op::Expect(canonical_states(&[
+                (st, 1),
+                (PageState::None, 2),
+            ])));
+        }
+        for prot in Prot::ALL {
+            ops.push(Op::Mm {
+                mm: 1,
+                op: MmStep::Mprotect {
+                    addr: PAGE,
+                    len: PAGE,
+                    prot,
+                },
+            });
+            for kind in [MapKind::AnonPrivate, MapKind::AnonShared, MapKind::File(1)] {
+                ops.push(Op::Mm {
+                    mm: 0,
+                    op: MmStep::Mmap {
+                        addr: 0,
+                        len: PAGE,
+                        kind,
+                        prot,
+                    },
+                });
+            }
+        }
+        let steps: Vec<Step> = ops
+            .iter()
+            .enumerate()
+            .map(|(i, &op)| Step {
+                thread: (i % 3) as u8,
+                op,
+            })
+            .collect();
+        let p = mirror(3, steps);
+        assert_eq!(p.validate(), Ok(()));
+        roundtrip(&p);
+        // Each alone, and every prefix of the whole.
+        for s in &p.steps {
+            roundtrip(&mirror(3, vec![*s]));
+        }
+        let bytes = encode(&p);
+        for cut in 0..bytes.len() {
+            let q = decode(&bytes[..cut]);
+            assert_eq!(q.validate(), Ok(()), "cut {cut}");
+            roundtrip(&q);
+        }
+    }
+
+    #[test]
+    fn decoded_states_are_canonical() {
+        let tag = FIRST_TAG[Kind::Expect as usize];
+        let states = first_code(|b| expect_head_code(b) == ExpectHead::States).unwrap();
+        let write = first_code(|b| state_code(b) == PageState::Write).unwrap();
+        let none = first_code(|b| state_code(b) == PageState::None).unwrap();
+        // Nine runs asked for (n = 8 at most), adjacent writes merged, and
+        // pages past 512 dropped.
+        let mut bytes = vec![1, 0, 0, 0, 0, tag, states, 8];
+        bytes.extend([write, 9, write, 0, none, 254, none, 254, write, ESCAPE]);
+        bytes.extend(1000u64.to_le_bytes());
+        bytes.extend([write, 3]);
+        let p = decode(&bytes);
+        assert_eq!(p.validate(), Ok(()));
+        // 10 + 1 writes, then 510 pages left: 255 + 255 none, nothing more.
+        assert_eq!(
+            p.steps[0].op,
+            Op::Expect(canonical_states(&[
+                (PageState::Write, 11),
+                (PageState::None, 501)
+            ]))
+        );
+        roundtrip(&p);
     }
 
     #[test]
@@ -1976,7 +2465,7 @@ pub(crate) mod tests {
                         addr: 3 * PAGE,
                         len: 2 * PAGE,
                         kind: MapKind::File(1),
-                        write: false,
+                        prot: Prot::Read,
                     },
                 ),
                 4,
@@ -1988,7 +2477,7 @@ pub(crate) mod tests {
                         addr: 0,
                         len: MIN_TASK_SIZE,
                         kind: MapKind::AnonShared,
-                        write: true,
+                        prot: Prot::ReadWrite,
                     },
                 ),
                 3,
@@ -1999,7 +2488,7 @@ pub(crate) mod tests {
                     MmStep::Mprotect {
                         addr: 15 * PAGE + PAGE - 1,
                         len: PAGE + 1,
-                        write: true,
+                        prot: Prot::ReadWrite,
                     },
                 ),
                 4,
@@ -2083,6 +2572,77 @@ pub(crate) mod tests {
                     },
                 ),
                 3,
+            ),
+            (
+                mm(
+                    0,
+                    MmStep::Mmap {
+                        addr: PAGE,
+                        len: PAGE,
+                        kind: MapKind::AnonPrivate,
+                        prot: Prot::None,
+                    },
+                ),
+                4,
+            ),
+            (
+                mm(
+                    0,
+                    MmStep::Mprotect {
+                        addr: PAGE,
+                        len: PAGE,
+                        prot: Prot::None,
+                    },
+                ),
+                4,
+            ),
+            (
+                dev(
+                    0,
+                    DevStep::Open {
+                        mm: 0,
+                        strategy: mirror::Strategy::OdpImplicit { chunk_shift: 30 },
+                    },
+                ),
+                3,
+            ),
+            (
+                dev(
+                    1,
+                    DevStep::Exclusive {
+                        addr: 3 * PAGE,
+                        len: 2 * PAGE,
+                    },
+                ),
+                3,
+            ),
+            (dev(0, DevStep::Evict { addr: 0, len: PAGE }), 3),
+            (
+                dev(
+                    0,
+                    DevStep::Register {
+                        addr: PAGE,
+                        len: 8 * PAGE,
+                    },
+                ),
+                3,
+            ),
+            (dev(1, DevStep::Unregister { addr: PAGE }), 2),
+            (dev(1, DevStep::Work), 1),
+            (Op::Expect(Expect::Ok), 1),
+            (Op::Expect(Expect::Skipped), 1),
+            (Op::Expect(Expect::Error(None)), 1),
+            (Op::Expect(Expect::Error(Some(ErrKind::Notifier))), 1),
+            (Op::Expect(Expect::Value(42)), 2),
+            (Op::Expect(Expect::Pages(3)), 2),
+            (Op::Expect(Expect::Faults { dev: 1, n: 2 }), 2),
+            (
+                Op::Expect(canonical_states(&[
+                    (PageState::None, 1),
+                    (PageState::Write, 3),
+                    (PageState::LocalWrite, 255),
+                ])),
+                2 + 3 * 2,
             ),
         ];
         for (op, n) in cases {
@@ -2196,6 +2756,12 @@ pub(crate) mod tests {
             Kind::OomReap => "oom_reap",
             Kind::Exit => "exit",
             Kind::DevOpen => "open",
+            Kind::DevExclusive => "dexclusive",
+            Kind::DevEvict => "devict",
+            Kind::DevRegister => "dregister",
+            Kind::DevUnregister => "dunregister",
+            Kind::DevWork => "dwork",
+            Kind::Expect => "expect",
             Kind::Yield => "step",
             k => panic!("{k:?} is not a mirror kind"),
         };
@@ -2228,7 +2794,7 @@ pub(crate) mod tests {
                         devs += 1;
                         d1 += dev as usize;
                     }
-                    Op::Yield => {}
+                    Op::Yield | Op::Expect(_) => {}
                     _ => panic!("{s:?} in a mirror program"),
                 }
             }
@@ -2363,7 +2929,7 @@ pub(crate) mod tests {
                 first_code(|b| slot2_code(b) == slot)
             );
         }
-        for write in [false, true] {
+        for prot in Prot::ALL {
             for kind in [
                 MapKind::AnonPrivate,
                 MapKind::AnonShared,
@@ -2371,8 +2937,8 @@ pub(crate) mod tests {
                 MapKind::File(1),
             ] {
                 assert_eq!(
-                    Some(map_byte(kind, write)),
-                    first_code(|b| map_code(b) == (kind, write))
+                    Some(map_byte(kind, prot)),
+                    first_code(|b| map_code(b) == (kind, prot))
                 );
             }
         }
@@ -2430,7 +2996,7 @@ pub(crate) mod tests {
                             addr: 0,
                             len: PAGE,
                             kind: MapKind::File(77),
-                            write: true,
+                            prot: Prot::ReadWrite,
                         },
                     },
                 },

@@ -253,9 +253,11 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
     let execs = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let found: Mutex<Option<(Vec<u8>, u64, f64)>> = Mutex::new(None);
+    // Mutants keep a seed's `expect` lines but not what made them true.
     let run_opts = RunOptions {
         trace: false,
         planted: opts.planted,
+        expect: false,
     };
     let deadline = opts.seconds.map(|s| start + Duration::from_secs_f64(s));
 

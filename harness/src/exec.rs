@@ -35,6 +35,13 @@ pub struct RunOptions {
     pub trace: bool,
     /// The planted bug to enable in the core (needs the `planted-bugs` feature).
     pub planted: Option<PlantedBug>,
+    /// Check `expect` lines: a mismatch is a [`DivergenceKind::Expect`].
+    /// When false, expectations are counted as run and never diverge.
+    /// Expectations are their author's assertions about a seed, so replay,
+    /// minimize and the corpus tests check them, while the fuzzing engines
+    /// (whose mutants of a seed keep its `expect` lines but not what made
+    /// them true) do not.
+    pub expect: bool,
 }
 
 /// The class of a divergence; the minimizer keeps it fixed.
@@ -67,6 +74,8 @@ pub enum DivergenceKind {
     Livelock,
     /// A CPU PTE lost its mapping or a permission outside an invalidation.
     Unnotified,
+    /// An `expect` line did not hold (only when [`RunOptions::expect`] is set).
+    Expect,
 }
 
 impl DivergenceKind {
@@ -86,11 +95,12 @@ impl DivergenceKind {
             DivergenceKind::Coherence => "coherence",
             DivergenceKind::Livelock => "livelock",
             DivergenceKind::Unnotified => "unnotified",
+            DivergenceKind::Expect => "expect",
         }
     }
 
     /// Every kind.
-    pub const ALL: [DivergenceKind; 13] = [
+    pub const ALL: [DivergenceKind; 14] = [
         DivergenceKind::Result,
         DivergenceKind::Callbacks,
         DivergenceKind::CallbackSeq,
@@ -104,6 +114,7 @@ impl DivergenceKind {
         DivergenceKind::Coherence,
         DivergenceKind::Livelock,
         DivergenceKind::Unnotified,
+        DivergenceKind::Expect,
     ];
 }
 
@@ -787,7 +798,7 @@ impl Exec<'_> {
                     }
                 }
             }
-            Op::Mm { .. } | Op::Dev { .. } | Op::Yield => {
+            Op::Mm { .. } | Op::Dev { .. } | Op::Yield | Op::Expect(_) => {
                 return self.skip(i, "not an op of the notifier target");
             }
             Op::Unregister { slot } => {

@@ -929,15 +929,21 @@ fn external_trial(
     // It counts only if it diverges here with the bug planted.
     let bytes = fs::read(&crash).map_err(|e| format!("{}: {e}", crash.display()))?;
     let p = decode_for(target, &bytes);
+    // As the engines ran it: expectations unchecked.
     let with = RunOptions {
         trace: false,
         planted: Some(bug),
+        expect: false,
+    };
+    let without = RunOptions {
+        planted: None,
+        ..with
     };
     match run(&p, &with).divergence {
         Some(d) => {
             trial.detected = true;
             trial.divergence = Some(d.kind.name().into());
-            if run(&p, &RunOptions::default()).divergence.is_some() {
+            if run(&p, &without).divergence.is_some() {
                 let msg = "ALSO DIVERGES WITHOUT THE BUG: a real finding";
                 eprintln!("mnfuzz hunt: {}: {msg}", crash.display());
                 let kept = std::env::temp_dir().join(format!(

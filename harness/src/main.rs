@@ -198,9 +198,11 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
             let Some(f) = rep.finding else {
                 return Ok(ExitCode::SUCCESS);
             };
+            // As the engine ran it: expectations unchecked.
             let run_opts = RunOptions {
                 trace: false,
                 planted,
+                expect: false,
             };
             let path = write_regression(&regressions, &f.minimized, &f.divergence, &run_opts)?;
             if let Some(r) = report::render(&f.minimized, &run_opts) {
@@ -226,6 +228,7 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
             let opts = RunOptions {
                 trace: false,
                 planted: planted_of(planted.as_deref())?,
+                expect: true,
             };
             let mut files = Vec::new();
             for p in &paths {
@@ -279,6 +282,7 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
             let opts = RunOptions {
                 trace: false,
                 planted: planted_of(planted.as_deref())?,
+                expect: true,
             };
             let p = load_program(&path, target)?;
             let Some(d) = run(&p, &opts).divergence else {

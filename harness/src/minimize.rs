@@ -5,7 +5,7 @@ use notifier::Event;
 use oracles::{CallbackModel, Refuse};
 
 use crate::exec::{run, DivergenceKind, RunOptions};
-use crate::program::{DevStep, MapKind, MmStep, Op, Program, Step, PAGE};
+use crate::program::{DevStep, MapKind, MmStep, Op, Program, Prot, Step, PAGE};
 
 /// Budget and progress of a minimization.
 #[derive(Clone, Copy, Debug)]
@@ -286,14 +286,14 @@ fn simpler_mm(op: MmStep) -> Vec<MmStep> {
             addr,
             len,
             kind,
-            write,
+            prot,
         } => {
-            if kind != MapKind::AnonPrivate || !write {
+            if kind != MapKind::AnonPrivate || prot != Prot::ReadWrite {
                 v.push(MmStep::Mmap {
                     addr,
                     len,
                     kind: MapKind::AnonPrivate,
-                    write: true,
+                    prot: Prot::ReadWrite,
                 });
             }
             for len in simpler_lens(len) {
@@ -301,7 +301,7 @@ fn simpler_mm(op: MmStep) -> Vec<MmStep> {
                     addr,
                     len,
                     kind,
-                    write,
+                    prot,
                 });
             }
         }

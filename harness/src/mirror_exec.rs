@@ -10,6 +10,10 @@
 //! run (mmap lock, driver lock, read_begin, remove) stays blocked until a
 //! later turn. At the end, turns go round the threads until all are done;
 //! a round in which nobody moves is a deadlock.
+//!
+//! Each thread remembers what its last finished op answered (an
+//! [`Answer`]); an `expect` line, queued like any op, compares it with the
+//! expectation once the thread's earlier ops have finished.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -19,7 +23,10 @@ use mm::{Env, Mm, MmConfig, MmId, MmOp, Outcome as MmOutcome, Phys, Pte, Task, T
 use notifier::Range;
 
 use crate::exec::{Divergence, DivergenceKind, Outcome, RunOptions};
-use crate::program::{DevStep, MmStep, Op, Program, DEVICES, MAX_THREADS, MMS};
+use crate::program::{
+    DevStep, ErrKind, Expect, MmStep, Op, PageState, Program, DEVICES, MAX_THREADS, MMS,
+};
+use crate::text::{expect_text, states_text};
 
 /// Retries with no change of the global seq since the previous attempt. A
 /// retry needs a callback, so a seq change; the one exception is a second
@@ -35,18 +42,115 @@ struct Locks<'a> {
 // fault holds it only from commit to install), so any holder is another
 // thread and the callback would sleep.
 impl Env for Locks<'_> {
-    fn callbacks_can_run(&self, mm: MmId, _range: &Range) -> bool {
+    fn callbacks_can_run(&self, mm: MmId, range: &Range) -> bool {
         self.mirrors
             .iter()
             .flatten()
             .filter(|m| m.mm == mm)
-            .all(|m| m.lock_free())
+            .all(|m| m.callback_can_run(range))
     }
+
+    // The device whose own migration or exclusive conversion this was
+    // skipped it in its callback: it maps what it now owns.
+    fn applied(&self, mm: &Mm, range: &Range) {
+        for m in self.mirrors.iter().flatten().filter(|m| m.mm == mm.id) {
+            m.own_range_done(mm, range);
+        }
+    }
+}
+
+/// Where a registration-cache device access is.
+enum RegPhase {
+    Begin,
+    Revalidate(Fault),
+    // In flight on this registration's pinned frame.
+    Go { reg: u64, frame: mm::FrameId },
 }
 
 enum Access {
     Read,
     Write(u64),
+}
+
+/// What a logical thread's last finished op answered: what `expect`
+/// lines compare with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// It succeeded without a value.
+    Done,
+    /// It succeeded with a value: what a CPU or device read returned or a
+    /// write stored, where an mmap or mremap mapped.
+    Value(u64),
+    /// A device operation reported this many pages.
+    Pages(u64),
+    /// A snapshot reported these page states.
+    States(Vec<PageState>),
+    /// It failed.
+    Error(ErrKind),
+    /// It was skipped as meaningless in the state.
+    Skipped,
+}
+
+impl Answer {
+    /// The answer of a finished address space operation. mm's own
+    /// `Skipped` (nothing to do) is a success.
+    pub fn of_mm(r: &Result<MmOutcome, mm::MmError>) -> Answer {
+        match r {
+            Ok(MmOutcome::Value(v) | MmOutcome::Addr(v)) => Answer::Value(*v),
+            Ok(MmOutcome::Pages(n)) => Answer::Pages(*n),
+            Ok(MmOutcome::Done | MmOutcome::Skipped | MmOutcome::Forked(_)) => Answer::Done,
+            Err(e) => Answer::Error(ErrKind::of_mm(e)),
+        }
+    }
+
+    /// Whether `e` holds of this answer (`Faults` is not about answers:
+    /// false).
+    pub fn satisfies(&self, e: &Expect) -> bool {
+        match (e, self) {
+            (
+                Expect::Ok,
+                Answer::Done | Answer::Value(_) | Answer::Pages(_) | Answer::States(_),
+            )
+            | (Expect::Skipped, Answer::Skipped)
+            | (Expect::Error(None), Answer::Error(_)) => true,
+            (Expect::Value(v), Answer::Value(w)) | (Expect::Pages(v), Answer::Pages(w)) => v == w,
+            (Expect::Error(Some(k)), Answer::Error(j)) => k == j,
+            (Expect::States { runs, len }, Answer::States(got)) => {
+                let mut at = 0;
+                for &(st, n) in &runs[..usize::from(*len).min(runs.len())] {
+                    let end = at + usize::from(n);
+                    if end > got.len() || got[at..end].iter().any(|&g| g != st) {
+                        return false;
+                    }
+                    at = end;
+                }
+                at == got.len()
+            }
+            _ => false,
+        }
+    }
+
+    /// The answer in `expect` words: `ok`, `0x1000`, `error:efault`,
+    /// `pages=3`, `[none write*3]`, `skipped`.
+    pub fn text(&self) -> String {
+        match self {
+            Answer::Done => "ok".into(),
+            Answer::Value(v) => expect_text(&Expect::Value(*v)),
+            Answer::Pages(n) => expect_text(&Expect::Pages(*n)),
+            Answer::Error(k) => expect_text(&Expect::Error(Some(*k))),
+            Answer::Skipped => "skipped".into(),
+            Answer::States(states) => {
+                let mut runs: Vec<(PageState, u64)> = Vec::new();
+                for &st in states {
+                    match runs.last_mut() {
+                        Some((last, n)) if *last == st => *n += 1,
+                        _ => runs.push((st, 1)),
+                    }
+                }
+                states_text(runs)
+            }
+        }
+    }
 }
 
 enum Work {
@@ -65,19 +169,43 @@ enum Work {
         // Retries seen so far, the global seq then, and retries with no
         // invalidation in between.
         seen: (u32, u64, u32),
+        // What the access read or wrote once installed.
+        value: Option<u64>,
     },
-    DevMigrate {
+    /// Migrate, evict or make exclusive: an mm operation on behalf of a device.
+    DevTask {
         dev: usize,
         task: Task,
-        start: u64,
-        end: u64,
+        what: &'static str,
     },
+    /// Pinning a new registration.
+    Register {
+        dev: usize,
+        fault: Fault,
+        pages: u64,
+    },
+    /// A registration-cache device access.
+    RegAccess {
+        dev: usize,
+        addr: u64,
+        access: Access,
+        phase: RegPhase,
+    },
+    Unregister {
+        dev: usize,
+        addr: u64,
+        removing: Option<notifier::RemoveWait>,
+    },
+    /// One item of the device's deferred work.
+    Deferred { dev: usize, item: mirror::Deferred },
 }
 
 #[derive(Default)]
 struct Thread {
     queue: VecDeque<usize>,
     work: Option<Work>,
+    // What its last finished op answered.
+    last: Option<Answer>,
 }
 
 struct World<'p> {
@@ -145,19 +273,15 @@ fn mm_op(op: MmStep) -> (MmOp, &'static str) {
             addr,
             len,
             kind,
-            write,
+            prot,
         } => MmOp::Mmap {
             addr,
             len,
             kind,
-            prot: if write { mm::Prot::ReadWrite } else { mm::Prot::Read },
+            prot,
         },
         MmStep::Munmap { addr, len } => MmOp::Munmap { addr, len },
-        MmStep::Mprotect { addr, len, write } => MmOp::Mprotect {
-            addr,
-            len,
-            prot: if write { mm::Prot::ReadWrite } else { mm::Prot::Read },
-        },
+        MmStep::Mprotect { addr, len, prot } => MmOp::Mprotect { addr, len, prot },
         MmStep::Mremap {
             addr,
             old_len,
@@ -288,9 +412,56 @@ impl World<'_> {
         self.advance(t)
     }
 
-    fn skip(&mut self, why: &str) -> Option<String> {
+    /// Thread `t`'s op is skipped: that is its answer.
+    fn skip(&mut self, t: usize, why: &str) -> Option<String> {
         self.out.stats.skipped += 1;
+        self.threads[t].last = Some(Answer::Skipped);
         Some(say!(self, "skipped: {why}"))
+    }
+
+    fn answer(&mut self, t: usize, a: Answer) {
+        self.threads[t].last = Some(a);
+    }
+
+    /// Line `i`, thread `t`'s `expect e`: compares, and diverges on a
+    /// mismatch if the run checks expectations.
+    fn expect(&mut self, t: usize, i: usize, e: Expect) -> Result<Option<String>, Box<Divergence>> {
+        self.out.stats.ran += 1;
+        let holds = match e {
+            Expect::Faults { dev, n } => self
+                .mirrors
+                .get(usize::from(dev))
+                .and_then(Option::as_ref)
+                .is_some_and(|m| m.faults() == n),
+            _ => self.threads[t]
+                .last
+                .as_ref()
+                .is_some_and(|a| a.satisfies(&e)),
+        };
+        self.feature(0x700 | u32::from(holds));
+        if holds {
+            return Ok(Some(say!(self, "expectation holds")));
+        }
+        if !self.opts.expect {
+            return Ok(Some(say!(self, "expectation does not hold (not checked)")));
+        }
+        let got = match e {
+            Expect::Faults { dev, .. } => match self.mirrors.get(usize::from(dev)) {
+                Some(Some(m)) => format!("d{dev} has handled {} faults", m.faults()),
+                _ => format!("d{dev} is not open"),
+            },
+            _ => match &self.threads[t].last {
+                Some(a) => format!("t{t}'s last finished op answered {}", a.text()),
+                None => format!("t{t} has no finished op yet"),
+            },
+        };
+        Err(self.diverge(
+            DivergenceKind::Expect,
+            Some(i),
+            crate::text::format_step(&self.program.steps[i]),
+            got,
+            format!("expected {}", expect_text(&e)),
+        ))
     }
 
     fn mm_ready(&self, mm: usize) -> bool {
@@ -306,11 +477,11 @@ impl World<'_> {
             Op::Mm { mm, op } => {
                 let mm = mm as usize;
                 if !self.mm_ready(mm) {
-                    return Ok(self.skip("no such address space"));
+                    return Ok(self.skip(t, "no such address space"));
                 }
                 if op == MmStep::Fork {
                     if mm != 0 || self.mms[1].is_some() || self.forking {
-                        return Ok(self.skip("m0 has forked already"));
+                        return Ok(self.skip(t, "m0 has forked already"));
                     }
                     self.forking = true;
                 }
@@ -331,10 +502,10 @@ impl World<'_> {
                 let d = dev as usize;
                 if let DevStep::Open { mm, strategy } = op {
                     if self.mirrors[d].is_some() {
-                        return Ok(self.skip("device already open"));
+                        return Ok(self.skip(t, "device already open"));
                     }
                     if !self.mm_ready(mm as usize) {
-                        return Ok(self.skip("no such address space"));
+                        return Ok(self.skip(t, "no such address space"));
                     }
                     let m = self.mms[mm as usize].as_ref().expect("checked");
                     self.out.stats.ran += 1;
@@ -342,38 +513,107 @@ impl World<'_> {
                         match Mirror::open(dev, m, strategy, self.opts.planted) {
                             Ok(mirror) => {
                                 self.mirrors[d] = Some(mirror);
+                                self.answer(t, Answer::Done);
                                 say!(self, "d{dev} open on m{mm}")
                             }
-                            Err(e) => say!(self, "error: {e}"),
+                            Err(e) => {
+                                self.answer(t, Answer::Error(ErrKind::of_mirror(&e)));
+                                say!(self, "error: {e}")
+                            }
                         },
                     ));
                 }
                 let Some(m) = &self.mirrors[d] else {
-                    return Ok(self.skip("device not open"));
+                    return Ok(self.skip(t, "device not open"));
                 };
                 let mm = m.mm.0 as usize;
                 if !self.mm_ready(mm) {
-                    return Ok(self.skip("its address space is gone"));
+                    return Ok(self.skip(t, "its address space is gone"));
                 }
                 match op {
                     DevStep::Open { .. } => unreachable!("handled above"),
                     DevStep::Snapshot { addr, len } => {
                         self.out.stats.ran += 1;
-                        let states: Vec<&str> =
-                            snapshot(m, addr, len).iter().map(|s| s.name()).collect();
-                        Ok(Some(say!(self, "[{}]", states.join(" "))))
+                        let states =
+                            snapshot(m, self.mms[mm].as_ref().expect("checked"), addr, len);
+                        let answer = Answer::States(states);
+                        let said = say!(self, "{}", answer.text());
+                        self.answer(t, answer);
+                        Ok(Some(said))
                     }
+                    DevStep::Exclusive { addr, len } | DevStep::Evict { addr, len } => {
+                        let owner = m.owner.0;
+                        let (op, what) = match op {
+                            DevStep::Exclusive { .. } => {
+                                (MmOp::MakeExclusive { addr, len, owner }, "exclusive")
+                            }
+                            _ => (MmOp::Evict { addr, len, owner }, "evict"),
+                        };
+                        self.threads[t].work = Some(Work::DevTask {
+                            dev: d,
+                            task: Task::new(op, t as u8),
+                            what,
+                        });
+                        Ok(None)
+                    }
+                    DevStep::Register { addr, len } => {
+                        let mm = self.mms[mm].as_ref().expect("checked");
+                        match m.register(mm, addr, len) {
+                            Ok(fault) => {
+                                let pages = fault.pages();
+                                self.threads[t].work = Some(Work::Register {
+                                    dev: d,
+                                    fault,
+                                    pages,
+                                });
+                                Ok(None)
+                            }
+                            Err(e) => {
+                                self.out.stats.ran += 1;
+                                self.answer(t, Answer::Error(ErrKind::of_mirror(&e)));
+                                Ok(Some(say!(self, "d{dev} register: error {e}")))
+                            }
+                        }
+                    }
+                    DevStep::Unregister { addr } => {
+                        self.threads[t].work = Some(Work::Unregister {
+                            dev: d,
+                            addr,
+                            removing: None,
+                        });
+                        Ok(None)
+                    }
+                    DevStep::Work => match m.take_work() {
+                        Some(item) => {
+                            self.threads[t].work = Some(Work::Deferred { dev: d, item });
+                            Ok(None)
+                        }
+                        None => {
+                            self.out.stats.ran += 1;
+                            self.answer(t, Answer::Done);
+                            Ok(Some(say!(self, "d{dev} work: nothing queued")))
+                        }
+                    },
                     DevStep::Read { addr } | DevStep::Write { addr, .. } => {
                         let access = match op {
                             DevStep::Write { value, .. } => Access::Write(value),
                             _ => Access::Read,
                         };
                         let write = matches!(access, Access::Write(_));
+                        if m.strategy == mirror::Strategy::RegistrationCache {
+                            self.threads[t].work = Some(Work::RegAccess {
+                                dev: d,
+                                addr,
+                                access,
+                                phase: RegPhase::Begin,
+                            });
+                            return Ok(None);
+                        }
                         if let Some(frame) = m.translate(addr, write) {
                             self.out.stats.ran += 1;
-                            return self
-                                .device_access(d, addr, frame, &access, Some(i))
-                                .map(Some);
+                            let (said, v) = self.device_access(d, addr, frame, &access, Some(i))?;
+                            self.answer(t, Answer::Value(v));
+                            return Ok(Some(said));
                         }
                         let seq = self.mms[mm]
                             .as_ref()
@@ -387,22 +627,23 @@ impl World<'_> {
                             access,
                             addr,
                             seen: (0, seq, 0),
+                            value: None,
                         });
                         Ok(None)
                     }
                     DevStep::Migrate { addr, len } => {
                         let owner = m.owner.0;
-                        self.threads[t].work = Some(Work::DevMigrate {
+                        self.threads[t].work = Some(Work::DevTask {
                             dev: d,
                             task: Task::new(MmOp::DeviceMigrate { addr, len, owner }, t as u8),
-                            start: addr,
-                            end: addr.saturating_add(len),
+                            what: "migrate",
                         });
                         Ok(None)
                     }
                 }
             }
-            _ => Ok(self.skip("not an op of the mirror target")),
+            Op::Expect(e) => self.expect(t, i, e),
+            _ => Ok(self.skip(t, "not an op of the mirror target")),
         }
     }
 
@@ -413,7 +654,7 @@ impl World<'_> {
         frame: mm::FrameId,
         access: &Access,
         at: Option<usize>,
-    ) -> Result<String, Box<Divergence>> {
+    ) -> Result<(String, u64), Box<Divergence>> {
         let m = self.mirrors[d].as_ref().expect("open");
         let mm = self.mms[m.mm.0 as usize].as_ref().expect("live");
         let cpu = oracles::mirror::reference_read(mm, &self.phys, addr);
@@ -430,7 +671,7 @@ impl World<'_> {
                     ));
                 }
                 self.feature(0x100 | (v.min(3) as u32));
-                Ok(say!(self, "device read {v:#x}"))
+                Ok((say!(self, "device read {v:#x}"), v))
             }
             Access::Write(v) => {
                 self.phys.set_data(frame, v);
@@ -448,7 +689,7 @@ impl World<'_> {
                         format!("a CPU read returns {v:#x}"),
                     ));
                 }
-                Ok(say!(self, "device wrote {v:#x}"))
+                Ok((say!(self, "device wrote {v:#x}"), v))
             }
         }
     }
@@ -495,6 +736,7 @@ impl World<'_> {
                         if what == "fork" {
                             self.forking = false;
                         }
+                        self.answer(t, Answer::of_mm(&r));
                         match r {
                             Ok(MmOutcome::Forked(mut child)) => {
                                 child.id = MmId(1);
@@ -544,13 +786,16 @@ impl World<'_> {
                 access,
                 addr,
                 seen,
+                value,
             } => {
                 let (d, addr) = (*dev, *addr);
                 let Some(mi) = self.mirrors[d].as_ref().map(|m| m.mm.0 as usize) else {
+                    self.answer(t, Answer::Skipped);
                     return Ok("skipped: device gone".into());
                 };
                 if !self.mm_ready(mi) {
                     self.out.stats.skipped += 1;
+                    self.answer(t, Answer::Skipped);
                     return Ok("fault abandoned: its address space exited".into());
                 }
                 let mut m = self.mms[mi].take().expect("live");
@@ -591,13 +836,19 @@ impl World<'_> {
                         self.threads[t].work = Some(work);
                         return Ok(say!(self, "blocked: d{d} fault {addr:#x} waits for {b:?}"));
                     }
-                    FaultStep::Installed(pte) => {
-                        let s = self.device_access(d, addr, pte.frame, access, None)?;
+                    FaultStep::Installed(frame) => {
+                        let (s, v) = self.device_access(d, addr, frame, access, None)?;
+                        *value = Some(v);
                         self.threads[t].work = Some(work);
                         return Ok(say!(self, "d{d} fault {addr:#x}: installed, {s}"));
                     }
                     FaultStep::Done(r) => {
                         self.out.stats.ran += 1;
+                        let answer = match &r {
+                            Ok(()) => value.map_or(Answer::Done, Answer::Value),
+                            Err(e) => Answer::Error(ErrKind::of_mirror(e)),
+                        };
+                        self.answer(t, answer);
                         match r {
                             Err(mirror::MirrorError::Segv(mm::MmError::Notifier(e))) => {
                                 return Err(self.diverge(
@@ -614,19 +865,16 @@ impl World<'_> {
                     }
                 }
             }
-            Work::DevMigrate {
-                dev,
-                task,
-                start,
-                end,
-            } => {
-                let (d, s, e) = (*dev, *start, *end);
+            Work::DevTask { dev, task, what } => {
+                let (d, what) = (*dev, *what);
                 let Some(mi) = self.mirrors[d].as_ref().map(|m| m.mm.0 as usize) else {
+                    self.answer(t, Answer::Skipped);
                     return Ok("skipped: device gone".into());
                 };
                 if !self.mm_ready(mi) {
                     self.out.stats.skipped += 1;
-                    return Ok("migration abandoned: its address space exited".into());
+                    self.answer(t, Answer::Skipped);
+                    return Ok(format!("{what} abandoned: its address space exited"));
                 }
                 let mut m = self.mms[mi].take().expect("live");
                 let env = Locks {
@@ -636,33 +884,284 @@ impl World<'_> {
                 let r = task.step(&mut m, &mut self.phys, &env);
                 let after: Vec<(u64, Pte)> = m.ptes().collect();
                 let open = task.open_range();
-                if task.just_applied() {
-                    self.mirrors[d]
-                        .as_ref()
-                        .expect("open")
-                        .remap_after_own_migration(&m, s, e);
-                }
                 self.mms[mi] = Some(m);
-                self.check_notified(t, mi, "device migrate", &before, &after, open)?;
+                self.check_notified(t, mi, what, &before, &after, open)?;
                 match r {
                     TaskStep::Progress => {
+                        self.feature(0x800 | what.len() as u32);
                         self.threads[t].work = Some(work);
-                        return Ok(say!(self, "d{d} migrate: step"));
+                        return Ok(say!(self, "d{d} {what}: step"));
                     }
                     TaskStep::Blocked(b) => {
                         self.out.stats.blocked += 1;
                         self.blocked = true;
                         self.threads[t].work = Some(work);
-                        return Ok(say!(self, "blocked: d{d} migrate waits for {b:?}"));
+                        return Ok(say!(self, "blocked: d{d} {what} waits for {b:?}"));
                     }
                     TaskStep::Done(r) => {
                         self.out.stats.ran += 1;
-                        say!(self, "d{d} migrate: {r:?}")
+                        // The driver reads back what it migrated: nothing is ENOENT.
+                        let answer = match r {
+                            Ok(MmOutcome::Pages(0)) if what == "migrate" => {
+                                Answer::Error(ErrKind::NoEnt)
+                            }
+                            ref r => Answer::of_mm(r),
+                        };
+                        let said = say!(self, "d{d} {what}: {}", answer.text());
+                        self.feature(
+                            0x900
+                                | what.len() as u32
+                                | u32::from(matches!(answer, Answer::Error(_))) << 4,
+                        );
+                        self.answer(t, answer);
+                        said
+                    }
+                }
+            }
+            Work::Register { dev, fault, pages } => {
+                let (d, pages) = (*dev, *pages);
+                let Some(mi) = self.mirrors[d].as_ref().map(|m| m.mm.0 as usize) else {
+                    self.answer(t, Answer::Skipped);
+                    return Ok("skipped: device gone".into());
+                };
+                if !self.mm_ready(mi) {
+                    self.out.stats.skipped += 1;
+                    self.answer(t, Answer::Skipped);
+                    return Ok("register abandoned: its address space exited".into());
+                }
+                let phase = fault.phase();
+                match self.reg_fault_step(me, d, mi, fault)? {
+                    None => {
+                        self.feature(0xa00 | phase.len() as u32);
+                        self.threads[t].work = Some(work);
+                        return Ok(say!(self, "d{d} register: {phase}"));
+                    }
+                    Some(Ok(())) => {
+                        self.out.stats.ran += 1;
+                        self.answer(t, Answer::Pages(pages));
+                        say!(self, "d{d} register: {pages} pages pinned")
+                    }
+                    Some(Err(e)) => {
+                        self.out.stats.ran += 1;
+                        self.answer(t, Answer::Error(ErrKind::of_mirror(&e)));
+                        say!(self, "d{d} register: error {e}")
+                    }
+                }
+            }
+            Work::RegAccess {
+                dev,
+                addr,
+                access,
+                phase,
+            } => {
+                let (d, addr) = (*dev, *addr);
+                let Some(mi) = self.mirrors[d].as_ref().map(|m| m.mm.0 as usize) else {
+                    self.answer(t, Answer::Skipped);
+                    return Ok("skipped: device gone".into());
+                };
+                let write = matches!(access, Access::Write(_));
+                match phase {
+                    RegPhase::Begin => {
+                        if !self.mm_ready(mi) {
+                            self.out.stats.skipped += 1;
+                            self.answer(t, Answer::Skipped);
+                            return Ok("access abandoned: its address space exited".into());
+                        }
+                        let m = self.mirrors[d].as_ref().expect("open");
+                        match m.access_begin(me, addr, write) {
+                            mirror::Access::Go { reg, frame } => {
+                                *phase = RegPhase::Go { reg, frame };
+                                self.feature(0xb01);
+                                self.threads[t].work = Some(work);
+                                return Ok(say!(self, "d{d} access {addr:#x}: in flight"));
+                            }
+                            mirror::Access::Revalidate(f) => {
+                                *phase = RegPhase::Revalidate(f);
+                                self.feature(0xb02);
+                                self.threads[t].work = Some(work);
+                                return Ok(say!(self, "d{d} access {addr:#x}: revalidate"));
+                            }
+                            mirror::Access::Blocked => {
+                                self.out.stats.blocked += 1;
+                                self.blocked = true;
+                                self.threads[t].work = Some(work);
+                                return Ok(say!(self, "blocked: d{d} access {addr:#x}"));
+                            }
+                            mirror::Access::Err(e) => {
+                                self.out.stats.ran += 1;
+                                self.answer(t, Answer::Error(ErrKind::of_mirror(&e)));
+                                say!(self, "d{d} access {addr:#x}: error {e}")
+                            }
+                        }
+                    }
+                    RegPhase::Revalidate(f) => {
+                        if !self.mm_ready(mi) {
+                            self.out.stats.skipped += 1;
+                            self.answer(t, Answer::Skipped);
+                            return Ok("access abandoned: its address space exited".into());
+                        }
+                        let step = f.phase();
+                        match self.reg_fault_step(me, d, mi, f)? {
+                            None => {
+                                self.feature(0xb00 | step.len() as u32);
+                                self.threads[t].work = Some(work);
+                                return Ok(say!(self, "d{d} revalidate: {step}"));
+                            }
+                            Some(Ok(())) => {
+                                *phase = RegPhase::Begin;
+                                self.threads[t].work = Some(work);
+                                return Ok(say!(self, "d{d} revalidated"));
+                            }
+                            Some(Err(e)) => {
+                                self.out.stats.ran += 1;
+                                self.answer(t, Answer::Error(ErrKind::of_mirror(&e)));
+                                say!(self, "d{d} revalidate: error {e}")
+                            }
+                        }
+                    }
+                    RegPhase::Go { reg, frame } => {
+                        let (reg, frame) = (*reg, *frame);
+                        // The pinned frame: the callback waited for us, so it
+                        // is still the CPU's.
+                        let r = self.device_access(d, addr, frame, access, None);
+                        self.mirrors[d].as_ref().expect("open").access_end(reg);
+                        let (said, v) = r?;
+                        self.out.stats.ran += 1;
+                        self.answer(t, Answer::Value(v));
+                        said
+                    }
+                }
+            }
+            Work::Unregister {
+                dev,
+                addr,
+                removing,
+            } => {
+                let (d, addr) = (*dev, *addr);
+                let Some(mi) = self.mirrors[d].as_ref().map(|m| m.mm.0 as usize) else {
+                    self.answer(t, Answer::Skipped);
+                    return Ok("skipped: device gone".into());
+                };
+                let Some(mm) = self.mms[mi].as_ref() else {
+                    self.answer(t, Answer::Skipped);
+                    return Ok("skipped: address space gone".into());
+                };
+                match removing.take() {
+                    None => {
+                        let m = self.mirrors[d].as_ref().expect("open");
+                        match m.unregister(me, mm, &mut self.phys, addr) {
+                            Ok(None) => {
+                                self.out.stats.blocked += 1;
+                                self.blocked = true;
+                                self.threads[t].work = Some(work);
+                                return Ok(say!(
+                                    self,
+                                    "blocked: d{d} unregister waits for accesses"
+                                ));
+                            }
+                            Ok(Some(w)) => {
+                                *removing = Some(w);
+                                self.threads[t].work = Some(work);
+                                return Ok(say!(self, "d{d} unregister: removing"));
+                            }
+                            Err(e) => {
+                                self.out.stats.ran += 1;
+                                self.answer(t, Answer::Error(ErrKind::of_mirror(&e)));
+                                say!(self, "d{d} unregister: error {e}")
+                            }
+                        }
+                    }
+                    Some(notifier::RemoveWait::Wait(w)) if !mm.notifier.wait_is_ready(&w) => {
+                        *removing = Some(notifier::RemoveWait::Wait(w));
+                        self.out.stats.blocked += 1;
+                        self.blocked = true;
+                        self.threads[t].work = Some(work);
+                        return Ok(say!(self, "blocked: d{d} unregister waits for remove"));
+                    }
+                    Some(w) => {
+                        mm.notifier.remove_finish(w);
+                        self.out.stats.ran += 1;
+                        self.answer(t, Answer::Done);
+                        say!(self, "d{d} unregister: done")
+                    }
+                }
+            }
+            Work::Deferred { dev, item } => {
+                let d = *dev;
+                let Some(mi) = self.mirrors[d].as_ref().map(|m| m.mm.0 as usize) else {
+                    self.answer(t, Answer::Skipped);
+                    return Ok("skipped: device gone".into());
+                };
+                let Some(mm) = self.mms[mi].as_ref() else {
+                    self.answer(t, Answer::Skipped);
+                    return Ok("skipped: address space gone".into());
+                };
+                let m = self.mirrors[d].as_ref().expect("open");
+                match item.step(m, mm) {
+                    mirror::DeferredStep::Progress => {
+                        self.feature(0xc01);
+                        self.threads[t].work = Some(work);
+                        return Ok(say!(self, "d{d} work: step"));
+                    }
+                    mirror::DeferredStep::Blocked => {
+                        self.out.stats.blocked += 1;
+                        self.blocked = true;
+                        self.threads[t].work = Some(work);
+                        return Ok(say!(self, "blocked: d{d} work waits for remove"));
+                    }
+                    mirror::DeferredStep::Done(Ok(what)) => {
+                        self.out.stats.ran += 1;
+                        self.answer(t, Answer::Done);
+                        say!(self, "d{d} work: {what}")
+                    }
+                    mirror::DeferredStep::Done(Err(e)) => {
+                        return Err(self.diverge(
+                            DivergenceKind::Result,
+                            None,
+                            format!("t{t} d{d} work"),
+                            format!("the driver's deferred work misused the notifier: {e}"),
+                            "a driver removes each of its intervals once".into(),
+                        ));
                     }
                 }
             }
         };
         Ok(said)
+    }
+
+    /// One step of a registration's pinning fault: None while it goes on.
+    fn reg_fault_step(
+        &mut self,
+        me: u8,
+        d: usize,
+        mi: usize,
+        fault: &mut Fault,
+    ) -> Result<Option<Result<(), mirror::MirrorError>>, Box<Divergence>> {
+        let mut m = self.mms[mi].take().expect("live");
+        let mirror = self.mirrors[d].as_ref().expect("open");
+        let env = Locks {
+            mirrors: &self.mirrors,
+        };
+        let r = fault.step(me, mirror, &mut m, &mut self.phys, &env);
+        self.mms[mi] = Some(m);
+        Ok(match r {
+            FaultStep::Progress | FaultStep::Installed(_) => None,
+            FaultStep::Blocked(_) => {
+                self.out.stats.blocked += 1;
+                self.blocked = true;
+                None
+            }
+            FaultStep::Done(Err(mirror::MirrorError::Segv(mm::MmError::Notifier(e)))) => {
+                return Err(self.diverge(
+                    DivergenceKind::Result,
+                    None,
+                    format!("t{me} d{d} registration fault"),
+                    format!("the notifier refused the fault-in: {e}"),
+                    "a blockable invalidation always proceeds".into(),
+                ));
+            }
+            FaultStep::Done(r) => Some(r),
+        })
     }
 
     fn feature(&mut self, f: u32) {
@@ -696,6 +1195,15 @@ impl World<'_> {
 
     /// The oracles that hold after every step.
     fn check(&self, at: Option<usize>) -> Checked {
+        if let Some(b) = oracles::mirror::bad_cpu_mapping(self.mms.iter().flatten(), &self.phys) {
+            return Err(self.diverge(
+                DivergenceKind::StalePte,
+                at,
+                "checking CPU page tables after the step".into(),
+                format!("m{} maps {:#x} as {:?}", b.mm, b.addr, b.pte),
+                b.why.into(),
+            ));
+        }
         for m in self.mirrors.iter().flatten() {
             if m.sleeps() > 0 {
                 return Err(self.diverge(
@@ -706,10 +1214,25 @@ impl World<'_> {
                     "the scheduler never lets a callback meet a held lock".into(),
                 ));
             }
+            if m.strategy == mirror::Strategy::RegistrationCache {
+                if let Some(f) = m
+                    .pinned_frames()
+                    .into_iter()
+                    .find(|&f| !self.phys.frame(f).live)
+                {
+                    return Err(self.diverge(
+                        DivergenceKind::StalePte,
+                        at,
+                        format!("checking d{} pins after the step", m.id),
+                        format!("frame {} is pinned by a registration but free", f.0),
+                        "a pinned frame is never freed".into(),
+                    ));
+                }
+            }
             let Some(mm) = self.mms[m.mm.0 as usize].as_ref() else {
                 continue;
             };
-            if let Some(st) = m.with_ptes(|ptes| oracles::mirror::stale_pte(mm, ptes)) {
+            if let Some(st) = m.with_ptes(|ptes| oracles::mirror::stale_pte(mm, m.owner.0, ptes)) {
                 return Err(self.diverge(
                     DivergenceKind::StalePte,
                     at,
@@ -803,4 +1326,110 @@ impl World<'_> {
 
 fn show(v: Option<u64>) -> String {
     v.map_or("SIGSEGV".into(), |v| format!("{v:#x}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_satisfy_the_expectations_they_should() {
+        let states = |v: &[PageState]| Expect::states(v).expect("few runs");
+        let w3 = [PageState::None, PageState::Write, PageState::Write];
+        let cases: Vec<(Answer, Vec<Expect>)> = vec![
+            (Answer::Done, vec![Expect::Ok]),
+            (Answer::Value(7), vec![Expect::Ok, Expect::Value(7)]),
+            (Answer::Pages(3), vec![Expect::Ok, Expect::Pages(3)]),
+            (Answer::States(w3.to_vec()), vec![Expect::Ok, states(&w3)]),
+            (Answer::States(vec![]), vec![Expect::Ok, states(&[])]),
+            (
+                Answer::Error(ErrKind::Fault),
+                vec![Expect::Error(None), Expect::Error(Some(ErrKind::Fault))],
+            ),
+            (Answer::Skipped, vec![Expect::Skipped]),
+        ];
+        let all = [
+            Expect::Ok,
+            Expect::Skipped,
+            Expect::Value(7),
+            Expect::Value(8),
+            Expect::Pages(3),
+            Expect::Pages(7),
+            Expect::Error(None),
+            Expect::Error(Some(ErrKind::Fault)),
+            Expect::Error(Some(ErrKind::Perm)),
+            Expect::Faults { dev: 0, n: 0 },
+            states(&w3),
+            states(&w3[..2]),
+            states(&[PageState::None, PageState::Write, PageState::Read]),
+            states(&[]),
+        ];
+        for (answer, holds) in cases {
+            for e in &all {
+                assert_eq!(answer.satisfies(e), holds.contains(e), "{answer:?} {e:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn answers_print_as_expectations() {
+        assert_eq!(Answer::Done.text(), "ok");
+        assert_eq!(Answer::Value(255).text(), "255");
+        assert_eq!(Answer::Value(0x1000).text(), "0x1000");
+        assert_eq!(Answer::Pages(3).text(), "pages=3");
+        assert_eq!(Answer::Error(ErrKind::NoEnt).text(), "error:enoent");
+        assert_eq!(Answer::Skipped.text(), "skipped");
+        // More runs than an expectation may have still print.
+        let mut v = Vec::new();
+        for i in 0..10 {
+            v.push(if i % 2 == 0 {
+                PageState::Read
+            } else {
+                PageState::Zero
+            });
+        }
+        v.push(PageState::Zero);
+        assert_eq!(
+            Answer::States(v).text(),
+            "[read zero read zero read zero read zero read zero*2]"
+        );
+    }
+
+    #[test]
+    fn errors_map_to_their_kinds() {
+        let e = notifier::Error::ZeroLength;
+        let mm_cases = [
+            (mm::MmError::Inval, ErrKind::Inval),
+            (mm::MmError::Fault, ErrKind::Fault),
+            (mm::MmError::Perm, ErrKind::Perm),
+            (mm::MmError::Exited, ErrKind::Exited),
+        ];
+        for (err, kind) in mm_cases {
+            assert_eq!(Answer::of_mm(&Err(err.clone())), Answer::Error(kind));
+            let m = mirror::MirrorError::Segv(err);
+            assert_eq!(ErrKind::of_mirror(&m), kind);
+        }
+        assert_eq!(
+            ErrKind::of_mirror(&mirror::MirrorError::Notifier(e)),
+            ErrKind::Notifier
+        );
+        assert_eq!(
+            ErrKind::of_mirror(&mirror::MirrorError::WrongMm),
+            ErrKind::Inval
+        );
+        assert_eq!(
+            ErrKind::of_mirror(&mirror::MirrorError::Inval),
+            ErrKind::Inval
+        );
+        assert_eq!(
+            ErrKind::of_mirror(&mirror::MirrorError::NoEnt),
+            ErrKind::NoEnt
+        );
+        assert_eq!(Answer::of_mm(&Ok(MmOutcome::Skipped)), Answer::Done);
+        assert_eq!(Answer::of_mm(&Ok(MmOutcome::Addr(5))), Answer::Value(5));
+        assert_eq!(Answer::of_mm(&Ok(MmOutcome::Pages(2))), Answer::Pages(2));
+        for k in ErrKind::ALL {
+            assert_eq!(ErrKind::from_name(k.name()), Some(k));
+        }
+    }
 }

@@ -2,8 +2,8 @@
 //! op performed by one logical thread. Line order is the schedule: the
 //! input chooses which thread advances next.
 
-pub use mirror::Strategy;
-pub use mm::MapKind;
+pub use mirror::{PageState, Strategy};
+pub use mm::{MapKind, Prot};
 use notifier::Event;
 use oracles::{CallbackModel, Refuse};
 
@@ -29,6 +29,10 @@ pub const MMS: u8 = 2;
 pub const DEVICES: u8 = 2;
 /// Files that `mmap ... file:N` may map.
 pub const FILES: u32 = 2;
+/// Most runs an `expect [STATES]` has.
+pub const MAX_RUNS: usize = 8;
+/// Most pages an `expect [STATES]` covers: the most a snapshot reports.
+pub const MAX_SNAPSHOT_PAGES: u16 = 512;
 
 /// What a program drives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -100,6 +104,13 @@ impl ProgramConfig {
         }
         if self.target == Target::Notifier && self.devices != [None, None] {
             return Err("devices belong to the mirror target".into());
+        }
+        if self.devices.iter().flatten().any(|s| !strategy_valid(*s)) {
+            return Err(format!(
+                "ODP chunk shift out of range ({}..={})",
+                mirror::ODP_MIN_SHIFT,
+                mirror::ODP_MAX_SHIFT
+            ));
         }
         Ok(())
     }
@@ -183,12 +194,195 @@ pub enum Op {
         /// The operation.
         op: DevStep,
     },
+    /// Mirror target: `expect ...`: an assertion about what the thread's
+    /// last finished op answered (or about a device's fault count). It is
+    /// queued like any op, so it runs once the thread's earlier ops have
+    /// finished; it changes nothing.
+    Expect(Expect),
+}
+
+/// What an `expect` line asserts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Expect {
+    /// `expect ok`: the thread's last finished op succeeded, whatever it
+    /// returned.
+    Ok,
+    /// `expect skipped`: it was skipped (meaningless in the state).
+    Skipped,
+    /// `expect V`: it returned this value: what a CPU or device read
+    /// returned or a write stored, or where an mmap/mremap mapped.
+    Value(u64),
+    /// `expect error` or `expect error:KIND`: it failed (with that kind).
+    Error(Option<ErrKind>),
+    /// `expect pages=N`: a migrate, evict, exclusive or register reported
+    /// N pages.
+    Pages(u64),
+    /// `expect dD faults=N`: device `dev` has handled `n` faults in total
+    /// so far (not about the last op).
+    Faults {
+        /// The device, `< DEVICES`.
+        dev: u8,
+        /// Its fault count.
+        n: u64,
+    },
+    /// `expect [STATE*COUNT ...]`: the last op was a snapshot that
+    /// reported exactly these states, run-length encoded. Canonical form:
+    /// `runs[..len]` has counts of at least 1, no two adjacent runs of the
+    /// same state, at most [`MAX_SNAPSHOT_PAGES`] pages in all; the unused
+    /// runs are `(PageState::None, 0)`.
+    States {
+        /// The runs; only the first `len` count.
+        runs: [(PageState, u16); MAX_RUNS],
+        /// Runs used, `0..=MAX_RUNS`.
+        len: u8,
+    },
+}
+
+impl Expect {
+    /// The canonical `States` for `states`: adjacent equal states merged.
+    /// `None` when that needs more than [`MAX_RUNS`] runs or
+    /// `states` has more than [`MAX_SNAPSHOT_PAGES`] pages.
+    pub fn states(states: &[PageState]) -> Option<Expect> {
+        if states.len() > usize::from(MAX_SNAPSHOT_PAGES) {
+            return None;
+        }
+        let mut runs = [(PageState::None, 0u16); MAX_RUNS];
+        let mut len = 0usize;
+        for &st in states {
+            if len > 0 && runs[len - 1].0 == st {
+                runs[len - 1].1 += 1;
+            } else {
+                if len == MAX_RUNS {
+                    return None;
+                }
+                runs[len] = (st, 1);
+                len += 1;
+            }
+        }
+        Some(Expect::States {
+            runs,
+            len: len as u8,
+        })
+    }
+
+    /// Whether this expectation is well formed: `Faults` names a device,
+    /// `States` is canonical.
+    pub fn validate(&self) -> Result<(), String> {
+        match *self {
+            Expect::Faults { dev, .. } if dev >= DEVICES => {
+                Err(format!("device d{dev} out of range"))
+            }
+            Expect::States { runs, len } => {
+                let len = usize::from(len);
+                if len > MAX_RUNS {
+                    return Err(format!("more than {MAX_RUNS} runs of states"));
+                }
+                let used = &runs[..len];
+                if used.iter().any(|r| r.1 == 0) {
+                    return Err("a run of states with count 0".into());
+                }
+                if used.windows(2).any(|w| w[0].0 == w[1].0) {
+                    return Err("adjacent runs of the same state".into());
+                }
+                let total: u32 = used.iter().map(|r| u32::from(r.1)).sum();
+                if total > u32::from(MAX_SNAPSHOT_PAGES) {
+                    return Err(format!("more than {MAX_SNAPSHOT_PAGES} pages of states"));
+                }
+                if runs[len..].iter().any(|r| *r != (PageState::None, 0)) {
+                    return Err("unused runs of states must be empty".into());
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The class of a failed op, as `expect error:KIND` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrKind {
+    /// EINVAL (`einval`): bad alignment, length, combination, or an op the
+    /// mirror's strategy or state does not take.
+    Inval,
+    /// Nothing mapped there (`efault`: ENOMEM, or SIGSEGV for an access).
+    Fault,
+    /// A store to a read-only or inaccessible mapping (`eperm`).
+    Perm,
+    /// The address space has exited (`exited`).
+    Exited,
+    /// Nothing to work on (`enoent`): no registration, no page to migrate.
+    NoEnt,
+    /// The notifier refused (`notifier`).
+    Notifier,
+}
+
+impl ErrKind {
+    /// Every kind.
+    pub const ALL: [ErrKind; 6] = [
+        ErrKind::Inval,
+        ErrKind::Fault,
+        ErrKind::Perm,
+        ErrKind::Exited,
+        ErrKind::NoEnt,
+        ErrKind::Notifier,
+    ];
+
+    /// Its name after `expect error:`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrKind::Inval => "einval",
+            ErrKind::Fault => "efault",
+            ErrKind::Perm => "eperm",
+            ErrKind::Exited => "exited",
+            ErrKind::NoEnt => "enoent",
+            ErrKind::Notifier => "notifier",
+        }
+    }
+
+    /// Looks a kind up by name.
+    pub fn from_name(s: &str) -> Option<ErrKind> {
+        ErrKind::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    /// The kind of an address space error.
+    pub fn of_mm(e: &mm::MmError) -> ErrKind {
+        match e {
+            mm::MmError::Inval => ErrKind::Inval,
+            mm::MmError::Fault => ErrKind::Fault,
+            mm::MmError::Perm => ErrKind::Perm,
+            mm::MmError::Exited => ErrKind::Exited,
+            mm::MmError::Notifier(_) => ErrKind::Notifier,
+        }
+    }
+
+    /// The kind of a device error; a mirror attached to another address
+    /// space is EINVAL.
+    pub fn of_mirror(e: &mirror::MirrorError) -> ErrKind {
+        match e {
+            mirror::MirrorError::Notifier(_) => ErrKind::Notifier,
+            mirror::MirrorError::Segv(e) => ErrKind::of_mm(e),
+            mirror::MirrorError::WrongMm | mirror::MirrorError::Inval => ErrKind::Inval,
+            mirror::MirrorError::NoEnt => ErrKind::NoEnt,
+        }
+    }
+}
+
+/// Whether `s` is a strategy the op language has (an ODP chunk shift in
+/// `ODP_MIN_SHIFT..=ODP_MAX_SHIFT`).
+pub fn strategy_valid(s: Strategy) -> bool {
+    match s {
+        Strategy::OdpImplicit { chunk_shift } => {
+            (mirror::ODP_MIN_SHIFT..=mirror::ODP_MAX_SHIFT).contains(&chunk_shift)
+        }
+        _ => true,
+    }
 }
 
 /// Address space operations of the mirror target (`mN KEYWORD ...`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MmStep {
-    /// `mmap A +LEN anon|shared|file:F [ro]` (MAP_FIXED).
+    /// `mmap A +LEN anon|shared|file:F [ro|none]` (MAP_FIXED); `rw`
+    /// when neither is given.
     Mmap {
         /// Address.
         addr: u64,
@@ -196,8 +390,8 @@ pub enum MmStep {
         len: u64,
         /// What it maps.
         kind: MapKind,
-        /// PROT_WRITE (else `ro`).
-        write: bool,
+        /// Its protection.
+        prot: Prot,
     },
     /// `munmap A +LEN`.
     Munmap {
@@ -206,14 +400,14 @@ pub enum MmStep {
         /// Length.
         len: u64,
     },
-    /// `mprotect A +LEN ro|rw`.
+    /// `mprotect A +LEN none|ro|rw`.
     Mprotect {
         /// Address.
         addr: u64,
         /// Length.
         len: u64,
-        /// rw.
-        write: bool,
+        /// The new protection.
+        prot: Prot,
     },
     /// `mremap A +OLD +NEW [to B] [dontunmap]`.
     Mremap {
@@ -287,7 +481,8 @@ pub enum MmStep {
 /// Device operations of the mirror target (`dN KEYWORD ...`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DevStep {
-    /// `open mM fullva|perfault`: attach the device to an address space.
+    /// `open mM STRATEGY`: attach the device to an address space
+    /// (`fullva`, `perfault`, `odp:16k`..`odp:1g`, `vma`, `regcache`).
     Open {
         /// Address space.
         mm: u8,
@@ -313,19 +508,50 @@ pub enum DevStep {
         /// Length.
         len: u64,
     },
-    /// `migrate A +LEN`: the device migrates the range itself (a `Migrate`
-    /// event carrying its owner).
+    /// `migrate A +LEN`: the device migrates the range to its private
+    /// memory (a `Migrate` event carrying its owner).
     Migrate {
         /// Address.
         addr: u64,
         /// Length.
         len: u64,
     },
+    /// `exclusive A +LEN`: make the range exclusive to the device
+    /// (make_device_exclusive: an `Exclusive` event carrying its owner).
+    Exclusive {
+        /// Address.
+        addr: u64,
+        /// Length.
+        len: u64,
+    },
+    /// `evict A +LEN`: migrate the device's private pages in the range
+    /// back to system memory.
+    Evict {
+        /// Address.
+        addr: u64,
+        /// Length.
+        len: u64,
+    },
+    /// `register A +LEN`: a registration of the registration cache.
+    Register {
+        /// Address.
+        addr: u64,
+        /// Length.
+        len: u64,
+    },
+    /// `unregister A`: drop the registration that starts at `A`.
+    Unregister {
+        /// Address.
+        addr: u64,
+    },
+    /// `work`: run one item of the device's deferred work.
+    Work,
 }
 
 impl Op {
     /// A short name of the op's kind, for statistics and features (device
-    /// ops are `dread`, `dwrite`, `dmigrate`; `.ops` files spell them `dN read` …).
+    /// ops are `dread`, `dwrite`, `dmigrate`, `dexclusive` …; `.ops` files
+    /// spell them `dN read` …).
     pub fn keyword(&self) -> &'static str {
         match self {
             Op::Insert { .. } => "insert",
@@ -346,7 +572,13 @@ impl Op {
                 DevStep::Write { .. } => "dwrite",
                 DevStep::Snapshot { .. } => "snapshot",
                 DevStep::Migrate { .. } => "dmigrate",
+                DevStep::Exclusive { .. } => "dexclusive",
+                DevStep::Evict { .. } => "devict",
+                DevStep::Register { .. } => "dregister",
+                DevStep::Unregister { .. } => "dunregister",
+                DevStep::Work => "dwork",
             },
+            Op::Expect(_) => "expect",
         }
     }
 }
@@ -418,10 +650,16 @@ impl Program {
                         || matches!(op, MmStep::Mmap { kind: MapKind::File(f), .. } if f >= FILES)
                 }
                 Op::Dev { dev, op } => {
-                    dev >= DEVICES || matches!(op, DevStep::Open { mm, .. } if mm >= MMS)
+                    dev >= DEVICES
+                        || matches!(op, DevStep::Open { mm, strategy }
+                            if mm >= MMS || !strategy_valid(strategy))
                 }
+                Op::Expect(_) => false,
             };
-            let mirror_op = matches!(s.op, Op::Mm { .. } | Op::Dev { .. } | Op::Yield);
+            let mirror_op = matches!(
+                s.op,
+                Op::Mm { .. } | Op::Dev { .. } | Op::Yield | Op::Expect(_)
+            );
             if mirror_op != (self.config.target == Target::Mirror) {
                 return Err(format!(
                     "step {n}: {} is not an op of the {} target",
@@ -431,6 +669,9 @@ impl Program {
             }
             if bad_slot {
                 return Err(format!("step {n}: operand out of range"));
+            }
+            if let Op::Expect(e) = s.op {
+                e.validate().map_err(|m| format!("step {n}: {m}"))?;
             }
         }
         Ok(())

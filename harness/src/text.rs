@@ -22,13 +22,27 @@
 //! t1 d1 open m1 perfault
 //! ```
 //!
-//! Address space ops: `mmap A +LEN anon|shared|file:F [ro]`, `munmap A +LEN`,
-//! `mprotect A +LEN ro|rw`, `mremap A +OLD +NEW [to B] [dontunmap]`,
-//! `dontneed A +LEN`, `fork`, `read A`, `write A V`, `reclaim A`,
-//! `migrate A`, `ksm A B`, `collapse A`, `split A`, `clear_refs`,
-//! `oom_reap`, `exit`. Device ops: `open mM fullva|perfault`, `read A`,
-//! `write A V`, `snapshot A +LEN`, `migrate A +LEN`. `devices=` lists up to
-//! two of `fullva`, `perfault`, `none` (missing ones are `none`).
+//! Address space ops: `mmap A +LEN anon|shared|file:F [ro|none]` (`rw`
+//! unless one is given), `munmap A +LEN`, `mprotect A +LEN none|ro|rw`,
+//! `mremap A +OLD +NEW [to B] [dontunmap]`, `dontneed A +LEN`, `fork`,
+//! `read A`, `write A V`, `reclaim A`, `migrate A`, `ksm A B`,
+//! `collapse A`, `split A`, `clear_refs`, `oom_reap`, `exit`. Device ops:
+//! `open mM STRATEGY`, `read A`, `write A V`, `snapshot A +LEN`,
+//! `migrate A +LEN` (to device-private memory), `exclusive A +LEN`,
+//! `evict A +LEN` (device-private pages back to system memory),
+//! `register A +LEN`, `unregister A`, `work` (one item of deferred work).
+//! A strategy is `fullva`, `perfault`, `odp:SIZE` (a power of two from
+//! `16k` to `1g`), `vma` or `regcache`; `devices=` lists up to two
+//! strategies or `none` (missing ones are `none`).
+//!
+//! Expectations (`tN expect ...`, mirror target) assert what thread N's
+//! last finished op answered: `ok` (it succeeded), `skipped`, a value `V`
+//! (what a read returned or a write stored, where an mmap or mremap
+//! mapped), `error` or `error:KIND` (`einval`, `efault`, `eperm`,
+//! `exited`, `enoent`, `notifier`), `pages=N` (what a migrate, evict,
+//! exclusive or register reported) or `[STATE*COUNT ...]` (a snapshot's
+//! page states, run-length encoded: at most 8 runs and 512 pages, `*1`
+//! left out). `tN expect dD faults=N` asserts device D's fault count.
 //!
 //! `#` starts a comment, blank lines are ignored. The first line is the
 //! `config` line (every key optional, defaults from
@@ -45,8 +59,9 @@ use notifier::Event;
 use oracles::{CallbackModel, Refuse, SetSeq};
 
 use crate::program::{
-    DevStep, MapKind, MmStep, Op, Program, ProgramConfig, Step, Strategy, Target, CLASSIC_SLOTS,
-    DEVICES, FILES, MAX_THREADS, MIN_TASK_SIZE, MMS, OWNERS, SLOTS,
+    DevStep, ErrKind, Expect, MapKind, MmStep, Op, PageState, Program, ProgramConfig, Prot, Step,
+    Strategy, Target, CLASSIC_SLOTS, DEVICES, FILES, MAX_RUNS, MAX_SNAPSHOT_PAGES, MAX_THREADS,
+    MIN_TASK_SIZE, MMS, OWNERS, SLOTS,
 };
 
 /// Why an `.ops` text is not a program, and where.
@@ -129,6 +144,7 @@ pub fn format_step(step: &Step) -> String {
     let _ = match step.op {
         Op::Mm { mm, op } => write_mm(&mut s, mm, op),
         Op::Dev { dev, op } => write_dev(&mut s, dev, op),
+        Op::Expect(e) => write!(s, " expect {}", expect_text(&e)),
         op => {
             s.push(' ');
             s.push_str(op.keyword());
@@ -158,7 +174,7 @@ fn write_mm(s: &mut String, mm: u8, op: MmStep) -> fmt::Result {
             addr,
             len,
             kind,
-            write,
+            prot,
         } => {
             write!(s, " {addr:#x} +{len:#x} ")?;
             match kind {
@@ -166,17 +182,16 @@ fn write_mm(s: &mut String, mm: u8, op: MmStep) -> fmt::Result {
                 MapKind::AnonShared => s.push_str("shared"),
                 MapKind::File(f) => write!(s, "file:{f}")?,
             }
-            if !write {
-                s.push_str(" ro");
+            if prot != Prot::ReadWrite {
+                write!(s, " {}", prot.name())?;
             }
             Ok(())
         }
         MmStep::Munmap { addr, len } | MmStep::Dontneed { addr, len } => {
             write!(s, " {addr:#x} +{len:#x}")
         }
-        MmStep::Mprotect { addr, len, write } => {
-            let prot = if write { "rw" } else { "ro" };
-            write!(s, " {addr:#x} +{len:#x} {prot}")
+        MmStep::Mprotect { addr, len, prot } => {
+            write!(s, " {addr:#x} +{len:#x} {}", prot.name())
         }
         MmStep::Mremap {
             addr,
@@ -213,6 +228,11 @@ fn dev_keyword(op: DevStep) -> &'static str {
         DevStep::Write { .. } => "write",
         DevStep::Snapshot { .. } => "snapshot",
         DevStep::Migrate { .. } => "migrate",
+        DevStep::Exclusive { .. } => "exclusive",
+        DevStep::Evict { .. } => "evict",
+        DevStep::Register { .. } => "register",
+        DevStep::Unregister { .. } => "unregister",
+        DevStep::Work => "work",
     }
 }
 
@@ -220,12 +240,49 @@ fn write_dev(s: &mut String, dev: u8, op: DevStep) -> fmt::Result {
     write!(s, " d{dev} {}", dev_keyword(op))?;
     match op {
         DevStep::Open { mm, strategy } => write!(s, " m{mm} {}", strategy.name()),
-        DevStep::Read { addr } => write!(s, " {addr:#x}"),
+        DevStep::Read { addr } | DevStep::Unregister { addr } => write!(s, " {addr:#x}"),
         DevStep::Write { addr, value } => write!(s, " {addr:#x} {}", Value(value)),
-        DevStep::Snapshot { addr, len } | DevStep::Migrate { addr, len } => {
-            write!(s, " {addr:#x} +{len:#x}")
+        DevStep::Snapshot { addr, len }
+        | DevStep::Migrate { addr, len }
+        | DevStep::Exclusive { addr, len }
+        | DevStep::Evict { addr, len }
+        | DevStep::Register { addr, len } => write!(s, " {addr:#x} +{len:#x}"),
+        DevStep::Work => Ok(()),
+    }
+}
+
+/// An expectation as it follows `expect`: `ok`, `skipped`, `0x1000` (a
+/// value: decimal below 256, hex above), `error`, `error:efault`,
+/// `pages=3`, `d1 faults=2`, `[none write*3]`.
+pub fn expect_text(e: &Expect) -> String {
+    match *e {
+        Expect::Ok => "ok".into(),
+        Expect::Skipped => "skipped".into(),
+        Expect::Value(v) => Value(v).to_string(),
+        Expect::Error(None) => "error".into(),
+        Expect::Error(Some(k)) => format!("error:{}", k.name()),
+        Expect::Pages(n) => format!("pages={n}"),
+        Expect::Faults { dev, n } => format!("d{dev} faults={n}"),
+        Expect::States { runs, len } => {
+            let used = &runs[..usize::from(len).min(MAX_RUNS)];
+            states_text(used.iter().map(|&(st, n)| (st, u64::from(n))))
         }
     }
+}
+
+/// Run-length encoded page states as `expect` writes them: `[none write*3]`.
+pub fn states_text(runs: impl IntoIterator<Item = (PageState, u64)>) -> String {
+    let items: Vec<String> = runs
+        .into_iter()
+        .map(|(st, n)| {
+            if n == 1 {
+                st.name().to_string()
+            } else {
+                format!("{}*{n}", st.name())
+            }
+        })
+        .collect();
+    format!("[{}]", items.join(" "))
 }
 
 fn write_operands(s: &mut String, op: &Op) -> fmt::Result {
@@ -267,8 +324,8 @@ fn write_operands(s: &mut String, op: &Op) -> fmt::Result {
             write_refuse(s, refuse)
         }
         Op::Unregister { slot } => write!(s, " c{slot}"),
-        // Printed by `write_mm` and `write_dev`.
-        Op::Mm { .. } | Op::Dev { .. } => Ok(()),
+        // Printed by `write_mm`, `write_dev` and `format_step`.
+        Op::Mm { .. } | Op::Dev { .. } | Op::Expect(_) => Ok(()),
     }
 }
 
@@ -447,15 +504,18 @@ impl<'s> Line<'s> {
     }
 
     /// A device strategy; `more` extends the list of names in the message.
-    fn strategy(&self, tok: Tok<'_>, more: &str) -> Result<Strategy, ParseError> {
+    fn strategy(&self, tok: Tok<'_>, more: Option<&str>) -> Result<Strategy, ParseError> {
         Strategy::from_name(tok.text).ok_or_else(|| {
-            let names: Vec<_> = Strategy::ALL.iter().map(|x| x.name()).collect();
+            let mut names = vec!["fullva", "perfault", "odp:SIZE", "vma", "regcache"];
+            names.extend(more);
+            let last = names.pop().unwrap_or_default();
             self.at(
                 tok,
                 format!(
-                    "unknown strategy `{}` (expected {}{more})",
+                    "unknown strategy `{}` (expected {} or {last}; SIZE is a power of two \
+                     from 16k to 1g, e.g. odp:2m)",
                     tok.text,
-                    names.join(", ")
+                    names.join(", "),
                 ),
             )
         })
@@ -591,7 +651,7 @@ fn parse_config(l: &mut Line<'_>) -> Result<ProgramConfig, ParseError> {
     Ok(c)
 }
 
-/// `devices=S[,S]`, each `fullva`, `perfault` or `none`; missing ones are `none`.
+/// `devices=S[,S]`, each a strategy or `none`; missing ones are `none`.
 fn parse_devices(
     l: &Line<'_>,
     val: Tok<'_>,
@@ -612,7 +672,7 @@ fn parse_devices(
         }
         devices[i] = match item {
             "none" => None,
-            _ => Some(l.strategy(tok, " or none")?),
+            _ => Some(l.strategy(tok, Some("none"))?),
         };
     }
     Ok(devices)
@@ -642,7 +702,8 @@ const NOTIFIER_KEYWORDS: [&str; 10] = [
 const NOTIFIER_OPS: &str = "insert, remove, start, end, read_begin, commit, check_retry, \
                             release, register or unregister";
 /// What a mirror step looks like.
-const MIRROR_OPS: &str = "mirror steps are `tN mM OP ...`, `tN dN OP ...` or `tN step`";
+const MIRROR_OPS: &str =
+    "mirror steps are `tN mM OP ...`, `tN dN OP ...`, `tN step` or `tN expect ...`";
 
 fn parse_step(l: &mut Line<'_>, c: &ProgramConfig) -> Result<Step, ParseError> {
     let tok = l.next("thread")?;
@@ -664,6 +725,7 @@ fn parse_step(l: &mut Line<'_>, c: &ProgramConfig) -> Result<Step, ParseError> {
     let mirror = is_slot(kw, 'm') || is_slot(kw, 'd');
     let op = match (c.target, mirror) {
         (Target::Mirror, false) if kw.text == "step" => Op::Yield,
+        (Target::Mirror, false) if kw.text == "expect" => Op::Expect(parse_expect(l)?),
         (Target::Mirror, true) if is_slot(kw, 'm') => parse_mm(l, kw)?,
         (Target::Mirror, true) => parse_dev(l, kw)?,
         (Target::Mirror, false) => {
@@ -673,6 +735,16 @@ fn parse_step(l: &mut Line<'_>, c: &ProgramConfig) -> Result<Step, ParseError> {
                 format!("unknown op `{}`", kw.text)
             };
             return Err(l.at(kw, format!("{what} ({MIRROR_OPS})")));
+        }
+        (Target::Notifier, false) if kw.text == "step" || kw.text == "expect" => {
+            return Err(l.at(
+                kw,
+                format!(
+                    "`{}` belongs to the mirror target (this program's target is {})",
+                    kw.text,
+                    c.target.name()
+                ),
+            ))
         }
         (Target::Notifier, true) => {
             return Err(l.at(
@@ -830,12 +902,18 @@ fn parse_mm(l: &mut Line<'_>, slot: Tok<'_>) -> Result<Op, ParseError> {
             let addr = l.number("address")?;
             let len = l.plus("length", "+LEN")?;
             let kind = parse_map_kind(l)?;
-            let write = !l.word("ro");
+            let prot = if l.word("ro") {
+                Prot::Read
+            } else if l.word("none") {
+                Prot::None
+            } else {
+                Prot::ReadWrite
+            };
             MmStep::Mmap {
                 addr,
                 len,
                 kind,
-                write,
+                prot,
             }
         }
         "munmap" => MmStep::Munmap {
@@ -849,18 +927,17 @@ fn parse_mm(l: &mut Line<'_>, slot: Tok<'_>) -> Result<Op, ParseError> {
         "mprotect" => {
             let addr = l.number("address")?;
             let len = l.plus("length", "+LEN")?;
-            let prot = l.next("protection `ro` or `rw`")?;
-            let write = match prot.text {
-                "ro" => false,
-                "rw" => true,
-                other => {
-                    return Err(l.at(
-                        prot,
-                        format!("expected protection `ro` or `rw`, found `{other}`"),
-                    ))
-                }
+            let tok = l.next("protection `none`, `ro` or `rw`")?;
+            let Some(prot) = Prot::from_name(tok.text) else {
+                return Err(l.at(
+                    tok,
+                    format!(
+                        "expected protection `none`, `ro` or `rw`, found `{}`",
+                        tok.text
+                    ),
+                ));
             };
-            MmStep::Mprotect { addr, len, write }
+            MmStep::Mprotect { addr, len, prot }
         }
         "mremap" => {
             let addr = l.number("address")?;
@@ -963,7 +1040,7 @@ fn parse_dev(l: &mut Line<'_>, slot: Tok<'_>) -> Result<Op, ParseError> {
         "open" => {
             let mm = l.slot('m', MMS, "address space")?;
             let tok = l.next("strategy")?;
-            let strategy = l.strategy(tok, "")?;
+            let strategy = l.strategy(tok, None)?;
             DevStep::Open { mm, strategy }
         }
         "read" => DevStep::Read {
@@ -981,16 +1058,156 @@ fn parse_dev(l: &mut Line<'_>, slot: Tok<'_>) -> Result<Op, ParseError> {
             addr: l.number("address")?,
             len: l.plus("length", "+LEN")?,
         },
+        "exclusive" => DevStep::Exclusive {
+            addr: l.number("address")?,
+            len: l.plus("length", "+LEN")?,
+        },
+        "evict" => DevStep::Evict {
+            addr: l.number("address")?,
+            len: l.plus("length", "+LEN")?,
+        },
+        "register" => DevStep::Register {
+            addr: l.number("address")?,
+            len: l.plus("length", "+LEN")?,
+        },
+        "unregister" => DevStep::Unregister {
+            addr: l.number("address")?,
+        },
+        "work" => DevStep::Work,
         other => {
             return Err(l.at(
                 kw,
                 format!(
-                    "unknown device op `{other}` (expected open, read, write, snapshot or migrate)"
+                    "unknown device op `{other}` (expected open, read, write, snapshot, \
+                     migrate, exclusive, evict, register, unregister or work)"
                 ),
             ))
         }
     };
     Ok(Op::Dev { dev, op })
+}
+
+/// What may follow `expect`, for messages.
+const EXPECTATIONS: &str =
+    "ok, skipped, a value, error, error:KIND, pages=N, dD faults=N or [STATE*COUNT ...]";
+
+/// The operands of `expect`.
+fn parse_expect(l: &mut Line<'_>) -> Result<Expect, ParseError> {
+    let tok = l.next(&format!("expectation (expected {EXPECTATIONS})"))?;
+    Ok(match tok.text {
+        "ok" => Expect::Ok,
+        "skipped" => Expect::Skipped,
+        "error" => Expect::Error(None),
+        t if t.starts_with("error:") => {
+            let k = tok.rest("error:".len());
+            let Some(kind) = ErrKind::from_name(k.text) else {
+                let names: Vec<_> = ErrKind::ALL.iter().map(|k| k.name()).collect();
+                return Err(l.at(
+                    k,
+                    format!(
+                        "unknown error kind `{}` (expected one of {})",
+                        k.text,
+                        names.join(", ")
+                    ),
+                ));
+            };
+            Expect::Error(Some(kind))
+        }
+        t if t.starts_with("pages=") => Expect::Pages(l.num(tok.rest("pages=".len()), "pages")?),
+        t if t.starts_with('[') => parse_states(l, tok)?,
+        _ if is_slot(tok, 'd') => {
+            let dev = l.slot_tok(tok, 'd', DEVICES, "device")?;
+            let f = l.next("`faults=N`")?;
+            if !f.text.starts_with("faults=") {
+                return Err(l.at(f, format!("expected `faults=N`, found `{}`", f.text)));
+            }
+            let n = l.num(f.rest("faults=".len()), "faults")?;
+            Expect::Faults { dev, n }
+        }
+        t if t.starts_with(|c: char| c.is_ascii_digit()) => Expect::Value(l.num(tok, "value")?),
+        other => {
+            return Err(l.at(
+                tok,
+                format!("unknown expectation `{other}` (expected {EXPECTATIONS})"),
+            ))
+        }
+    })
+}
+
+/// `[STATE[*COUNT] ...]`, `first` being the token that starts with `[`;
+/// adjacent runs of one state merge.
+fn parse_states(l: &mut Line<'_>, first: Tok<'_>) -> Result<Expect, ParseError> {
+    let mut runs = [(PageState::None, 0u16); MAX_RUNS];
+    let mut len = 0;
+    let mut total = 0u64;
+    let mut tok = first.rest(1);
+    loop {
+        let (item, closed) = match tok.text.strip_suffix(']') {
+            Some(t) => (
+                Tok {
+                    text: t,
+                    col: tok.col,
+                },
+                true,
+            ),
+            None => (tok, false),
+        };
+        if !item.text.is_empty() {
+            let (name, n) = match item.text.find('*') {
+                Some(i) => {
+                    let c = item.rest(i + 1);
+                    let n = l.num(c, "count")?;
+                    if n == 0 {
+                        return Err(l.at(c, "count must be at least 1"));
+                    }
+                    (&item.text[..i], n)
+                }
+                None => (item.text, 1),
+            };
+            let Some(st) = PageState::from_name(name) else {
+                let names: Vec<_> = PageState::ALL.iter().map(|s| s.name()).collect();
+                return Err(l.at(
+                    item,
+                    format!(
+                        "unknown page state `{name}` (expected one of {})",
+                        names.join(", ")
+                    ),
+                ));
+            };
+            total = total.saturating_add(n);
+            if total > u64::from(MAX_SNAPSHOT_PAGES) {
+                return Err(l.at(
+                    item,
+                    format!("more than {MAX_SNAPSHOT_PAGES} pages of states"),
+                ));
+            }
+            // Within MAX_SNAPSHOT_PAGES, so within u16.
+            let n = n as u16;
+            if len > 0 && runs[len - 1].0 == st {
+                runs[len - 1].1 += n;
+            } else {
+                if len == MAX_RUNS {
+                    return Err(l.at(item, format!("more than {MAX_RUNS} runs of states")));
+                }
+                runs[len] = (st, n);
+                len += 1;
+            }
+        }
+        if closed {
+            break;
+        }
+        tok = match l.peek() {
+            Some(t) => {
+                l.pos += 1;
+                t
+            }
+            None => return Err(l.err(l.end_col(), "missing `]` after the page states")),
+        };
+    }
+    Ok(Expect::States {
+        runs,
+        len: len as u8,
+    })
 }
 
 /// Where `Program::validate` objects to `p`: the config line or the line
@@ -1562,7 +1779,7 @@ t2 release
                         addr: 0x1000,
                         len: 0x2000,
                         kind: MapKind::AnonPrivate,
-                        write: true,
+                        prot: Prot::ReadWrite,
                     },
                 ),
                 mm(
@@ -1572,7 +1789,7 @@ t2 release
                         addr: 0x8000,
                         len: 0x1000,
                         kind: MapKind::File(1),
-                        write: false,
+                        prot: Prot::Read,
                     },
                 ),
                 mm(
@@ -1582,7 +1799,7 @@ t2 release
                         addr: 0xa000,
                         len: 0x1000,
                         kind: MapKind::AnonShared,
-                        write: true,
+                        prot: Prot::ReadWrite,
                     },
                 ),
                 mm(
@@ -1616,7 +1833,7 @@ t2 release
                     MmStep::Mprotect {
                         addr: 0x1000,
                         len: 0x1000,
-                        write: false,
+                        prot: Prot::Read,
                     },
                 ),
                 mm(
@@ -1625,7 +1842,7 @@ t2 release
                     MmStep::Mprotect {
                         addr: 0x1000,
                         len: 0x1000,
-                        write: true,
+                        prot: Prot::ReadWrite,
                     },
                 ),
                 mm(0, 0, MmStep::Fork),
@@ -1808,7 +2025,7 @@ t0 m1 exit
                         addr: 0x1000,
                         len: 0x2000,
                         kind: MapKind::File(0),
-                        write: true,
+                        prot: Prot::ReadWrite,
                     },
                 },
                 Op::Mm {
@@ -1885,7 +2102,8 @@ t0 m1 exit
             &format!("{h}t0 d0 open m1 gpu"),
             2,
             15,
-            "unknown strategy `gpu` (expected fullva, perfault)",
+            "unknown strategy `gpu` (expected fullva, perfault, odp:SIZE, vma or regcache; \
+             SIZE is a power of two from 16k to 1g, e.g. odp:2m)",
         );
         check(&format!("{h}t0 d0 open m1"), 2, 14, "missing strategy");
         // Missing operands.
@@ -1896,7 +2114,7 @@ t0 m1 exit
             &format!("{h}t0 m0 mprotect 0x0 +0x1000"),
             2,
             27,
-            "missing protection `ro` or `rw`",
+            "missing protection `none`, `ro` or `rw`",
         );
         check(
             &format!("{h}t0 m0 mmap 0x0 +0x1000"),
@@ -1951,7 +2169,7 @@ t0 m1 exit
             &format!("{h}t0 m0 mprotect 0x1000 +0x1000 rx"),
             2,
             31,
-            "expected protection `ro` or `rw`, found `rx`",
+            "expected protection `none`, `ro` or `rw`, found `rx`",
         );
         check(
             &format!("{h}t0 m0 mremap 0x1000 0x1000 +0x2000"),
@@ -2029,7 +2247,7 @@ t0 m1 exit
             "config target=mirror devices=fullva,gpu",
             1,
             37,
-            "unknown strategy `gpu` (expected fullva, perfault or none)",
+            "unknown strategy `gpu` (expected fullva, perfault, odp:SIZE, vma, regcache or none;",
         );
         check(
             "config target=mirror devices=fullva,perfault,none",
@@ -2055,5 +2273,638 @@ t0 m1 exit
             37,
             "duplicate key `devices`",
         );
+    }
+
+    fn device_memory_golden_program() -> Program {
+        use mirror::Strategy::{OdpImplicit, RegistrationCache};
+        let mm = |thread, op| Step {
+            thread,
+            op: Op::Mm { mm: 0, op },
+        };
+        let dev = |thread, dev, op| Step {
+            thread,
+            op: Op::Dev { dev, op },
+        };
+        let expect = |thread, e| Step {
+            thread,
+            op: Op::Expect(e),
+        };
+        let protect = |prot| {
+            mm(
+                0,
+                MmStep::Mprotect {
+                    addr: 0x1000,
+                    len: 0x1000,
+                    prot,
+                },
+            )
+        };
+        let span = (0x1000, 0x2000);
+        Program {
+            config: ProgramConfig {
+                target: Target::Mirror,
+                threads: 2,
+                initial_seq: 2,
+                task_size: 1 << 47,
+                devices: [
+                    Some(OdpImplicit { chunk_shift: 14 }),
+                    Some(RegistrationCache),
+                ],
+            },
+            steps: vec![
+                mm(
+                    0,
+                    MmStep::Mmap {
+                        addr: 0x1000,
+                        len: 0x4000,
+                        kind: MapKind::AnonPrivate,
+                        prot: Prot::None,
+                    },
+                ),
+                mm(
+                    0,
+                    MmStep::Mmap {
+                        addr: 0x8000,
+                        len: 0x1000,
+                        kind: MapKind::AnonShared,
+                        prot: Prot::Read,
+                    },
+                ),
+                expect(0, Expect::Value(0x8000)),
+                protect(Prot::None),
+                protect(Prot::Read),
+                protect(Prot::ReadWrite),
+                dev(
+                    1,
+                    1,
+                    DevStep::Open {
+                        mm: 0,
+                        strategy: OdpImplicit { chunk_shift: 30 },
+                    },
+                ),
+                dev(
+                    1,
+                    0,
+                    DevStep::Exclusive {
+                        addr: span.0,
+                        len: span.1,
+                    },
+                ),
+                expect(1, Expect::Pages(2)),
+                dev(
+                    1,
+                    0,
+                    DevStep::Evict {
+                        addr: span.0,
+                        len: span.1,
+                    },
+                ),
+                expect(1, Expect::Error(None)),
+                dev(
+                    1,
+                    1,
+                    DevStep::Register {
+                        addr: 0x1000,
+                        len: 0x4000,
+                    },
+                ),
+                expect(1, Expect::Error(Some(ErrKind::NoEnt))),
+                dev(1, 1, DevStep::Unregister { addr: 0x1000 }),
+                expect(1, Expect::Skipped),
+                dev(1, 0, DevStep::Work),
+                expect(1, Expect::Ok),
+                dev(
+                    0,
+                    0,
+                    DevStep::Snapshot {
+                        addr: 0,
+                        len: 0x10000,
+                    },
+                ),
+                expect(
+                    0,
+                    Expect::states(
+                        &[
+                            vec![PageState::None],
+                            vec![PageState::Read; 2],
+                            vec![PageState::HugeWrite; 3],
+                            vec![PageState::LocalRead; 256],
+                            vec![PageState::Exclusive],
+                        ]
+                        .concat(),
+                    )
+                    .unwrap(),
+                ),
+                expect(0, Expect::states(&[]).unwrap()),
+                expect(0, Expect::Faults { dev: 1, n: 0 }),
+                expect(0, Expect::Value(255)),
+                expect(0, Expect::Value(256)),
+            ],
+        }
+    }
+
+    const DEVICE_MEMORY_GOLDEN: &str = "\
+# mnfuzz mirror program, 23 steps
+config target=mirror threads=2 initial_seq=0x2 task_size=0x800000000000 devices=odp:16k,regcache
+t0 m0 mmap 0x1000 +0x4000 anon none
+t0 m0 mmap 0x8000 +0x1000 shared ro
+t0 expect 0x8000
+t0 m0 mprotect 0x1000 +0x1000 none
+t0 m0 mprotect 0x1000 +0x1000 ro
+t0 m0 mprotect 0x1000 +0x1000 rw
+t1 d1 open m0 odp:1g
+t1 d0 exclusive 0x1000 +0x2000
+t1 expect pages=2
+t1 d0 evict 0x1000 +0x2000
+t1 expect error
+t1 d1 register 0x1000 +0x4000
+t1 expect error:enoent
+t1 d1 unregister 0x1000
+t1 expect skipped
+t1 d0 work
+t1 expect ok
+t0 d0 snapshot 0x0 +0x10000
+t0 expect [none read*2 write+huge*3 local+read*256 exclusive]
+t0 expect []
+t0 expect d1 faults=0
+t0 expect 255
+t0 expect 0x100
+";
+
+    #[test]
+    fn device_memory_golden() {
+        let p = device_memory_golden_program();
+        assert_eq!(p.validate(), Ok(()));
+        assert_eq!(print(&p), DEVICE_MEMORY_GOLDEN);
+        assert_eq!(parse(DEVICE_MEMORY_GOLDEN), Ok(p.clone()));
+        for (step, line) in p.steps.iter().zip(DEVICE_MEMORY_GOLDEN.lines().skip(2)) {
+            assert_eq!(format_step(step), line);
+        }
+        assert_eq!(crate::codec::decode(&crate::codec::encode(&p)), p);
+    }
+
+    #[test]
+    fn hand_written_device_memory_forms() {
+        let h = "config target=mirror threads=1 devices=fullva\n";
+        let one = |line: &str| -> Op {
+            let p = parse(&format!("{h}{line}")).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert_eq!(p.steps.len(), 1);
+            p.steps[0].op
+        };
+        let prot = |line: &str| match one(line) {
+            Op::Mm {
+                op: MmStep::Mmap { prot, .. } | MmStep::Mprotect { prot, .. },
+                ..
+            } => prot,
+            op => panic!("{op:?}"),
+        };
+        // The old spellings still mean what they meant.
+        assert_eq!(prot("t0 m0 mmap 0x0 +0x1000 anon"), Prot::ReadWrite);
+        assert_eq!(prot("t0 m0 mmap 0x0 +0x1000 anon ro"), Prot::Read);
+        assert_eq!(prot("t0 m0 mmap 0x0 +0x1000 file:1 none"), Prot::None);
+        assert_eq!(prot("t0 m0 mprotect 0x0 +0x1000 ro"), Prot::Read);
+        assert_eq!(prot("t0 m0 mprotect 0x0 +0x1000 rw"), Prot::ReadWrite);
+        assert_eq!(prot("t0 m0 mprotect 0x0 +0x1000 none"), Prot::None);
+        // Values in decimal or hex; counts and pages too.
+        assert_eq!(one("t0 expect 42"), Op::Expect(Expect::Value(42)));
+        assert_eq!(one("t0 expect 0x2a"), Op::Expect(Expect::Value(42)));
+        assert_eq!(one("t0 expect pages=0x10"), Op::Expect(Expect::Pages(16)));
+        assert_eq!(
+            one("t0 expect d0 faults=1_000"),
+            Op::Expect(Expect::Faults { dev: 0, n: 1000 })
+        );
+        // States: brackets may stand apart, `*1` is optional, adjacent runs
+        // of one state merge, so that the printed form is canonical.
+        let want = Expect::states(&[
+            PageState::None,
+            PageState::Write,
+            PageState::Write,
+            PageState::Write,
+            PageState::RemoteWrite,
+        ])
+        .unwrap();
+        for line in [
+            "t0 expect [none write*3 remote+write]",
+            "t0 expect [ none write write*2 remote+write*1 ]",
+            "t0 expect [none*1 write*1 write*1 write remote+write]",
+        ] {
+            let op = one(line);
+            assert_eq!(op, Op::Expect(want), "{line}");
+            assert_eq!(
+                format_step(&Step { thread: 0, op }),
+                "t0 expect [none write*3 remote+write]"
+            );
+        }
+        let empty = Op::Expect(Expect::states(&[]).unwrap());
+        assert_eq!(one("t0 expect []"), empty);
+        assert_eq!(one("t0 expect [ ]"), empty);
+        assert_eq!(one("t0 expect [\t]  # nothing"), empty);
+        // Runs that merge do not count against the limit of 8.
+        assert!(matches!(
+            one("t0 expect [none none none none none none none none none read]"),
+            Op::Expect(Expect::States { len: 2, .. })
+        ));
+        assert!(matches!(
+            one("t0 expect [none*511 read]"),
+            Op::Expect(Expect::States { len: 2, .. })
+        ));
+        // Every strategy, in both places.
+        let mut all: Vec<mirror::Strategy> = vec![
+            mirror::Strategy::FullVa,
+            mirror::Strategy::PerFault,
+            mirror::Strategy::VmaTracking,
+            mirror::Strategy::RegistrationCache,
+        ];
+        all.extend(
+            (mirror::ODP_MIN_SHIFT..=mirror::ODP_MAX_SHIFT)
+                .map(|chunk_shift| mirror::Strategy::OdpImplicit { chunk_shift }),
+        );
+        for st in all {
+            let name = st.name();
+            assert_eq!(
+                one(&format!("t0 d1 open m0 {name}")),
+                Op::Dev {
+                    dev: 1,
+                    op: DevStep::Open {
+                        mm: 0,
+                        strategy: st
+                    }
+                }
+            );
+            let p = parse(&format!("config target=mirror devices=none,{name}")).unwrap();
+            assert_eq!(p.config.devices, [None, Some(st)]);
+            assert_eq!(parse(&print(&p)), Ok(p));
+        }
+        assert_eq!(
+            parse("config target=mirror devices=odp:2m,regcache")
+                .unwrap()
+                .config
+                .devices,
+            [
+                Some(mirror::Strategy::OdpImplicit { chunk_shift: 21 }),
+                Some(mirror::Strategy::RegistrationCache)
+            ]
+        );
+    }
+
+    #[test]
+    fn device_memory_errors_point_at_the_token() {
+        let h = "config target=mirror threads=2 devices=fullva\n";
+        // Protections.
+        check(
+            &format!("{h}t0 m0 mprotect 0x0 +0x1000 read"),
+            2,
+            28,
+            "expected protection `none`, `ro` or `rw`, found `read`",
+        );
+        check(
+            &format!("{h}t0 m0 mmap 0x0 +0x1000 anon ro none"),
+            2,
+            32,
+            "unexpected `none`",
+        );
+        check(
+            &format!("{h}t0 m0 mmap 0x0 +0x1000 anon rw"),
+            2,
+            29,
+            "unexpected `rw`",
+        );
+        // Strategies: unknown, and ODP sizes that are not powers of two,
+        // out of range, or not in their canonical spelling.
+        for bad in [
+            "odp:3m",
+            "odp:8k",
+            "odp:2g",
+            "odp:2048k",
+            "odp:",
+            "odp",
+            "regcache:1",
+        ] {
+            check(
+                &format!("{h}t0 d0 open m1 {bad}"),
+                2,
+                15,
+                &format!("unknown strategy `{bad}` (expected fullva, perfault, odp:SIZE"),
+            );
+        }
+        check(
+            "config target=mirror devices=odp:2m,odp:1t",
+            1,
+            37,
+            "unknown strategy `odp:1t`",
+        );
+        // The new device ops' operands.
+        check(
+            &format!("{h}t0 d0 exclusive 0x0"),
+            2,
+            20,
+            "missing length `+LEN`",
+        );
+        check(
+            &format!("{h}t0 d0 evict 0x0 0x1000"),
+            2,
+            17,
+            "expected length `+LEN`, found `0x1000`",
+        );
+        check(&format!("{h}t0 d0 register"), 2, 15, "missing address");
+        check(
+            &format!("{h}t0 d0 unregister 0x1000 +0x1000"),
+            2,
+            25,
+            "unexpected `+0x1000`",
+        );
+        check(&format!("{h}t0 d0 work now"), 2, 12, "unexpected `now`");
+        check(
+            &format!("{h}t0 d0 evicts 0x0 +0x1000"),
+            2,
+            7,
+            "unknown device op `evicts` (expected open, read, write, snapshot, migrate, \
+             exclusive, evict, register, unregister or work)",
+        );
+        // Expectations.
+        check(
+            &format!("{h}t0 expect"),
+            2,
+            10,
+            "missing expectation (expected ok,",
+        );
+        check(
+            &format!("{h}t0 expect maybe"),
+            2,
+            11,
+            "unknown expectation `maybe` (expected ok, skipped, a value, error, error:KIND, \
+             pages=N, dD faults=N or [STATE*COUNT ...])",
+        );
+        check(
+            &format!("{h}t0 expect none"),
+            2,
+            11,
+            "unknown expectation `none`",
+        );
+        check(
+            &format!("{h}t0 expect error:eagain"),
+            2,
+            17,
+            "unknown error kind `eagain` (expected one of einval, efault, eperm, exited, \
+             enoent, notifier)",
+        );
+        check(
+            &format!("{h}t0 expect error:"),
+            2,
+            17,
+            "unknown error kind ``",
+        );
+        check(
+            &format!("{h}t0 expect pages=x"),
+            2,
+            17,
+            "pages: bad number `x`",
+        );
+        check(
+            &format!("{h}t0 expect pages="),
+            2,
+            17,
+            "pages: bad number ``",
+        );
+        check(&format!("{h}t0 expect 0xzz"), 2, 11, "value: bad number");
+        check(
+            &format!("{h}t0 expect 1_0000_0000_0000_0000_0000"),
+            2,
+            11,
+            "does not fit in 64 bits",
+        );
+        check(&format!("{h}t0 expect ok now"), 2, 14, "unexpected `now`");
+        check(&format!("{h}t0 expect error x"), 2, 17, "unexpected `x`");
+        check(
+            &format!("{h}t0 expect d2 faults=1"),
+            2,
+            11,
+            "device d2 out of range (d0..d1)",
+        );
+        check(&format!("{h}t0 expect d1"), 2, 13, "missing `faults=N`");
+        check(
+            &format!("{h}t0 expect d1 fault=1"),
+            2,
+            14,
+            "expected `faults=N`, found `fault=1`",
+        );
+        check(
+            &format!("{h}t0 expect d1 faults=-1"),
+            2,
+            21,
+            "faults: bad number `-1`",
+        );
+        check(
+            &format!("{h}t0 expect d1 faults=1 pages=2"),
+            2,
+            23,
+            "unexpected `pages=2`",
+        );
+        // Page states.
+        check(
+            &format!("{h}t0 expect [none write"),
+            2,
+            22,
+            "missing `]` after the page states",
+        );
+        check(&format!("{h}t0 expect ["), 2, 12, "missing `]`");
+        check(
+            &format!("{h}t0 expect [none wrote]"),
+            2,
+            17,
+            "unknown page state `wrote` (expected one of none, error, zero, read, write, \
+             read+huge, write+huge, local+read, local+write, remote+read, remote+write, \
+             exclusive)",
+        );
+        check(
+            &format!("{h}t0 expect [none]]"),
+            2,
+            12,
+            "unknown page state `none]`",
+        );
+        check(
+            &format!("{h}t0 expect [none [read]"),
+            2,
+            17,
+            "unknown page state `[read`",
+        );
+        check(
+            &format!("{h}t0 expect [*3]"),
+            2,
+            12,
+            "unknown page state ``",
+        );
+        check(
+            &format!("{h}t0 expect [none*0]"),
+            2,
+            17,
+            "count must be at least 1",
+        );
+        check(
+            &format!("{h}t0 expect [none*x]"),
+            2,
+            17,
+            "count: bad number `x`",
+        );
+        check(
+            &format!("{h}t0 expect [write*]"),
+            2,
+            18,
+            "count: bad number ``",
+        );
+        check(
+            &format!("{h}t0 expect [write*513]"),
+            2,
+            12,
+            "more than 512 pages of states",
+        );
+        check(
+            &format!("{h}t0 expect [write*300 none*300]"),
+            2,
+            22,
+            "more than 512 pages of states",
+        );
+        check(
+            &format!("{h}t0 expect [none*99999999999999999999]"),
+            2,
+            17,
+            "count: number `99999999999999999999` does not fit in 64 bits",
+        );
+        check(
+            &format!("{h}t0 expect [none read none read none read none read none]"),
+            2,
+            52,
+            "more than 8 runs of states",
+        );
+        check(&format!("{h}t0 expect [none] x"), 2, 18, "unexpected `x`");
+        // Mirror-only ops in a notifier program.
+        check(
+            "config\nt0 expect ok",
+            2,
+            4,
+            "`expect` belongs to the mirror target (this program's target is notifier)",
+        );
+        check(
+            "config\nt0 step",
+            2,
+            4,
+            "`step` belongs to the mirror target",
+        );
+    }
+
+    #[test]
+    fn validate_rejects_out_of_range_new_operands() {
+        let base =
+            parse("config target=mirror threads=2 devices=fullva\nt0 step\nt1 step\n").unwrap();
+        let with = |op: Op| {
+            let mut p = base.clone();
+            p.steps[1].op = op;
+            p
+        };
+        let mut runs = [(PageState::None, 0u16); MAX_RUNS];
+        runs[0] = (PageState::Read, 1);
+        let cases = [
+            (
+                Op::Expect(Expect::Faults { dev: 2, n: 0 }),
+                "step 1: device d2 out of range",
+            ),
+            (
+                Op::Expect(Expect::States { runs, len: 9 }),
+                "step 1: more than 8 runs of states",
+            ),
+            (
+                Op::Expect(Expect::States { runs, len: 2 }),
+                "step 1: a run of states with count 0",
+            ),
+            (
+                Op::Expect(Expect::States {
+                    runs: {
+                        let mut r = runs;
+                        r[1] = (PageState::Read, 2);
+                        r
+                    },
+                    len: 2,
+                }),
+                "step 1: adjacent runs of the same state",
+            ),
+            (
+                Op::Expect(Expect::States {
+                    runs: {
+                        let mut r = runs;
+                        r[0].1 = 300;
+                        r[1] = (PageState::Write, 213);
+                        r
+                    },
+                    len: 2,
+                }),
+                "step 1: more than 512 pages of states",
+            ),
+            (
+                Op::Expect(Expect::States {
+                    runs: {
+                        let mut r = runs;
+                        r[3] = (PageState::Write, 1);
+                        r
+                    },
+                    len: 1,
+                }),
+                "step 1: unused runs of states must be empty",
+            ),
+            (
+                Op::Dev {
+                    dev: 0,
+                    op: DevStep::Open {
+                        mm: 0,
+                        strategy: mirror::Strategy::OdpImplicit { chunk_shift: 13 },
+                    },
+                },
+                "step 1: operand out of range",
+            ),
+            (
+                Op::Dev {
+                    dev: 0,
+                    op: DevStep::Open {
+                        mm: 0,
+                        strategy: mirror::Strategy::OdpImplicit { chunk_shift: 31 },
+                    },
+                },
+                "step 1: operand out of range",
+            ),
+            (
+                Op::Dev {
+                    dev: 2,
+                    op: DevStep::Work,
+                },
+                "step 1: operand out of range",
+            ),
+        ];
+        for (op, msg) in cases {
+            let p = with(op);
+            assert_eq!(p.validate(), Err(msg.to_string()), "{op:?}");
+            let e = locate_invalid(&p, 1, &[4, 6]).unwrap_err();
+            assert_eq!((e.line, e.column), (6, 1), "{op:?}");
+            // The encoder still gives a valid program.
+            assert_eq!(
+                crate::codec::decode(&crate::codec::encode(&p)).validate(),
+                Ok(())
+            );
+        }
+        // A notifier program has no expectations.
+        let mut p = Program::default();
+        p.steps.push(Step {
+            thread: 0,
+            op: Op::Expect(Expect::Ok),
+        });
+        assert_eq!(
+            p.validate(),
+            Err("step 0: expect is not an op of the notifier target".into())
+        );
+        // Nor does a config take an ODP chunk out of range.
+        let mut c = base.config;
+        c.devices[1] = Some(mirror::Strategy::OdpImplicit { chunk_shift: 40 });
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .contains("ODP chunk shift out of range"));
     }
 }

@@ -17,10 +17,17 @@ fn planted_header(path: &Path) -> Option<String> {
         .find_map(|l| l.strip_prefix("# planted:").map(|n| n.trim().to_string()))
 }
 
+/// Seeds and regressions are written by people: their `expect` lines hold.
+const CHECKED: RunOptions = RunOptions {
+    trace: false,
+    planted: None,
+    expect: true,
+};
+
 fn replay(path: &Path, target: Target) -> Result<(), Failed> {
     let p = load_program(path, target)?;
-    if run(&p, &RunOptions::default()).divergence.is_some() {
-        let report = harness::report::render(&p, &RunOptions::default()).unwrap_or_default();
+    if run(&p, &CHECKED).divergence.is_some() {
+        let report = harness::report::render(&p, &CHECKED).unwrap_or_default();
         return Err(report.into());
     }
     if let Some(name) = planted_header(path) {
@@ -28,7 +35,7 @@ fn replay(path: &Path, target: Target) -> Result<(), Failed> {
             let bug = harness::targets::resolve_planted(&name)?;
             let with = RunOptions {
                 planted: Some(bug),
-                ..RunOptions::default()
+                ..CHECKED
             };
             if run(&p, &with).divergence.is_none() {
                 return Err(format!("no longer detects planted bug {name}").into());

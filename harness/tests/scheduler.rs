@@ -117,6 +117,7 @@ fn the_minimizer_shrinks_a_padded_reproducer() {
     let opts = RunOptions {
         trace: false,
         planted: Some(notifier::PlantedBug::InsertEvenSeq),
+        expect: true,
     };
     let d = run(&p, &opts)
         .divergence

@@ -355,7 +355,11 @@ impl Callback {
             }
         }
         if !own {
-            st.zap(range.start, range.end, !self.planted(PlantedBug::HugeNotSplit));
+            st.zap(
+                range.start,
+                range.end,
+                !self.planted(PlantedBug::HugeNotSplit),
+            );
         }
         let Some((iv, _)) = iv else {
             return true;
@@ -365,7 +369,11 @@ impl Callback {
                 let size = 1u64 << chunk_shift;
                 let base = iv.start();
                 let empty = !st.maps_any(base, base.saturating_add(size));
-                let gen = st.chunks.get(&base).filter(|c| c.iv.id() == iv.id()).map(|c| c.gen);
+                let gen = st
+                    .chunks
+                    .get(&base)
+                    .filter(|c| c.iv.id() == iv.id())
+                    .map(|c| c.gen);
                 // Never destroy from here: removal waits for this very
                 // invalidation to end.
                 if let (true, Some(gen)) = (empty, gen) {
@@ -586,12 +594,36 @@ impl Mirror {
     /// migration or exclusive conversion) changed the CPU PTEs of `range`:
     /// map what it now owns, drop the rest.
     pub fn own_range_done(&self, mm: &Mm, range: &Range) {
-        if !self.cb.own(range) {
+        // The driver's own migrate or exclusive path: it knows what it started.
+        let own = range.owner == Some(self.owner)
+            && matches!(range.event, Event::Migrate | Event::Exclusive)
+            && self.strategy != Strategy::RegistrationCache;
+        if !own {
             return;
         }
         let mut st = lock(&self.state);
         st.zap(range.start, range.end, true);
+        // Another invalidation in flight may already have run our callback
+        // and be about to change these PTEs: map nothing, fault later.
+        if mm.notifier.snapshot().active > 1 {
+            return;
+        }
         for (page, pte) in mm.ptes_in(range.start, range.end) {
+            // Only where an interval of ours will hear of later changes.
+            let covered = match self.strategy {
+                Strategy::FullVa | Strategy::PerFault => true,
+                Strategy::OdpImplicit { chunk_shift } => st
+                    .chunks
+                    .contains_key(&(page & !((1u64 << chunk_shift) - 1))),
+                Strategy::VmaTracking => st
+                    .tracked
+                    .iter()
+                    .any(|t| !t.deferred && t.start <= page && page < t.end),
+                Strategy::RegistrationCache => false,
+            };
+            if !covered {
+                continue;
+            }
             let e = match pte {
                 Pte::Device {
                     frame,
@@ -639,7 +671,7 @@ impl Mirror {
         let len = len.min(MAX_REG_PAGES * PAGE);
         let end = addr
             .checked_add(len)
-            .map(|e| e.div_ceil(PAGE) * PAGE)
+            .and_then(|e| e.div_ceil(PAGE).checked_mul(PAGE))
             .filter(|&e| e > start && e <= mm.config.task_size)
             .ok_or(MirrorError::Inval)?;
         let write = mm.vma_at(start).is_some_and(|v| v.write);
@@ -672,11 +704,7 @@ impl Mirror {
             return Access::Blocked;
         }
         let page = addr / PAGE * PAGE;
-        let Some(r) = st
-            .regs
-            .iter_mut()
-            .find(|r| r.start <= page && page < r.end)
-        else {
+        let Some(r) = st.regs.iter_mut().find(|r| r.start <= page && page < r.end) else {
             return Access::Err(MirrorError::NoEnt);
         };
         if write && !r.write {
@@ -959,6 +987,11 @@ impl Fault {
         }
     }
 
+    /// Pages it covers.
+    pub fn pages(&self) -> u64 {
+        (self.end - self.addr) / PAGE
+    }
+
     /// Whether it pins a registration rather than faulting one page.
     pub fn is_registration(&self) -> bool {
         self.reg.is_some()
@@ -1044,7 +1077,10 @@ impl Fault {
                     self.chunk = Some(base);
                     return Ok(c.iv.clone());
                 }
-                let len = size.min(mm.config.task_size - base);
+                let len = size.min(mm.config.task_size.saturating_sub(base));
+                if len == 0 {
+                    return Err(MirrorError::Segv(mm::MmError::Fault));
+                }
                 let iv = mm
                     .notifier
                     .insert(base, len, ops())
@@ -1065,11 +1101,9 @@ impl Fault {
             Strategy::VmaTracking => {
                 let stale_ok = m.cb.planted(PlantedBug::VmaDeferredInterval);
                 let mut st = lock(&m.state);
-                if let Some(t) = st
-                    .tracked
-                    .iter()
-                    .find(|t| (stale_ok || !t.deferred) && t.start <= self.addr && self.addr < t.end)
-                {
+                if let Some(t) = st.tracked.iter().find(|t| {
+                    (stale_ok || !t.deferred) && t.start <= self.addr && self.addr < t.end
+                }) {
                     return Ok(t.iv.clone());
                 }
                 let v = mm
@@ -1155,8 +1189,9 @@ impl Fault {
                 let mine = m.owner.0;
                 let device_ok = m.strategy != Strategy::RegistrationCache;
                 let usable = |pte: Option<Pte>, write: bool| match pte {
-                    Some(Pte::Present { frame, writable }) => Some((frame, writable))
-                        .filter(|_| writable || !write),
+                    Some(Pte::Present { frame, writable }) => {
+                        Some((frame, writable)).filter(|_| writable || !write)
+                    }
                     // hmm_range_fault hands the owner its own device pages.
                     Some(Pte::Device {
                         frame,
@@ -1170,6 +1205,10 @@ impl Fault {
                 self.unpin(phys);
                 let mut page = self.addr;
                 while page < self.end {
+                    // hmm_range_fault refuses VMAs without read permission.
+                    if !mm.vma_at(page).is_some_and(|v| v.read) {
+                        return self.fail(MirrorError::Segv(mm::MmError::Fault), m, mm, phys);
+                    }
                     if usable(mm.pte(page), self.write).is_none() {
                         // Faulting in may invalidate (a COW break, a
                         // migration back): its callbacks must be able to run.
@@ -1203,13 +1242,15 @@ impl Fault {
                             return FaultStep::Progress;
                         }
                     }
-                    page += PAGE;
+                    page = page.saturating_add(PAGE);
                 }
                 self.huge = self.can_map_huge(mm);
                 if self.huge {
                     let base = self.addr / HUGE * HUGE;
                     match mm.pte(base) {
-                        Some(Pte::Present { frame, writable }) => self.samples = vec![(frame, writable)],
+                        Some(Pte::Present { frame, writable }) => {
+                            self.samples = vec![(frame, writable)]
+                        }
                         _ => self.huge = false,
                     }
                 }
@@ -1295,7 +1336,7 @@ impl Fault {
                     FrameId(frame.0 + ((self.addr - base) / PAGE) as u32)
                 } else {
                     let (frame, writable) = self.samples[0];
-                    st.zap(self.addr, self.addr + PAGE, true);
+                    st.zap(self.addr, self.end, true);
                     st.dpt.insert(self.addr, DevPte::small(frame, writable));
                     frame
                 };
@@ -1345,11 +1386,7 @@ impl Fault {
         let mut temp = iv.filter(|_| self.temp);
         if let (Some(id), true) = (self.reg, self.failed.is_some()) {
             let mut st = lock(&m.state);
-            if let Some(i) = st
-                .regs
-                .iter()
-                .position(|r| r.id == id && r.pins.is_empty())
-            {
+            if let Some(i) = st.regs.iter().position(|r| r.id == id && r.pins.is_empty()) {
                 temp = Some(st.regs.remove(i).iv);
             }
         }
@@ -1463,7 +1500,9 @@ pub fn snapshot(m: &Mirror, mm: &Mm, addr: u64, len: u64) -> Vec<PageState> {
             }
             match mm.pte(a) {
                 None | Some(Pte::Swap { .. }) => PageState::None,
-                Some(Pte::Present { frame, .. }) if frame == FrameId(0) => PageState::Zero,
+                Some(Pte::Present {
+                    frame: FrameId(0), ..
+                }) => PageState::Zero,
                 Some(Pte::Present { writable, .. }) => match (mm.is_huge(a), writable) {
                     (true, true) => PageState::HugeWrite,
                     (true, false) => PageState::HugeRead,

@@ -332,9 +332,9 @@ impl Pte {
     /// The frame it holds a reference to, if any.
     pub fn frame(self) -> Option<FrameId> {
         match self {
-            Pte::Present { frame, .. } | Pte::Device { frame, .. } | Pte::Exclusive { frame, .. } => {
-                Some(frame)
-            }
+            Pte::Present { frame, .. }
+            | Pte::Device { frame, .. }
+            | Pte::Exclusive { frame, .. } => Some(frame),
             Pte::Swap { .. } => None,
         }
     }

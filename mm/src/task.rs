@@ -655,9 +655,10 @@ impl Task {
                 let page = page_of(addr);
                 match mm.pte(addr) {
                     // The owner's migrate_to_ram: a Migrate event with its owner.
-                    Some(Pte::Device { owner, .. }) => vec![
-                        range(page, page + PAGE, Event::Migrate).with_owner(notifier::Owner(owner))
-                    ],
+                    Some(Pte::Device { owner, .. }) => {
+                        vec![range(page, page + PAGE, Event::Migrate)
+                            .with_owner(notifier::Owner(owner))]
+                    }
                     // Revoking device-exclusive access.
                     Some(Pte::Exclusive { .. }) => vec![range(page, page + PAGE, Event::Clear)],
                     // Copy on write, or reuse when exclusive: Apply decides,
@@ -817,7 +818,9 @@ impl Task {
             MmOp::Dontneed { .. } | MmOp::OomReap | MmOp::Exit => mm.zap(phys, r.start, r.end),
             MmOp::Fork => write_protect(mm, r.start, r.end),
             MmOp::ClearRefs => write_protect(mm, r.start, r.end),
-            MmOp::DeviceMigrate { owner, .. } => self.pages += migrate_to_device(mm, phys, r, owner),
+            MmOp::DeviceMigrate { owner, .. } => {
+                self.pages += migrate_to_device(mm, phys, r, owner)
+            }
             MmOp::Evict { owner, .. } => {
                 for page in mm.mapped_pages(r.start, r.end) {
                     if let Some(Pte::Device {
@@ -1093,11 +1096,13 @@ fn write_protect(mm: &mut Mm, start: u64, end: u64) {
 /// Whether the 2 MiB at `base` can become one huge page: only system
 /// pages that nothing pins.
 fn collapsible(mm: &Mm, phys: &Phys, base: u64) -> bool {
-    mm.ptes.range(base / PAGE..(base + HUGE) / PAGE).all(|(_, p)| match *p {
-        Pte::Present { frame, .. } => frame == phys.zero() || phys.frame(frame).pincount == 0,
-        Pte::Swap { .. } => true,
-        Pte::Device { .. } | Pte::Exclusive { .. } => false,
-    })
+    mm.ptes
+        .range(base / PAGE..(base + HUGE) / PAGE)
+        .all(|(_, p)| match *p {
+            Pte::Present { frame, .. } => frame == phys.zero() || phys.frame(frame).pincount == 0,
+            Pte::Swap { .. } => true,
+            Pte::Device { .. } | Pte::Exclusive { .. } => false,
+        })
 }
 
 /// migrate_vma to device-private memory: private anonymous pages that are

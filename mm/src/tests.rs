@@ -584,7 +584,10 @@ fn device_migration_and_cpu_fault_back() {
     // Empty pages move too: a device page of zeros.
     assert!(matches!(run(&mut mm, &mut phys, op), Ok(Outcome::Pages(4))));
     assert_eq!(take(&seen), vec![(Event::Migrate, W, W + 4 * PAGE, true)]);
-    let Some(Pte::Device { frame, owner: 1, .. }) = mm.pte(W) else {
+    let Some(Pte::Device {
+        frame, owner: 1, ..
+    }) = mm.pte(W)
+    else {
         panic!("not on the device: {:?}", mm.pte(W));
     };
     assert_eq!(phys.frame(frame).device, Some(1));
@@ -697,7 +700,14 @@ fn prot_none_faults_every_access() {
         },
     )
     .unwrap();
-    let r = run(&mut mm, &mut phys, MmOp::Access { addr: W, write: None });
+    let r = run(
+        &mut mm,
+        &mut phys,
+        MmOp::Access {
+            addr: W,
+            write: None,
+        },
+    );
     assert_eq!(r.unwrap_err(), MmError::Fault);
     assert_eq!(mm.cpu_view(&phys, W), None);
 }

@@ -26,18 +26,22 @@ pub fn stale_pte(
 ) -> Option<StalePte> {
     device.into_iter().find_map(|(addr, d)| {
         let cpu = mm.pte(addr);
-        let ok = match cpu {
-            Some(Pte::Present { frame, writable }) => {
-                frame == d.frame && (writable || !d.write) && !d.atomic
-            }
-            Some(Pte::Device {
-                frame,
-                owner: o,
-                writable,
-            }) => frame == d.frame && o == owner && (writable || !d.write) && !d.atomic,
-            Some(Pte::Exclusive { frame, owner: o, .. }) => frame == d.frame && o == owner,
-            Some(Pte::Swap { .. }) | None => false,
-        };
+        let readable = mm.vma_at(addr).is_some_and(|v| v.read);
+        let ok = readable
+            && match cpu {
+                Some(Pte::Present { frame, writable }) => {
+                    frame == d.frame && (writable || !d.write) && !d.atomic
+                }
+                Some(Pte::Device {
+                    frame,
+                    owner: o,
+                    writable,
+                }) => frame == d.frame && o == owner && (writable || !d.write) && !d.atomic,
+                Some(Pte::Exclusive {
+                    frame, owner: o, ..
+                }) => frame == d.frame && o == owner,
+                Some(Pte::Swap { .. }) | None => false,
+            };
         (!ok).then_some(StalePte {
             addr,
             device: d,
@@ -133,7 +137,10 @@ pub struct BadCpuMapping {
 
 /// An exclusive page has no CPU mapping while it is exclusive, and device
 /// memory is never mapped by the CPU directly.
-pub fn bad_cpu_mapping<'a>(mms: impl Iterator<Item = &'a Mm> + Clone, phys: &Phys) -> Option<BadCpuMapping> {
+pub fn bad_cpu_mapping<'a>(
+    mms: impl Iterator<Item = &'a Mm> + Clone,
+    phys: &Phys,
+) -> Option<BadCpuMapping> {
     let mut exclusive = Vec::new();
     for mm in mms.clone() {
         for (_, p) in mm.ptes() {
@@ -247,8 +254,24 @@ mod tests {
         };
         run(&mut mm, &mut phys, op);
         let (len, b) = (mm::PAGE, a + mm::PAGE);
-        run(&mut mm, &mut phys, mm::MmOp::DeviceMigrate { addr: a, len, owner: 1 });
-        run(&mut mm, &mut phys, mm::MmOp::MakeExclusive { addr: b, len, owner: 1 });
+        run(
+            &mut mm,
+            &mut phys,
+            mm::MmOp::DeviceMigrate {
+                addr: a,
+                len,
+                owner: 1,
+            },
+        );
+        run(
+            &mut mm,
+            &mut phys,
+            mm::MmOp::MakeExclusive {
+                addr: b,
+                len,
+                owner: 1,
+            },
+        );
         let (Some(Pte::Device { frame: fa, .. }), Some(Pte::Exclusive { frame: fb, .. })) =
             (mm.pte(a), mm.pte(b))
         else {
@@ -256,14 +279,20 @@ mod tests {
         };
         let own = [(a, DevPte::small(fa, true))];
         assert_eq!(stale_pte(&mm, 1, own), None);
-        assert!(stale_pte(&mm, 2, own).is_some(), "another device's private page");
+        assert!(
+            stale_pte(&mm, 2, own).is_some(),
+            "another device's private page"
+        );
         let atomic = DevPte {
             atomic: true,
             ..DevPte::small(fb, true)
         };
         assert_eq!(stale_pte(&mm, 1, [(b, atomic)]), None);
         assert!(stale_pte(&mm, 2, [(b, atomic)]).is_some());
-        assert!(stale_pte(&mm, 1, [(a, atomic)]).is_some(), "atomic on a private page");
+        assert!(
+            stale_pte(&mm, 1, [(a, atomic)]).is_some(),
+            "atomic on a private page"
+        );
         assert_eq!(bad_cpu_mapping([&mm].into_iter(), &phys), None);
     }
 }
