@@ -51,7 +51,7 @@
 //!               0, ts-PAGE, ts-1, ts-2*PAGE, or WHOLE (start 0, len ts, no len byte)
 //!               | 255 ESC
 //!   len         n = (b % 8 + 1) pages: 0..=175 n | ..=191 n+1 | ..=207 n-1 | ..=219 1
-//!               | ..=229 0 | ..=243 ts-start | ..=254 u64::MAX | 255 ESC
+//!               | ..=225 0 | ..=229 2 MiB | ..=243 ts-start | ..=254 u64::MAX | 255 ESC
 //! flags   nonblock iff b & 7 == 7; owner = None if b >> 3 < 24, else Some((b >> 3) % 4)
 //! cb      refuse = b & 15: 0..=11 Never | ..=14 NonBlockable | 15 Always;
 //!         set_seq = b >> 4: 0..=13 Always | 14 Never | 15 SkipFor(event byte follows)
@@ -98,7 +98,8 @@
 //!               count 0..=254 b + 1 | 255 ESC (raw % 512 + 1); adjacent runs of
 //!               one state merge, pages past 512 are dropped
 //! mspan   maddr [len]                    len as above
-//!   maddr       page p = b % WINDOW_PAGES: 0..=223 p*PAGE | ..=231 +PAGE/2
+//!   maddr       page p = b % WINDOW_PAGES: 0..=207 p*PAGE | ..=223 2 MiB + p*PAGE
+//!               | ..=231 +PAGE/2
 //!               | ..=239 +PAGE-1 | 240..=254 the specials of addr | 255 ESC
 //! point   maddr, where WHOLE means WINDOW_PAGES*PAGE (just past the window)
 //! ```
@@ -466,13 +467,20 @@ fn addr_code(b: u8, task_size: u64) -> Addr {
 fn maddr_code(b: u8, task_size: u64) -> Addr {
     let page = (b as u64 % WINDOW_PAGES) * PAGE;
     match b {
-        0..=223 => Addr::At(page),
+        0..=207 => Addr::At(page),
+        // A second window at 2 MiB, so that a huge page can be mapped,
+        // collapsed and partly invalidated.
+        208..=223 => Addr::At(HUGE_WINDOW + page),
         224..=231 => Addr::At(page + PAGE / 2),
         232..=239 => Addr::At(page + PAGE - 1),
         240..=254 => special_addr(b, task_size),
         ESCAPE => Addr::Escape,
     }
 }
+
+/// The base of the mirror's second address window, and a length code: one
+/// huge page.
+const HUGE_WINDOW: u64 = 2 << 20;
 
 /// What a mirror point's (a single address's) WHOLE code means.
 const POINT_WHOLE: u64 = WINDOW_PAGES * PAGE;
@@ -493,7 +501,8 @@ fn len_code(b: u8, start: u64, task_size: u64) -> Option<u64> {
         176..=191 => pages + 1,
         192..=207 => pages - 1,
         208..=219 => 1,
-        220..=229 => 0,
+        220..=225 => 0,
+        226..=229 => HUGE_WINDOW,
         230..=243 => task_size.wrapping_sub(start),
         244..=254 => u64::MAX,
         ESCAPE => return None,
@@ -1054,7 +1063,9 @@ fn first_of(candidates: impl IntoIterator<Item = u8>, f: impl Fn(u8) -> bool) ->
 /// the window code for the page offset `addr_code` gives, then the specials.
 fn addr_candidates(start: u64) -> impl Iterator<Item = u8> {
     let (p, r) = (start / PAGE, start % PAGE);
+    let huge = HUGE_WINDOW / PAGE;
     let window = match r {
+        0 if (huge..huge + WINDOW_PAGES).contains(&p) => Some(208 + p - huge),
         _ if p >= WINDOW_PAGES => None,
         0 => Some(p),
         1 => Some(192 + p),
@@ -1091,7 +1102,7 @@ fn len_candidates(len: u64) -> impl Iterator<Item = u8> {
     ]
     .into_iter()
     .flatten()
-    .chain([208, 220, 230, 244])
+    .chain([208, 220, 226, 230, 244])
 }
 
 /// The one code that can be the first to decode to these flags.
@@ -2784,7 +2795,9 @@ pub(crate) mod tests {
                         if let MmStep::Read { addr } | MmStep::Write { addr, .. } = op {
                             points += 1;
                             aligned += (addr & (PAGE - 1) == 0) as usize;
-                            inwindow += (addr < WINDOW_PAGES * PAGE) as usize;
+                            inwindow += (addr < WINDOW_PAGES * PAGE
+                                || (HUGE_WINDOW..HUGE_WINDOW + WINDOW_PAGES * PAGE).contains(&addr))
+                                as usize;
                         }
                         if let MmStep::Write { value, .. } = op {
                             small += (value < 256) as usize;
