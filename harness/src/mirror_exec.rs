@@ -789,15 +789,10 @@ impl World<'_> {
                 value,
             } => {
                 let (d, addr) = (*dev, *addr);
-                let Some(mi) = self.mirrors[d].as_ref().map(|m| m.mm.0 as usize) else {
-                    self.answer(t, Answer::Skipped);
-                    return Ok("skipped: device gone".into());
+                let mi = match self.live_device(t, d, "fault") {
+                    Ok(mi) => mi,
+                    Err(said) => return Ok(said),
                 };
-                if !self.mm_ready(mi) {
-                    self.out.stats.skipped += 1;
-                    self.answer(t, Answer::Skipped);
-                    return Ok("fault abandoned: its address space exited".into());
-                }
                 let mut m = self.mms[mi].take().expect("live");
                 let mirror = self.mirrors[d].as_ref().expect("open");
                 let env = Locks {
@@ -867,15 +862,10 @@ impl World<'_> {
             }
             Work::DevTask { dev, task, what } => {
                 let (d, what) = (*dev, *what);
-                let Some(mi) = self.mirrors[d].as_ref().map(|m| m.mm.0 as usize) else {
-                    self.answer(t, Answer::Skipped);
-                    return Ok("skipped: device gone".into());
+                let mi = match self.live_device(t, d, what) {
+                    Ok(mi) => mi,
+                    Err(said) => return Ok(said),
                 };
-                if !self.mm_ready(mi) {
-                    self.out.stats.skipped += 1;
-                    self.answer(t, Answer::Skipped);
-                    return Ok(format!("{what} abandoned: its address space exited"));
-                }
                 let mut m = self.mms[mi].take().expect("live");
                 let env = Locks {
                     mirrors: &self.mirrors,
@@ -920,15 +910,10 @@ impl World<'_> {
             }
             Work::Register { dev, fault, pages } => {
                 let (d, pages) = (*dev, *pages);
-                let Some(mi) = self.mirrors[d].as_ref().map(|m| m.mm.0 as usize) else {
-                    self.answer(t, Answer::Skipped);
-                    return Ok("skipped: device gone".into());
+                let mi = match self.live_device(t, d, "register") {
+                    Ok(mi) => mi,
+                    Err(said) => return Ok(said),
                 };
-                if !self.mm_ready(mi) {
-                    self.out.stats.skipped += 1;
-                    self.answer(t, Answer::Skipped);
-                    return Ok("register abandoned: its address space exited".into());
-                }
                 let phase = fault.phase();
                 match self.reg_fault_step(me, d, mi, fault)? {
                     None => {
@@ -955,18 +940,21 @@ impl World<'_> {
                 phase,
             } => {
                 let (d, addr) = (*dev, *addr);
-                let Some(mi) = self.mirrors[d].as_ref().map(|m| m.mm.0 as usize) else {
-                    self.answer(t, Answer::Skipped);
-                    return Ok("skipped: device gone".into());
+                // An access in flight finishes even if the mm exits meanwhile.
+                let live = match phase {
+                    RegPhase::Go { .. } => self.mirrors[d]
+                        .as_ref()
+                        .map(|m| m.mm.0 as usize)
+                        .ok_or_else(|| "skipped: device gone".to_string()),
+                    _ => self.live_device(t, d, "access"),
+                };
+                let mi = match live {
+                    Ok(mi) => mi,
+                    Err(said) => return Ok(said),
                 };
                 let write = matches!(access, Access::Write(_));
                 match phase {
                     RegPhase::Begin => {
-                        if !self.mm_ready(mi) {
-                            self.out.stats.skipped += 1;
-                            self.answer(t, Answer::Skipped);
-                            return Ok("access abandoned: its address space exited".into());
-                        }
                         let m = self.mirrors[d].as_ref().expect("open");
                         match m.access_begin(me, addr, write) {
                             mirror::Access::Go { reg, frame } => {
@@ -995,11 +983,6 @@ impl World<'_> {
                         }
                     }
                     RegPhase::Revalidate(f) => {
-                        if !self.mm_ready(mi) {
-                            self.out.stats.skipped += 1;
-                            self.answer(t, Answer::Skipped);
-                            return Ok("access abandoned: its address space exited".into());
-                        }
                         let step = f.phase();
                         match self.reg_fault_step(me, d, mi, f)? {
                             None => {
@@ -1127,6 +1110,21 @@ impl World<'_> {
             }
         };
         Ok(said)
+    }
+
+    /// The address space of device `d` while both are there; else thread
+    /// `t`'s op is abandoned, and the words for the trace come back.
+    fn live_device(&mut self, t: usize, d: usize, what: &str) -> Result<usize, String> {
+        let Some(mi) = self.mirrors[d].as_ref().map(|m| m.mm.0 as usize) else {
+            self.answer(t, Answer::Skipped);
+            return Err("skipped: device gone".into());
+        };
+        if !self.mm_ready(mi) {
+            self.out.stats.skipped += 1;
+            self.answer(t, Answer::Skipped);
+            return Err(format!("{what} abandoned: its address space exited"));
+        }
+        Ok(mi)
     }
 
     /// One step of a registration's pinning fault: None while it goes on.
