@@ -725,8 +725,7 @@ impl World<'_> {
                         return Ok(say!(self, "m{mm_i} {what}: step"));
                     }
                     TaskStep::Blocked(b) => {
-                        self.out.stats.blocked += 1;
-                        self.blocked = true;
+                        self.note_blocked();
                         self.feature(0x300 | b as u32);
                         self.threads[t].work = Some(work);
                         return Ok(say!(self, "blocked: m{mm_i} {what} waits for {b:?}"));
@@ -825,8 +824,7 @@ impl World<'_> {
                         return Ok(s);
                     }
                     FaultStep::Blocked(b) => {
-                        self.out.stats.blocked += 1;
-                        self.blocked = true;
+                        self.note_blocked();
                         self.feature(0x600 | b as u32);
                         self.threads[t].work = Some(work);
                         return Ok(say!(self, "blocked: d{d} fault {addr:#x} waits for {b:?}"));
@@ -883,8 +881,7 @@ impl World<'_> {
                         return Ok(say!(self, "d{d} {what}: step"));
                     }
                     TaskStep::Blocked(b) => {
-                        self.out.stats.blocked += 1;
-                        self.blocked = true;
+                        self.note_blocked();
                         self.threads[t].work = Some(work);
                         return Ok(say!(self, "blocked: d{d} {what} waits for {b:?}"));
                     }
@@ -970,8 +967,7 @@ impl World<'_> {
                                 return Ok(say!(self, "d{d} access {addr:#x}: revalidate"));
                             }
                             mirror::Access::Blocked => {
-                                self.out.stats.blocked += 1;
-                                self.blocked = true;
+                                self.note_blocked();
                                 self.threads[t].work = Some(work);
                                 return Ok(say!(self, "blocked: d{d} access {addr:#x}"));
                             }
@@ -1034,8 +1030,7 @@ impl World<'_> {
                         let m = self.mirrors[d].as_ref().expect("open");
                         match m.unregister(me, mm, &mut self.phys, addr) {
                             Ok(None) => {
-                                self.out.stats.blocked += 1;
-                                self.blocked = true;
+                                self.note_blocked();
                                 self.threads[t].work = Some(work);
                                 return Ok(say!(
                                     self,
@@ -1054,15 +1049,13 @@ impl World<'_> {
                             }
                         }
                     }
-                    Some(notifier::RemoveWait::Wait(w)) if !mm.notifier.wait_is_ready(&w) => {
-                        *removing = Some(notifier::RemoveWait::Wait(w));
-                        self.out.stats.blocked += 1;
-                        self.blocked = true;
-                        self.threads[t].work = Some(work);
-                        return Ok(say!(self, "blocked: d{d} unregister waits for remove"));
-                    }
                     Some(w) => {
-                        mm.notifier.remove_finish(w);
+                        if let Some(w) = mirror::finish_remove(mm, w) {
+                            *removing = Some(w);
+                            self.note_blocked();
+                            self.threads[t].work = Some(work);
+                            return Ok(say!(self, "blocked: d{d} unregister waits for remove"));
+                        }
                         self.out.stats.ran += 1;
                         self.answer(t, Answer::Done);
                         say!(self, "d{d} unregister: done")
@@ -1087,8 +1080,7 @@ impl World<'_> {
                         return Ok(say!(self, "d{d} work: step"));
                     }
                     mirror::DeferredStep::Blocked => {
-                        self.out.stats.blocked += 1;
-                        self.blocked = true;
+                        self.note_blocked();
                         self.threads[t].work = Some(work);
                         return Ok(say!(self, "blocked: d{d} work waits for remove"));
                     }
@@ -1110,6 +1102,12 @@ impl World<'_> {
             }
         };
         Ok(said)
+    }
+
+    /// The thread's step could not run: it stays blocked until a later turn.
+    fn note_blocked(&mut self) {
+        self.out.stats.blocked += 1;
+        self.blocked = true;
     }
 
     /// The address space of device `d` while both are there; else thread
@@ -1145,8 +1143,7 @@ impl World<'_> {
         Ok(match r {
             FaultStep::Progress | FaultStep::Installed(_) => None,
             FaultStep::Blocked(_) => {
-                self.out.stats.blocked += 1;
-                self.blocked = true;
+                self.note_blocked();
                 None
             }
             FaultStep::Done(Err(mirror::MirrorError::Segv(mm::MmError::Notifier(e)))) => {

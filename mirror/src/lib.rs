@@ -807,13 +807,10 @@ impl Deferred {
     /// Takes one step on behalf of the mirror.
     pub fn step(&mut self, m: &Mirror, mm: &Mm) -> DeferredStep {
         if let Some(w) = self.removing.take() {
-            if let RemoveWait::Wait(sw) = &w {
-                if !mm.notifier.wait_is_ready(sw) {
-                    self.removing = Some(w);
-                    return DeferredStep::Blocked;
-                }
+            if let Some(w) = finish_remove(mm, w) {
+                self.removing = Some(w);
+                return DeferredStep::Blocked;
             }
-            mm.notifier.remove_finish(w);
             return DeferredStep::Done(Ok("removed"));
         }
         let Some(item) = self.item.take() else {
@@ -887,6 +884,18 @@ impl Deferred {
             Err(e) => DeferredStep::Done(Err(MirrorError::Notifier(e))),
         }
     }
+}
+
+/// Finishes a split-phase interval removal if it may finish now; gives it
+/// back while it still has to wait.
+pub fn finish_remove(mm: &Mm, w: RemoveWait) -> Option<RemoveWait> {
+    if let RemoveWait::Wait(sw) = &w {
+        if !mm.notifier.wait_is_ready(sw) {
+            return Some(w);
+        }
+    }
+    mm.notifier.remove_finish(w);
+    None
 }
 
 fn interval_ops(cb: Callback) -> Arc<dyn notifier::IntervalOps> {
@@ -1346,15 +1355,14 @@ impl Fault {
                 self.finish_or_remove(m, mm);
                 FaultStep::Installed(out)
             }
-            State::Removing(RemoveWait::Wait(w)) => {
-                if !mm.notifier.wait_is_ready(&w) {
-                    self.state = State::Removing(RemoveWait::Wait(w));
-                    return FaultStep::Blocked(FaultBlock::Remove);
+            State::Removing(w) => match finish_remove(mm, w) {
+                Some(w) => {
+                    self.state = State::Removing(w);
+                    FaultStep::Blocked(FaultBlock::Remove)
                 }
-                mm.notifier.remove_finish(RemoveWait::Wait(w));
-                self.finished()
-            }
-            State::Removing(RemoveWait::Done) | State::Done => self.finished(),
+                None => self.finished(),
+            },
+            State::Done => self.finished(),
         }
     }
 
