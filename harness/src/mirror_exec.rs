@@ -788,7 +788,8 @@ impl World<'_> {
                 value,
             } => {
                 let (d, addr) = (*dev, *addr);
-                let mi = match self.live_device(t, d, "fault") {
+                // A fault in progress unwinds itself when its mm exits.
+                let mi = match self.device_mm(t, d) {
                     Ok(mi) => mi,
                     Err(said) => return Ok(said),
                 };
@@ -907,7 +908,7 @@ impl World<'_> {
             }
             Work::Register { dev, fault, pages } => {
                 let (d, pages) = (*dev, *pages);
-                let mi = match self.live_device(t, d, "register") {
+                let mi = match self.device_mm(t, d) {
                     Ok(mi) => mi,
                     Err(said) => return Ok(said),
                 };
@@ -937,13 +938,11 @@ impl World<'_> {
                 phase,
             } => {
                 let (d, addr) = (*dev, *addr);
-                // An access in flight finishes even if the mm exits meanwhile.
+                // An access in flight finishes even if the mm exits
+                // meanwhile, and a revalidation unwinds itself.
                 let live = match phase {
-                    RegPhase::Go { .. } => self.mirrors[d]
-                        .as_ref()
-                        .map(|m| m.mm.0 as usize)
-                        .ok_or_else(|| "skipped: device gone".to_string()),
-                    _ => self.live_device(t, d, "access"),
+                    RegPhase::Begin => self.live_device(t, d, "access"),
+                    _ => self.device_mm(t, d),
                 };
                 let mi = match live {
                     Ok(mi) => mi,
@@ -1082,7 +1081,10 @@ impl World<'_> {
                     mirror::DeferredStep::Blocked => {
                         self.note_blocked();
                         self.threads[t].work = Some(work);
-                        return Ok(say!(self, "blocked: d{d} work waits for remove"));
+                        return Ok(say!(
+                            self,
+                            "blocked: d{d} work waits for the driver lock or a removal"
+                        ));
                     }
                     mirror::DeferredStep::Done(Ok(what)) => {
                         self.out.stats.ran += 1;
@@ -1123,6 +1125,17 @@ impl World<'_> {
             return Err(format!("{what} abandoned: its address space exited"));
         }
         Ok(mi)
+    }
+
+    /// The address space of device `d`, exited or not.
+    fn device_mm(&mut self, t: usize, d: usize) -> Result<usize, String> {
+        match self.mirrors[d].as_ref() {
+            Some(m) => Ok(m.mm.0 as usize),
+            None => {
+                self.answer(t, Answer::Skipped);
+                Err("skipped: device gone".into())
+            }
+        }
     }
 
     /// One step of a registration's pinning fault: None while it goes on.

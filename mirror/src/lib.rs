@@ -333,6 +333,20 @@ impl Callback {
                 .any(|r| r.inflight > 0 && r.start < range.end && range.start < r.end)
     }
 
+    /// Whether a fault may still install PTEs under `iv` (checked under the
+    /// driver lock at commit).
+    fn interval_live(&self, st: &DevState, iv: &Interval) -> bool {
+        match self.strategy {
+            Strategy::VmaTracking => {
+                let stale_ok = self.planted(PlantedBug::VmaDeferredInterval);
+                st.tracked
+                    .iter()
+                    .any(|t| t.iv.id() == iv.id() && (stale_ok || !t.deferred))
+            }
+            _ => true,
+        }
+    }
+
     /// The invalidate callback: take the driver lock, bump the interval's
     /// seq, tear down device PTEs in the range, note deferred work, unlock.
     fn invalidate(&self, range: &Range, iv: Option<(&Interval, u64)>) -> bool {
@@ -386,15 +400,22 @@ impl Callback {
             }
             Strategy::VmaTracking if range.event == Event::Unmap => {
                 let mut queue = false;
+                let mut dropped = None;
                 if let Some(t) = st.tracked.iter_mut().find(|t| t.iv.id() == iv.id()) {
                     if t.holes.len() < 8 {
                         t.holes.push((range.start, range.end));
                     } else {
                         // Too fragmented to trim: drop it whole.
                         t.holes = vec![(t.start, t.end)];
+                        dropped = Some((t.start, t.end));
                     }
                     queue = !t.deferred;
                     t.deferred = true;
+                }
+                // No piece will cover what is still mapped there: once the
+                // interval goes, no invalidation would reach those PTEs.
+                if let Some((start, end)) = dropped {
+                    st.zap(start, end, true);
                 }
                 if queue {
                     st.work.push_back(Item::VmaUpdate { iv: iv.clone() });
@@ -797,7 +818,7 @@ pub struct Deferred {
 pub enum DeferredStep {
     /// A step was taken.
     Progress,
-    /// Waiting for an interval removal.
+    /// Waiting for the driver lock or for an interval removal.
     Blocked,
     /// Finished; an error is a misuse of the notifier API by the driver.
     Done(Result<&'static str, MirrorError>),
@@ -817,6 +838,12 @@ impl Deferred {
             return DeferredStep::Done(Ok("nothing"));
         };
         let mut st = lock(&m.state);
+        // The work changes what faults look up: it takes the driver lock,
+        // which a fault holds from commit to install.
+        if st.lock.is_some() {
+            self.item = Some(item);
+            return DeferredStep::Blocked;
+        }
         let iv = match item {
             Item::OdpDestroy { base, gen, iv } => {
                 let size = match m.strategy {
@@ -1160,6 +1187,13 @@ impl Fault {
         if m.mm != mm.id {
             return FaultStep::Done(Err(MirrorError::WrongMm));
         }
+        // The mm is gone (mmget_not_zero fails): the fault must unwind its
+        // state (chunk use, busy registration, temporary interval), never
+        // be dropped half-way.
+        if mm.exited && matches!(self.state, State::Begin | State::Waiting(_) | State::Walk) {
+            self.state = State::Begin;
+            return self.fail(MirrorError::Segv(mm::MmError::Exited), m, mm, phys);
+        }
         match std::mem::replace(&mut self.state, State::Done) {
             State::Begin => {
                 if !self.counted {
@@ -1283,7 +1317,10 @@ impl Fault {
                     st.lock = Some(me);
                 }
                 let iv = self.iv.as_ref().expect("begun");
-                if iv.read_retry(self.seq) {
+                // read_retry cannot see an interval that the driver's own
+                // deferred work took out of the tree meanwhile: a PTE
+                // installed under it would never be invalidated.
+                if iv.read_retry(self.seq) || !m.cb.interval_live(&lock(&m.state), iv) {
                     if !unlocked {
                         lock(&m.state).lock = None;
                     }
