@@ -597,6 +597,15 @@ pub fn cli(args: &SoakArgs) -> Result<ExitCode, String> {
         rep.secs,
         findings.len()
     );
+    let unrun = (0..rep.rows.len())
+        .filter(|&r| !rep.cells.iter().any(|c| c.cell.row == r))
+        .count();
+    if unrun > 0 {
+        eprintln!(
+            "mnfuzz soak: warning: time ran out before {unrun} row(s) ran at all; \
+             give more --seconds or --jobs, or fewer --cell-runs"
+        );
+    }
     let broken = rep.cells.iter().filter(|c| c.problem.is_some()).count();
     if broken > 0 {
         eprintln!(
