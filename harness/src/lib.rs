@@ -15,8 +15,10 @@ pub mod exec;
 pub mod files;
 pub mod minimize;
 pub mod mirror_exec;
+pub mod pin;
 pub mod program;
 pub mod report;
+pub mod soak;
 pub mod targets;
 pub mod text;
 
