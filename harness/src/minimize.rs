@@ -136,8 +136,10 @@ impl Minimizer {
         best
     }
 
-    /// Rewrites a mirror program into its schedule form, if that still
-    /// diverges the same way (it should: every turn does what it did).
+    /// Rewrites a mirror program into its schedule form (see
+    /// [`schedule_form`]), or, when that is longer and `may_grow` is false,
+    /// into [`lines_schedule_form`]; kept if it still diverges the same way
+    /// (it should: every turn does what it did).
     fn write_schedule(
         &mut self,
         best: &mut Program,
