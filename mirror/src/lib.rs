@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use mm::{Env, FrameId, Mm, MmId, MmOp, Phys, Pte, Task, HUGE, PAGE};
 use notifier::{
-    ClassicId, ClassicOps, Event, Interval, Owner, PlantedBug, Range, ReadBegin, RemoveWait,
+    ClassicId, ClassicOps, Event, Interval, Owner, Phase, PlantedBug, Range, ReadBegin, RemoveWait,
     SeqWait,
 };
 
@@ -336,6 +336,9 @@ impl Callback {
     /// Whether a fault may still install PTEs under `iv` (checked under the
     /// driver lock at commit).
     fn interval_live(&self, st: &DevState, iv: &Interval) -> bool {
+        if self.planted(PlantedBug::VmaCommitUnchecked) {
+            return true;
+        }
         match self.strategy {
             Strategy::VmaTracking => {
                 let stale_ok = self.planted(PlantedBug::VmaDeferredInterval);
@@ -629,17 +632,23 @@ impl Mirror {
         if mm.notifier.snapshot().active > 1 {
             return;
         }
+        // Only where an interval of ours will hear of later changes: one in
+        // the tree now. An insert made while this cycle runs waits on the
+        // deferred list, and an invalidation that starts before the cycle
+        // ends would not call it.
+        let hears = |iv: &Interval| iv.phase() == Phase::InTree;
         for (page, pte) in mm.ptes_in(range.start, range.end) {
-            // Only where an interval of ours will hear of later changes.
             let covered = match self.strategy {
-                Strategy::FullVa | Strategy::PerFault => true,
+                Strategy::FullVa => self.full.as_ref().is_some_and(hears),
+                Strategy::PerFault => true,
                 Strategy::OdpImplicit { chunk_shift } => st
                     .chunks
-                    .contains_key(&(page & !((1u64 << chunk_shift) - 1))),
+                    .get(&(page & !((1u64 << chunk_shift) - 1)))
+                    .is_some_and(|c| hears(&c.iv)),
                 Strategy::VmaTracking => st
                     .tracked
                     .iter()
-                    .any(|t| !t.deferred && t.start <= page && page < t.end),
+                    .any(|t| !t.deferred && hears(&t.iv) && t.start <= page && page < t.end),
                 Strategy::RegistrationCache => false,
             };
             if !covered {

@@ -43,6 +43,12 @@ pub enum PlantedBug {
     /// mirror: an invalidation that starts inside a huge device mapping
     /// does not split it.
     HugeNotSplit,
+    /// mirror, VMA tracking: the commit trusts read_retry alone and does
+    /// not check that the interval is still one the driver uses, so a fault
+    /// commits under an interval its deferred work removed meanwhile (the
+    /// class of "drm/amdkfd: handle VMA remove race"; first seen as a false
+    /// alarm of the clean code, issue 21).
+    VmaCommitUnchecked,
 }
 
 /// Which crate carries a planted bug; a target finds the bugs of the crates it runs.
@@ -58,7 +64,7 @@ pub enum Component {
 
 impl PlantedBug {
     /// Every planted bug of the core.
-    pub const ALL: [PlantedBug; 15] = [
+    pub const ALL: [PlantedBug; 16] = [
         PlantedBug::ReleaseTwice,
         PlantedBug::InsertEvenSeq,
         PlantedBug::InsertNoMakeOdd,
@@ -74,6 +80,7 @@ impl PlantedBug {
         PlantedBug::VmaDeferredInterval,
         PlantedBug::RegcacheNoWait,
         PlantedBug::HugeNotSplit,
+        PlantedBug::VmaCommitUnchecked,
     ];
 
     /// The crate the bug lives in.
@@ -86,7 +93,8 @@ impl PlantedBug {
             | PlantedBug::OdpDestroyTwice
             | PlantedBug::VmaDeferredInterval
             | PlantedBug::RegcacheNoWait
-            | PlantedBug::HugeNotSplit => Component::Mirror,
+            | PlantedBug::HugeNotSplit
+            | PlantedBug::VmaCommitUnchecked => Component::Mirror,
             _ => Component::Notifier,
         }
     }
@@ -109,6 +117,7 @@ impl PlantedBug {
             PlantedBug::VmaDeferredInterval => "mirror-vma-deferred-interval",
             PlantedBug::RegcacheNoWait => "mirror-regcache-no-wait",
             PlantedBug::HugeNotSplit => "mirror-huge-not-split",
+            PlantedBug::VmaCommitUnchecked => "mirror-vma-commit-unchecked",
         }
     }
 
