@@ -24,8 +24,10 @@
 //!                              ((b & 7) + 8 * (h - 30)) % 6]]
 //!   KIND8       [fullva, perfault, odp, vma, regcache, fullva, perfault, odp]
 //!   KIND5       [fullva, perfault, odp, vma, regcache]
+//!               (the strategy registry's built-in kinds by index i % 5)
 //!   shift       ODP chunk shift 14 + ((s + 7) % 17): 0 is 2 MiB (21), and
-//!               every shift 14..=30 has a code
+//!               every shift 14..=30 has a code (any sized kind alike:
+//!               min + ((s + default - min) % n) over its n sizes)
 //! step    tag operands...                (repeated while bytes remain,
 //!                                         at most MAX_STEPS)
 //!   tag         thread = (tag >> 6) % threads; kind = the target's table[tag & 63]
@@ -120,7 +122,7 @@ use oracles::{CallbackModel, Refuse, SetSeq};
 
 use crate::program::{
     DevStep, ErrKind, Expect, MapKind, MmStep, Op, PageState, Program, ProgramConfig, Prot, Step,
-    Strategy, Target, CLASSIC_SLOTS, DEVICES, FILES, MAX_RUNS, MAX_SNAPSHOT_PAGES, MAX_STEPS,
+    StrategySpec, Target, CLASSIC_SLOTS, DEVICES, FILES, MAX_RUNS, MAX_SNAPSHOT_PAGES, MAX_STEPS,
     MIN_TASK_SIZE, MMS, OWNERS, PAGE, SLOTS, WINDOW_PAGES,
 };
 
@@ -374,58 +376,52 @@ fn task_size_raw(raw: u64) -> u64 {
     raw.max(MIN_TASK_SIZE)
 }
 
-type Devices = [Option<Strategy>; DEVICES as usize];
+type Devices = [Option<StrategySpec>; DEVICES as usize];
 
-/// ODP with the chunk size of a zero `shift` code: a stand-in until the
-/// shift byte is read.
-const ODP: Strategy = Strategy::OdpImplicit { chunk_shift: 21 };
-/// Strategy kinds by three bits; the common ones twice.
-const KIND8: [Strategy; 8] = [
-    Strategy::FullVa,
-    Strategy::PerFault,
-    ODP,
-    Strategy::VmaTracking,
-    Strategy::RegistrationCache,
-    Strategy::FullVa,
-    Strategy::PerFault,
-    ODP,
-];
-/// Each strategy kind once.
-const KIND5: [Strategy; 5] = [
-    Strategy::FullVa,
-    Strategy::PerFault,
-    ODP,
-    Strategy::VmaTracking,
-    Strategy::RegistrationCache,
-];
+/// Strategy kinds the codec chooses from: the registry's built-in ones.
+const KINDS_N: u8 = mirror::strategy::BUILTIN.len() as u8;
 
-/// The devices a mirror program opens on `m0` before its first step, ODP
-/// ones with the stand-in chunk size: their `shift` bytes follow.
+/// A strategy kind by three bits (KIND8): registry order, the first ones
+/// twice; a sized kind at its default size, a stand-in until its `shift`
+/// byte is read.
+fn kind8(b: u8) -> StrategySpec {
+    StrategySpec::of((b & 7) % KINDS_N)
+}
+
+/// Each strategy kind once (KIND5).
+fn kind_n(i: u8) -> StrategySpec {
+    StrategySpec::of(i % KINDS_N)
+}
+
+/// The devices a mirror program opens on `m0` before its first step, sized
+/// ones with the stand-in size: their `shift` bytes follow.
 fn devices_code(b: u8) -> Devices {
-    let k = KIND8[(b & 7) as usize];
+    let k = kind8(b);
     match b >> 3 {
         0..=19 => [Some(k), None],
-        h @ 20..=29 => [Some(k), Some(KIND5[((h - 20) % 5) as usize])],
+        h @ 20..=29 => [Some(k), Some(kind_n(h - 20))],
         h => {
-            let i = ((b & 7) + 8 * (h - 30)) % 6;
-            [None, (i > 0).then(|| KIND5[(i - 1) as usize])]
+            let i = ((b & 7) + 8 * (h - 30)) % (KINDS_N + 1);
+            [None, (i > 0).then(|| kind_n(i - 1))]
         }
     }
 }
 
-/// An ODP chunk shift: every one of `ODP_MIN_SHIFT..=ODP_MAX_SHIFT`, 2 MiB
-/// first.
-fn shift_code(b: u8) -> u8 {
-    const N: u8 = mirror::ODP_MAX_SHIFT - mirror::ODP_MIN_SHIFT + 1;
-    mirror::ODP_MIN_SHIFT + ((b % N) + 7) % N
+/// The size parameter of `s`'s kind, if it takes one.
+fn size_param(s: StrategySpec) -> Option<mirror::strategy::SizeParam> {
+    mirror::strategy::kind(s.kind)?.param
 }
 
-/// `s` with the stand-in chunk size if it is ODP: what the kind tables hold.
-fn kind_of_strategy(s: Strategy) -> Strategy {
-    match s {
-        Strategy::OdpImplicit { .. } => ODP,
-        s => s,
-    }
+/// A size (an ODP chunk shift): every one of `p.min..=p.max`, the default
+/// (2 MiB) first.
+fn shift_code(p: mirror::strategy::SizeParam, b: u8) -> u8 {
+    let n = p.max - p.min + 1;
+    p.min + ((b % n) + (p.default - p.min)) % n
+}
+
+/// `s` with the stand-in size if it takes one: what the kind tables hold.
+fn kind_of_strategy(s: StrategySpec) -> StrategySpec {
+    s.with_default_param()
 }
 
 /// What an address byte says.
@@ -555,12 +551,14 @@ fn slot2_code(b: u8) -> u8 {
 
 /// An `open`'s strategy: the kind by the low three bits, an ODP chunk
 /// shift by the rest.
-fn strategy_code(b: u8) -> Strategy {
-    match KIND8[(b & 7) as usize] {
-        Strategy::OdpImplicit { .. } => Strategy::OdpImplicit {
-            chunk_shift: shift_code(b >> 3),
+fn strategy_code(b: u8) -> StrategySpec {
+    let k = kind8(b);
+    match size_param(k) {
+        Some(p) => StrategySpec {
+            param: shift_code(p, b >> 3),
+            ..k
         },
-        k => k,
+        None => k,
     }
 }
 
@@ -738,8 +736,8 @@ impl Reader<'_, '_> {
             Target::Mirror => devices_code(self.byte()),
         };
         for d in devices.iter_mut().flatten() {
-            if let Strategy::OdpImplicit { chunk_shift } = d {
-                *chunk_shift = shift_code(self.byte());
+            if let Some(p) = size_param(*d) {
+                d.param = shift_code(p, self.byte());
             }
         }
         ProgramConfig {
@@ -1349,14 +1347,14 @@ pub fn encode(p: &Program) -> Vec<u8> {
         let kinds = c.devices.map(|d| d.map(kind_of_strategy));
         let b = first_code(|b| devices_code(b) == kinds).unwrap_or(0);
         out.push(b);
-        // The shift bytes of the devices that byte opens as ODP.
+        // The shift bytes of the devices that byte opens with a size.
         for (d, k) in c.devices.iter().zip(devices_code(b)) {
-            if let Some(Strategy::OdpImplicit { .. }) = k {
+            if let Some((k, p)) = k.and_then(|k| Some((k, size_param(k)?))) {
                 let shift = match d {
-                    Some(Strategy::OdpImplicit { chunk_shift }) => *chunk_shift,
-                    _ => 21,
+                    Some(d) if d.kind == k.kind => d.param,
+                    _ => p.default,
                 };
-                out.push(first_code(|s| shift_code(s) == shift).unwrap_or(0));
+                out.push(first_code(|s| shift_code(p, s) == shift).unwrap_or(0));
             }
         }
     }
@@ -1489,15 +1487,8 @@ pub(crate) mod tests {
         ]
     }
 
-    fn any_strategy() -> impl Strategy<Value = mirror::Strategy> {
-        prop_oneof![
-            Just(mirror::Strategy::FullVa),
-            Just(mirror::Strategy::PerFault),
-            (mirror::ODP_MIN_SHIFT..=mirror::ODP_MAX_SHIFT)
-                .prop_map(|chunk_shift| mirror::Strategy::OdpImplicit { chunk_shift }),
-            Just(mirror::Strategy::VmaTracking),
-            Just(mirror::Strategy::RegistrationCache),
-        ]
+    fn any_strategy() -> impl Strategy<Value = StrategySpec> {
+        proptest::sample::select(StrategySpec::every())
     }
 
     fn any_prot() -> impl Strategy<Value = Prot> {
@@ -1618,7 +1609,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn any_devices() -> impl Strategy<Value = [Option<mirror::Strategy>; DEVICES as usize]> {
+    fn any_devices() -> impl Strategy<Value = [Option<StrategySpec>; DEVICES as usize]> {
         (
             proptest::option::of(any_strategy()),
             proptest::option::of(any_strategy()),
@@ -2165,7 +2156,7 @@ pub(crate) mod tests {
             config: ProgramConfig {
                 target: Target::Mirror,
                 threads,
-                devices: [Some(mirror::Strategy::FullVa), None],
+                devices: [Some(FULLVA), None],
                 ..ProgramConfig::default()
             },
             steps,
@@ -2223,23 +2214,23 @@ pub(crate) mod tests {
     }
 
     /// Every strategy the op language has: each kind, ODP with every chunk shift.
-    fn every_strategy() -> Vec<mirror::Strategy> {
-        let mut all = vec![
-            mirror::Strategy::FullVa,
-            mirror::Strategy::PerFault,
-            mirror::Strategy::VmaTracking,
-            mirror::Strategy::RegistrationCache,
-        ];
-        all.extend(
-            (mirror::ODP_MIN_SHIFT..=mirror::ODP_MAX_SHIFT)
-                .map(|chunk_shift| mirror::Strategy::OdpImplicit { chunk_shift }),
-        );
-        all
+    fn every_strategy() -> Vec<StrategySpec> {
+        StrategySpec::every()
+    }
+
+    const FULLVA: StrategySpec = StrategySpec::of(0);
+    const PERFAULT: StrategySpec = StrategySpec::of(1);
+    const ODP: StrategySpec = StrategySpec::of(2);
+
+    fn odp(chunk_shift: u8) -> StrategySpec {
+        StrategySpec {
+            param: chunk_shift,
+            ..ODP
+        }
     }
 
     #[test]
     fn every_devices_byte_decodes_and_every_devices_config_roundtrips() {
-        use mirror::Strategy::FullVa;
         let mut counts = std::collections::HashMap::new();
         for b in 0..=u8::MAX {
             let p = decode(&[1, 0, 0, 0, b]);
@@ -2260,12 +2251,12 @@ pub(crate) mod tests {
             .map(|(_, n)| n)
             .sum();
         assert_eq!(d1_open, 80 + 16 * 5 / 6, "{counts:?}");
-        assert_eq!(counts[&[Some(FullVa), None]], 40);
+        assert_eq!(counts[&[Some(FULLVA), None]], 40);
         // A missing shift byte is the 2 MiB chunk.
         assert_eq!(decode(&[1, 0, 0, 0, 2]).config.devices, [Some(ODP), None]);
         // Every pair, with every ODP chunk size: one byte, and one more
         // per ODP device.
-        let all: Vec<Option<mirror::Strategy>> = std::iter::once(None)
+        let all: Vec<Option<StrategySpec>> = std::iter::once(None)
             .chain(every_strategy().into_iter().map(Some))
             .collect();
         for &d0 in &all {
@@ -2275,7 +2266,7 @@ pub(crate) mod tests {
                 let bytes = encode(&p);
                 let odp = [d0, d1]
                     .iter()
-                    .filter(|d| matches!(d, Some(mirror::Strategy::OdpImplicit { .. })))
+                    .filter(|d| d.is_some_and(|d| d.kind == ODP.kind))
                     .count();
                 assert_eq!(bytes.len(), 5 + odp, "{d0:?} {d1:?}: {bytes:02x?}");
                 assert_eq!(decode(&bytes), p);
@@ -2289,10 +2280,8 @@ pub(crate) mod tests {
         for b in 0..=u8::MAX {
             seen.insert(strategy_code(b));
             seen.insert(match devices_code(b)[0] {
-                Some(mirror::Strategy::OdpImplicit { .. }) => mirror::Strategy::OdpImplicit {
-                    chunk_shift: shift_code(b),
-                },
-                d => d.unwrap_or(mirror::Strategy::FullVa),
+                Some(d) if d.kind == ODP.kind => odp(shift_code(size_param(ODP).unwrap(), b)),
+                d => d.unwrap_or(FULLVA),
             });
         }
         let all = every_strategy();
@@ -2315,7 +2304,7 @@ pub(crate) mod tests {
             assert_eq!(decode(&bytes), p);
         }
         // The usual chunk is the first code.
-        assert_eq!(shift_code(0), 21);
+        assert_eq!(shift_code(size_param(ODP).unwrap(), 0), 21);
     }
 
     #[test]
@@ -2460,12 +2449,11 @@ pub(crate) mod tests {
                 },
             }]
         );
-        assert_eq!(p.config.devices, [Some(mirror::Strategy::FullVa), None]);
+        assert_eq!(p.config.devices, [Some(FULLVA), None]);
     }
 
     #[test]
     fn mirror_operands_take_one_byte_each() {
-        use mirror::Strategy::PerFault;
         let mm = |mm, op| Op::Mm { mm, op };
         let dev = |dev, op| Op::Dev { dev, op };
         let cases: Vec<(Op, usize)> = vec![
@@ -2558,7 +2546,7 @@ pub(crate) mod tests {
                     1,
                     DevStep::Open {
                         mm: 1,
-                        strategy: PerFault,
+                        strategy: PERFAULT,
                     },
                 ),
                 3,
@@ -2612,7 +2600,7 @@ pub(crate) mod tests {
                     0,
                     DevStep::Open {
                         mm: 0,
-                        strategy: mirror::Strategy::OdpImplicit { chunk_shift: 30 },
+                        strategy: odp(30),
                     },
                 ),
                 3,
@@ -3019,7 +3007,7 @@ pub(crate) mod tests {
                         dev: 5,
                         op: DevStep::Open {
                             mm: 4,
-                            strategy: mirror::Strategy::PerFault,
+                            strategy: PERFAULT,
                         },
                     },
                 },

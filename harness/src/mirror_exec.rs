@@ -600,7 +600,7 @@ impl World<'_> {
                             _ => Access::Read,
                         };
                         let write = matches!(access, Access::Write(_));
-                        if m.strategy == mirror::Strategy::RegistrationCache {
+                        if m.uses_registrations() {
                             self.threads[t].work = Some(Work::RegAccess {
                                 dev: d,
                                 addr,
@@ -1222,7 +1222,7 @@ impl World<'_> {
                     "the scheduler never lets a callback meet a held lock".into(),
                 ));
             }
-            if m.strategy == mirror::Strategy::RegistrationCache {
+            if m.uses_registrations() {
                 if let Some(f) = m
                     .pinned_frames()
                     .into_iter()

@@ -2,7 +2,7 @@
 //! op performed by one logical thread. Line order is the schedule: the
 //! input chooses which thread advances next.
 
-pub use mirror::{PageState, Strategy};
+pub use mirror::{PageState, StrategySpec};
 pub use mm::{MapKind, Prot};
 use notifier::Event;
 use oracles::{CallbackModel, Refuse};
@@ -75,7 +75,7 @@ pub struct ProgramConfig {
     pub task_size: u64,
     /// Mirror target: devices opened on `m0` before the first step
     /// (`devices=fullva,perfault`); always `[None, None]` for the notifier target.
-    pub devices: [Option<Strategy>; DEVICES as usize],
+    pub devices: [Option<StrategySpec>; DEVICES as usize],
 }
 
 impl Default for ProgramConfig {
@@ -105,12 +105,8 @@ impl ProgramConfig {
         if self.target == Target::Notifier && self.devices != [None, None] {
             return Err("devices belong to the mirror target".into());
         }
-        if self.devices.iter().flatten().any(|s| !strategy_valid(*s)) {
-            return Err(format!(
-                "ODP chunk shift out of range ({}..={})",
-                mirror::ODP_MIN_SHIFT,
-                mirror::ODP_MAX_SHIFT
-            ));
+        for d in self.devices.iter().flatten() {
+            d.check()?;
         }
         Ok(())
     }
@@ -367,15 +363,10 @@ impl ErrKind {
     }
 }
 
-/// Whether `s` is a strategy the op language has (an ODP chunk shift in
-/// `ODP_MIN_SHIFT..=ODP_MAX_SHIFT`).
-pub fn strategy_valid(s: Strategy) -> bool {
-    match s {
-        Strategy::OdpImplicit { chunk_shift } => {
-            (mirror::ODP_MIN_SHIFT..=mirror::ODP_MAX_SHIFT).contains(&chunk_shift)
-        }
-        _ => true,
-    }
+/// Whether `s` is a strategy the op language has (a registered kind with
+/// a parameter in its range).
+pub fn strategy_valid(s: StrategySpec) -> bool {
+    s.check().is_ok()
 }
 
 /// Address space operations of the mirror target (`mN KEYWORD ...`).
@@ -487,7 +478,7 @@ pub enum DevStep {
         /// Address space.
         mm: u8,
         /// Interval strategy.
-        strategy: Strategy,
+        strategy: StrategySpec,
     },
     /// `read A`: a device load (faults if needed).
     Read {
