@@ -2274,6 +2274,58 @@ pub(crate) mod tests {
         }
     }
 
+    /// Decodings pinned from the codec before strategies moved into the
+    /// registry (commit 71193cd): seeds must keep meaning what they meant.
+    #[test]
+    fn strategy_decodings_are_pinned() {
+        let name = |d: Option<StrategySpec>| d.map_or("none".to_string(), StrategySpec::name);
+        let cases: [(u8, u8, &str); 26] = [
+            (0x00, 0, "fullva,none"),
+            (0x00, 16, "fullva,none"),
+            (0x02, 0, "odp:2m,none"),
+            (0x02, 16, "odp:1m,none"),
+            (0x04, 0, "regcache,none"),
+            (0x07, 0, "odp:2m,none"),
+            (0x07, 16, "odp:1m,none"),
+            (0x55, 0, "fullva,none"),
+            (0x9a, 0, "odp:2m,none"),
+            (0x9a, 16, "odp:1m,none"),
+            (0xa3, 0, "vma,fullva"),
+            (0xa3, 16, "vma,fullva"),
+            (0xb2, 0, "odp:2m,odp:2m"),
+            (0xb2, 16, "odp:1m,odp:4m"),
+            (0xea, 0, "odp:2m,regcache"),
+            (0xea, 16, "odp:1m,regcache"),
+            (0xf0, 0, "none,none"),
+            (0xf0, 16, "none,none"),
+            (0xf7, 0, "none,fullva"),
+            (0xf7, 16, "none,fullva"),
+            (0xfa, 0, "none,vma"),
+            (0xfa, 16, "none,vma"),
+            (0xff, 0, "none,odp:2m"),
+            (0xff, 16, "none,odp:1m"),
+            (0xab, 0, "vma,perfault"),
+            (0xcc, 0, "regcache,fullva"),
+        ];
+        for (b, s, want) in cases {
+            let d = decode(&[1, 0, 0, 0, b, s, s ^ 0x55]).config.devices;
+            assert_eq!(format!("{},{}", name(d[0]), name(d[1])), want, "{b:#x} {s}");
+        }
+        let opens: [(u8, &str); 8] = [
+            (0x00, "fullva"),
+            (0x01, "perfault"),
+            (0x02, "odp:2m"),
+            (0x0a, "odp:4m"),
+            (0x3a, "odp:256m"),
+            (0x52, "odp:16k"),
+            (0x0b, "vma"),
+            (0x0d, "fullva"),
+        ];
+        for (b, want) in opens {
+            assert_eq!(strategy_code(b).name(), want, "{b:#x}");
+        }
+    }
+
     #[test]
     fn every_strategy_and_chunk_shift_has_a_code() {
         let mut seen = std::collections::HashSet::new();
