@@ -22,7 +22,7 @@ use mirror::{snapshot, Fault, FaultStep, Mirror};
 use mm::{Env, Mm, MmConfig, MmId, MmOp, Outcome as MmOutcome, Phys, Pte, Task, TaskStep};
 use notifier::Range;
 
-use crate::exec::{Divergence, DivergenceKind, Outcome, RunOptions};
+use crate::outcome::{Divergence, DivergenceKind, Outcome, RunOptions};
 use crate::program::{
     DevStep, ErrKind, Expect, MmStep, Op, PageState, Program, DEVICES, MAX_THREADS, MMS,
 };
