@@ -120,16 +120,17 @@ use arbitrary::{Arbitrary, Unstructured};
 use notifier::Event;
 use oracles::{CallbackModel, Refuse, SetSeq};
 
+// The mirror target's part of the format.
+use crate::mirror::codec::*;
 use crate::program::{
-    DevStep, ErrKind, Expect, MapKind, MmStep, Op, PageState, Program, ProgramConfig, Prot, Step,
-    StrategySpec, Target, CLASSIC_SLOTS, DEVICES, FILES, MAX_RUNS, MAX_SNAPSHOT_PAGES, MAX_STEPS,
-    MIN_TASK_SIZE, MMS, OWNERS, PAGE, SLOTS, WINDOW_PAGES,
+    DevStep, MmStep, Op, Program, ProgramConfig, Step, Target, CLASSIC_SLOTS, DEVICES, FILES,
+    MAX_STEPS, MIN_TASK_SIZE, MMS, OWNERS, PAGE, SLOTS, WINDOW_PAGES,
 };
 
 /// The code that is followed by 8 raw little-endian bytes.
-const ESCAPE: u8 = 255;
+pub(crate) const ESCAPE: u8 = 255;
 /// Thread counts by `byte & 7`; 2 is the most common.
-const THREADS: [u8; 8] = [2, 2, 2, 1, 3, 3, 4, 4];
+pub(crate) const THREADS: [u8; 8] = [2, 2, 2, 1, 3, 3, 4, 4];
 
 // The mirror tables below spell out two address spaces, two devices and
 // two files.
@@ -137,7 +138,7 @@ const _: () = assert!(MMS == 2 && DEVICES == 2 && FILES == 2);
 
 /// The op kinds of both targets, as chosen by a step's tag byte.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     // The notifier target.
     Start,
     End,
@@ -181,10 +182,10 @@ enum Kind {
 }
 
 /// Number of [`Kind`]s.
-const KIND_COUNT: usize = Kind::Yield as usize + 1;
+pub(crate) const KIND_COUNT: usize = Kind::Yield as usize + 1;
 
 /// Each notifier kind's share of the 64 entries of [`KINDS`].
-const KIND_WEIGHTS: [(Kind, usize); 10] = [
+pub(crate) const KIND_WEIGHTS: [(Kind, usize); 10] = [
     (Kind::Start, 14),
     (Kind::End, 10),
     (Kind::ReadBegin, 12),
@@ -200,7 +201,7 @@ const KIND_WEIGHTS: [(Kind, usize); 10] = [
 /// Each mirror kind's share of the 64 entries of [`MIRROR_KINDS`]. The
 /// kinds before the device-memory ops had 64 entries between them; their
 /// weights are scaled to 56 by largest remainder, which keeps their order.
-const MIRROR_KIND_WEIGHTS: [(Kind, usize); 28] = [
+pub(crate) const MIRROR_KIND_WEIGHTS: [(Kind, usize); 28] = [
     (Kind::MmRead, 5),
     (Kind::MmWrite, 5),
     (Kind::DevRead, 5),
@@ -232,11 +233,11 @@ const MIRROR_KIND_WEIGHTS: [(Kind, usize); 28] = [
 ];
 
 /// Notifier `tag & 63` to kind.
-const KINDS: [Kind; 64] = kind_table(&KIND_WEIGHTS);
+pub(crate) const KINDS: [Kind; 64] = kind_table(&KIND_WEIGHTS);
 /// Mirror `tag & 63` to kind.
-const MIRROR_KINDS: [Kind; 64] = kind_table(&MIRROR_KIND_WEIGHTS);
+pub(crate) const MIRROR_KINDS: [Kind; 64] = kind_table(&MIRROR_KIND_WEIGHTS);
 
-const fn kind_table(weights: &[(Kind, usize)]) -> [Kind; 64] {
+pub(crate) const fn kind_table(weights: &[(Kind, usize)]) -> [Kind; 64] {
     let mut t = [weights[0].0; 64];
     let mut i = 0;
     let mut k = 0;
@@ -257,9 +258,9 @@ const fn kind_table(weights: &[(Kind, usize)]) -> [Kind; 64] {
 
 /// The first `tag & 63` of each kind in its target's table, indexed by
 /// `Kind as usize`.
-const FIRST_TAG: [u8; KIND_COUNT] = first_tag_table();
+pub(crate) const FIRST_TAG: [u8; KIND_COUNT] = first_tag_table();
 
-const fn first_tag_table() -> [u8; KIND_COUNT] {
+pub(crate) const fn first_tag_table() -> [u8; KIND_COUNT] {
     let mut t = [u8::MAX; KIND_COUNT];
     let mut b = 64;
     while b > 0 {
@@ -276,7 +277,7 @@ const fn first_tag_table() -> [u8; KIND_COUNT] {
 }
 
 /// The kind tables of `target`.
-fn kinds(target: Target) -> &'static [Kind; 64] {
+pub(crate) fn kinds(target: Target) -> &'static [Kind; 64] {
     match target {
         Target::Notifier => &KINDS,
         Target::Mirror => &MIRROR_KINDS,
@@ -284,11 +285,11 @@ fn kinds(target: Target) -> &'static [Kind; 64] {
 }
 
 /// The kind a tag byte chooses for `target`.
-fn tag_kind(tag: u8, target: Target) -> Kind {
+pub(crate) fn tag_kind(tag: u8, target: Target) -> Kind {
     kinds(target)[(tag & 63) as usize]
 }
 
-fn kind_of(op: &Op) -> Kind {
+pub(crate) fn kind_of(op: &Op) -> Kind {
     match op {
         Op::Insert { .. } => Kind::Insert,
         Op::Remove { .. } => Kind::Remove,
@@ -339,15 +340,15 @@ fn kind_of(op: &Op) -> Kind {
 // Code tables: one pure function per operand, shared by decoder and encoder.
 // `None` means the escape.
 
-fn target_code(b: u8) -> Target {
+pub(crate) fn target_code(b: u8) -> Target {
     Target::ALL[b as usize % Target::ALL.len()]
 }
 
-fn threads_code(b: u8) -> u8 {
+pub(crate) fn threads_code(b: u8) -> u8 {
     THREADS[(b & 7) as usize]
 }
 
-fn seq_code(b: u8) -> Option<u64> {
+pub(crate) fn seq_code(b: u8) -> Option<u64> {
     Some(match b {
         0..=191 => 2,
         192..=207 => 0,
@@ -358,11 +359,11 @@ fn seq_code(b: u8) -> Option<u64> {
     })
 }
 
-fn seq_raw(raw: u64) -> u64 {
+pub(crate) fn seq_raw(raw: u64) -> u64 {
     raw & !1
 }
 
-fn task_size_code(b: u8) -> Option<u64> {
+pub(crate) fn task_size_code(b: u8) -> Option<u64> {
     Some(match b {
         0..=191 => u64::MAX,
         192..=215 => 1 << 47,
@@ -372,61 +373,13 @@ fn task_size_code(b: u8) -> Option<u64> {
     })
 }
 
-fn task_size_raw(raw: u64) -> u64 {
+pub(crate) fn task_size_raw(raw: u64) -> u64 {
     raw.max(MIN_TASK_SIZE)
-}
-
-type Devices = [Option<StrategySpec>; DEVICES as usize];
-
-/// Strategy kinds the codec chooses from: the registry's built-in ones.
-const KINDS_N: u8 = mirror::strategy::BUILTIN.len() as u8;
-
-/// A strategy kind by three bits (KIND8): registry order, the first ones
-/// twice; a sized kind at its default size, a stand-in until its `shift`
-/// byte is read.
-fn kind8(b: u8) -> StrategySpec {
-    StrategySpec::of((b & 7) % KINDS_N)
-}
-
-/// Each strategy kind once (KIND5).
-fn kind_n(i: u8) -> StrategySpec {
-    StrategySpec::of(i % KINDS_N)
-}
-
-/// The devices a mirror program opens on `m0` before its first step, sized
-/// ones with the stand-in size: their `shift` bytes follow.
-fn devices_code(b: u8) -> Devices {
-    let k = kind8(b);
-    match b >> 3 {
-        0..=19 => [Some(k), None],
-        h @ 20..=29 => [Some(k), Some(kind_n(h - 20))],
-        h => {
-            let i = ((b & 7) + 8 * (h - 30)) % (KINDS_N + 1);
-            [None, (i > 0).then(|| kind_n(i - 1))]
-        }
-    }
-}
-
-/// The size parameter of `s`'s kind, if it takes one.
-fn size_param(s: StrategySpec) -> Option<mirror::strategy::SizeParam> {
-    mirror::strategy::kind(s.kind)?.param
-}
-
-/// A size (an ODP chunk shift): every one of `p.min..=p.max`, the default
-/// (2 MiB) first.
-fn shift_code(p: mirror::strategy::SizeParam, b: u8) -> u8 {
-    let n = p.max - p.min + 1;
-    p.min + ((b % n) + (p.default - p.min)) % n
-}
-
-/// `s` with the stand-in size if it takes one: what the kind tables hold.
-fn kind_of_strategy(s: StrategySpec) -> StrategySpec {
-    s.with_default_param()
 }
 
 /// What an address byte says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Addr {
+pub(crate) enum Addr {
     /// This address; a length byte follows.
     At(u64),
     /// Start 0, length `task_size`; no length byte.
@@ -436,7 +389,7 @@ enum Addr {
 }
 
 /// The specials of both address tables, `240..=254`.
-fn special_addr(b: u8, task_size: u64) -> Addr {
+pub(crate) fn special_addr(b: u8, task_size: u64) -> Addr {
     match (b - 240) % 5 {
         0 => Addr::At(0),
         1 => Addr::At(task_size.wrapping_sub(PAGE)),
@@ -447,7 +400,7 @@ fn special_addr(b: u8, task_size: u64) -> Addr {
 }
 
 /// Notifier addresses.
-fn addr_code(b: u8, task_size: u64) -> Addr {
+pub(crate) fn addr_code(b: u8, task_size: u64) -> Addr {
     let page = (b as u64 % WINDOW_PAGES) * PAGE;
     match b {
         0..=191 => Addr::At(page),
@@ -460,7 +413,7 @@ fn addr_code(b: u8, task_size: u64) -> Addr {
 }
 
 /// Mirror addresses: more of them aligned.
-fn maddr_code(b: u8, task_size: u64) -> Addr {
+pub(crate) fn maddr_code(b: u8, task_size: u64) -> Addr {
     let page = (b as u64 % WINDOW_PAGES) * PAGE;
     match b {
         0..=207 => Addr::At(page),
@@ -476,13 +429,13 @@ fn maddr_code(b: u8, task_size: u64) -> Addr {
 
 /// The base of the mirror's second address window, and a length code: one
 /// huge page.
-const HUGE_WINDOW: u64 = 2 << 20;
+pub(crate) const HUGE_WINDOW: u64 = 2 << 20;
 
 /// What a mirror point's (a single address's) WHOLE code means.
-const POINT_WHOLE: u64 = WINDOW_PAGES * PAGE;
+pub(crate) const POINT_WHOLE: u64 = WINDOW_PAGES * PAGE;
 
 /// A mirror point: `maddr_code`, with WHOLE meaning [`POINT_WHOLE`].
-fn point_code(b: u8, task_size: u64) -> Option<u64> {
+pub(crate) fn point_code(b: u8, task_size: u64) -> Option<u64> {
     match maddr_code(b, task_size) {
         Addr::At(a) => Some(a),
         Addr::Whole => Some(POINT_WHOLE),
@@ -490,7 +443,7 @@ fn point_code(b: u8, task_size: u64) -> Option<u64> {
     }
 }
 
-fn len_code(b: u8, start: u64, task_size: u64) -> Option<u64> {
+pub(crate) fn len_code(b: u8, start: u64, task_size: u64) -> Option<u64> {
     let pages = (b as u64 % 8 + 1) * PAGE;
     Some(match b {
         0..=175 => pages,
@@ -505,12 +458,12 @@ fn len_code(b: u8, start: u64, task_size: u64) -> Option<u64> {
     })
 }
 
-fn event_code(b: u8) -> Event {
+pub(crate) fn event_code(b: u8) -> Event {
     Event::ALL[b as usize % Event::ALL.len()]
 }
 
 /// `(blockable, owner)`.
-fn flags_code(b: u8) -> (bool, Option<u8>) {
+pub(crate) fn flags_code(b: u8) -> (bool, Option<u8>) {
     let blockable = b & 7 != 7;
     let owner = if b >> 3 < 24 {
         None
@@ -520,7 +473,7 @@ fn flags_code(b: u8) -> (bool, Option<u8>) {
     (blockable, owner)
 }
 
-fn refuse_code(b: u8) -> Refuse {
+pub(crate) fn refuse_code(b: u8) -> Refuse {
     match b & 15 {
         0..=11 => Refuse::Never,
         12..=14 => Refuse::NonBlockable,
@@ -530,13 +483,13 @@ fn refuse_code(b: u8) -> Refuse {
 
 /// The `set_seq` half of a callback byte, before the event byte of `SkipFor`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum SeqHead {
+pub(crate) enum SeqHead {
     Always,
     Never,
     Skip,
 }
 
-fn seq_head_code(b: u8) -> SeqHead {
+pub(crate) fn seq_head_code(b: u8) -> SeqHead {
     match b >> 4 {
         0..=13 => SeqHead::Always,
         14 => SeqHead::Never,
@@ -544,120 +497,23 @@ fn seq_head_code(b: u8) -> SeqHead {
     }
 }
 
-/// `m0` mostly, `m1` iff `b & 7 == 7`; devices alike.
-fn slot2_code(b: u8) -> u8 {
-    u8::from(b & 7 == 7)
-}
-
-/// An `open`'s strategy: the kind by the low three bits, an ODP chunk
-/// shift by the rest.
-fn strategy_code(b: u8) -> StrategySpec {
-    let k = kind8(b);
-    match size_param(k) {
-        Some(p) => StrategySpec {
-            param: shift_code(p, b >> 3),
-            ..k
-        },
-        None => k,
-    }
-}
-
-/// `(kind, prot)` of an mmap.
-fn map_code(b: u8) -> (MapKind, Prot) {
-    let kind = match b & 7 {
-        0..=4 => MapKind::AnonPrivate,
-        5 => MapKind::AnonShared,
-        k => MapKind::File(u32::from(k - 6)),
-    };
-    let prot = match b {
-        0..=223 => Prot::ReadWrite,
-        224..=239 => Prot::Read,
-        _ => Prot::None,
-    };
-    (kind, prot)
-}
-
-/// mprotect's protection: `rw` half the time.
-fn prot_code(b: u8) -> Prot {
-    match b & 3 {
-        0 => Prot::Read,
-        2 => Prot::None,
-        _ => Prot::ReadWrite,
-    }
-}
-
-/// What an expectation's first byte says.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ExpectHead {
-    Ok,
-    Skipped,
-    Error(Option<ErrKind>),
-    Value,
-    Pages,
-    Faults(u8),
-    States,
-}
-
-fn expect_head_code(b: u8) -> ExpectHead {
-    let hi = b >> 3;
-    match b & 7 {
-        1 => ExpectHead::Skipped,
-        2 => ExpectHead::Error(match hi % 7 {
-            0 => None,
-            k => Some(ErrKind::ALL[(k - 1) as usize]),
-        }),
-        3 => ExpectHead::Value,
-        4 => ExpectHead::Pages,
-        5 => ExpectHead::Faults(hi & 1),
-        6 => ExpectHead::States,
-        _ => ExpectHead::Ok,
-    }
-}
-
-fn state_code(b: u8) -> PageState {
-    PageState::ALL[b as usize % PageState::ALL.len()]
-}
-
-/// A run's page count, `1..=MAX_SNAPSHOT_PAGES`.
-fn count_code(b: u8) -> Option<u64> {
-    (b != ESCAPE).then_some(u64::from(b) + 1)
-}
-
-fn count_raw(raw: u64) -> u64 {
-    raw % u64::from(MAX_SNAPSHOT_PAGES) + 1
-}
-
-/// `(to follows, dontunmap)` of an mremap.
-fn remap_code(b: u8) -> (bool, bool) {
-    (b >> 3 >= 24, b & 7 == 7)
-}
-
-/// A written value: small on purpose, so that contents collide.
-fn value_code(b: u8) -> Option<u64> {
-    (b != ESCAPE).then_some(u64::from(b))
-}
-
-fn value_raw(raw: u64) -> u64 {
-    raw
-}
-
 // ---------------------------------------------------------------------------
 // Decoding.
 
 /// Reads bytes from an `Unstructured`; past the end every byte is 0.
-struct Reader<'r, 'a> {
+pub(crate) struct Reader<'r, 'a> {
     u: &'r mut Unstructured<'a>,
 }
 
 impl Reader<'_, '_> {
-    fn byte(&mut self) -> u8 {
+    pub(crate) fn byte(&mut self) -> u8 {
         match self.u.bytes(1) {
             Ok(b) => b[0],
             Err(_) => 0,
         }
     }
 
-    fn raw(&mut self) -> u64 {
+    pub(crate) fn raw(&mut self) -> u64 {
         let mut b = [0u8; 8];
         for x in &mut b {
             *x = self.byte();
@@ -665,7 +521,7 @@ impl Reader<'_, '_> {
         u64::from_le_bytes(b)
     }
 
-    fn u64_with(&mut self, code: fn(u8) -> Option<u64>, raw: fn(u64) -> u64) -> u64 {
+    pub(crate) fn u64_with(&mut self, code: fn(u8) -> Option<u64>, raw: fn(u64) -> u64) -> u64 {
         match code(self.byte()) {
             Some(v) => v,
             None => raw(self.raw()),
@@ -673,7 +529,7 @@ impl Reader<'_, '_> {
     }
 
     /// `(start, len)`, with addresses from `addr`.
-    fn span_with(&mut self, addr: fn(u8, u64) -> Addr, task_size: u64) -> (u64, u64) {
+    pub(crate) fn span_with(&mut self, addr: fn(u8, u64) -> Addr, task_size: u64) -> (u64, u64) {
         let start = match addr(self.byte(), task_size) {
             Addr::At(a) => a,
             Addr::Whole => return (0, task_size),
@@ -682,7 +538,7 @@ impl Reader<'_, '_> {
         (start, self.len(start, task_size))
     }
 
-    fn len(&mut self, start: u64, task_size: u64) -> u64 {
+    pub(crate) fn len(&mut self, start: u64, task_size: u64) -> u64 {
         match len_code(self.byte(), start, task_size) {
             Some(l) => l,
             None => self.raw(),
@@ -690,29 +546,29 @@ impl Reader<'_, '_> {
     }
 
     /// A notifier `(start, len)`.
-    fn span(&mut self, task_size: u64) -> (u64, u64) {
+    pub(crate) fn span(&mut self, task_size: u64) -> (u64, u64) {
         self.span_with(addr_code, task_size)
     }
 
     /// A mirror `(addr, len)`.
-    fn mspan(&mut self, task_size: u64) -> (u64, u64) {
+    pub(crate) fn mspan(&mut self, task_size: u64) -> (u64, u64) {
         self.span_with(maddr_code, task_size)
     }
 
     /// A mirror point whose code byte `b` was read already.
-    fn point_from(&mut self, b: u8, task_size: u64) -> u64 {
+    pub(crate) fn point_from(&mut self, b: u8, task_size: u64) -> u64 {
         match point_code(b, task_size) {
             Some(a) => a,
             None => self.raw(),
         }
     }
 
-    fn point(&mut self, task_size: u64) -> u64 {
+    pub(crate) fn point(&mut self, task_size: u64) -> u64 {
         let b = self.byte();
         self.point_from(b, task_size)
     }
 
-    fn callback(&mut self) -> CallbackModel {
+    pub(crate) fn callback(&mut self) -> CallbackModel {
         let b = self.byte();
         let set_seq = match seq_head_code(b) {
             SeqHead::Always => SetSeq::Always,
@@ -725,7 +581,7 @@ impl Reader<'_, '_> {
         }
     }
 
-    fn config(&mut self, target: Option<Target>) -> ProgramConfig {
+    pub(crate) fn config(&mut self, target: Option<Target>) -> ProgramConfig {
         let byte = self.byte();
         let target = target.unwrap_or_else(|| target_code(byte));
         let threads = threads_code(self.byte());
@@ -749,7 +605,7 @@ impl Reader<'_, '_> {
         }
     }
 
-    fn step(&mut self, c: &ProgramConfig) -> Step {
+    pub(crate) fn step(&mut self, c: &ProgramConfig) -> Step {
         let tag = self.byte();
         let thread = (tag >> 6) % c.threads.max(1);
         let kind = tag_kind(tag, c.target);
@@ -760,7 +616,7 @@ impl Reader<'_, '_> {
         Step { thread, op }
     }
 
-    fn notifier_op(&mut self, kind: Kind, c: &ProgramConfig) -> Op {
+    pub(crate) fn notifier_op(&mut self, kind: Kind, c: &ProgramConfig) -> Op {
         match kind {
             Kind::Insert => {
                 let slot = self.byte() % SLOTS;
@@ -809,194 +665,7 @@ impl Reader<'_, '_> {
         }
     }
 
-    fn mirror_op(&mut self, kind: Kind, c: &ProgramConfig) -> Op {
-        match kind {
-            Kind::Yield => Op::Yield,
-            Kind::Expect => Op::Expect(self.expect()),
-            Kind::DevOpen
-            | Kind::DevRead
-            | Kind::DevWrite
-            | Kind::Snapshot
-            | Kind::DevMigrate
-            | Kind::DevExclusive
-            | Kind::DevEvict
-            | Kind::DevRegister
-            | Kind::DevUnregister
-            | Kind::DevWork => {
-                let dev = slot2_code(self.byte());
-                let op = self.dev_op(kind, c.task_size);
-                Op::Dev { dev, op }
-            }
-            _ => {
-                let mm = slot2_code(self.byte());
-                let op = self.mm_op(kind, c.task_size);
-                Op::Mm { mm, op }
-            }
-        }
-    }
-
-    fn dev_op(&mut self, kind: Kind, ts: u64) -> DevStep {
-        match kind {
-            Kind::DevOpen => {
-                let mm = slot2_code(self.byte());
-                let strategy = strategy_code(self.byte());
-                DevStep::Open { mm, strategy }
-            }
-            Kind::DevWrite => {
-                let addr = self.point(ts);
-                let value = self.u64_with(value_code, value_raw);
-                DevStep::Write { addr, value }
-            }
-            Kind::Snapshot => {
-                let (addr, len) = self.mspan(ts);
-                DevStep::Snapshot { addr, len }
-            }
-            Kind::DevMigrate => {
-                let (addr, len) = self.mspan(ts);
-                DevStep::Migrate { addr, len }
-            }
-            Kind::DevExclusive => {
-                let (addr, len) = self.mspan(ts);
-                DevStep::Exclusive { addr, len }
-            }
-            Kind::DevEvict => {
-                let (addr, len) = self.mspan(ts);
-                DevStep::Evict { addr, len }
-            }
-            Kind::DevRegister => {
-                let (addr, len) = self.mspan(ts);
-                DevStep::Register { addr, len }
-            }
-            Kind::DevUnregister => DevStep::Unregister {
-                addr: self.point(ts),
-            },
-            Kind::DevWork => DevStep::Work,
-            // DevRead.
-            _ => DevStep::Read {
-                addr: self.point(ts),
-            },
-        }
-    }
-
-    fn expect(&mut self) -> Expect {
-        match expect_head_code(self.byte()) {
-            ExpectHead::Ok => Expect::Ok,
-            ExpectHead::Skipped => Expect::Skipped,
-            ExpectHead::Error(k) => Expect::Error(k),
-            ExpectHead::Value => Expect::Value(self.u64_with(value_code, value_raw)),
-            ExpectHead::Pages => Expect::Pages(self.u64_with(value_code, value_raw)),
-            ExpectHead::Faults(dev) => Expect::Faults {
-                dev,
-                n: self.u64_with(value_code, value_raw),
-            },
-            ExpectHead::States => {
-                let n = self.byte() % (MAX_RUNS as u8 + 1);
-                let mut runs = [(PageState::None, 0u16); MAX_RUNS];
-                let (mut len, mut total) = (0usize, 0u64);
-                for _ in 0..n {
-                    let st = state_code(self.byte());
-                    let count = self.u64_with(count_code, count_raw);
-                    // Within MAX_SNAPSHOT_PAGES: fits in u16.
-                    let count = count.min(u64::from(MAX_SNAPSHOT_PAGES) - total) as u16;
-                    if count == 0 {
-                        continue;
-                    }
-                    total += u64::from(count);
-                    if len > 0 && runs[len - 1].0 == st {
-                        runs[len - 1].1 += count;
-                    } else {
-                        runs[len] = (st, count);
-                        len += 1;
-                    }
-                }
-                Expect::States {
-                    runs,
-                    len: len as u8,
-                }
-            }
-        }
-    }
-
-    fn mm_op(&mut self, kind: Kind, ts: u64) -> MmStep {
-        match kind {
-            Kind::Mmap => {
-                let (addr, len) = self.mspan(ts);
-                let (kind, prot) = map_code(self.byte());
-                MmStep::Mmap {
-                    addr,
-                    len,
-                    kind,
-                    prot,
-                }
-            }
-            Kind::Munmap => {
-                let (addr, len) = self.mspan(ts);
-                MmStep::Munmap { addr, len }
-            }
-            Kind::Dontneed => {
-                let (addr, len) = self.mspan(ts);
-                MmStep::Dontneed { addr, len }
-            }
-            Kind::Mprotect => {
-                let (addr, len) = self.mspan(ts);
-                MmStep::Mprotect {
-                    addr,
-                    len,
-                    prot: prot_code(self.byte()),
-                }
-            }
-            Kind::Mremap => {
-                let (addr, old_len) = self.mspan(ts);
-                let new_len = self.len(addr, ts);
-                let (has_to, dontunmap) = remap_code(self.byte());
-                let to = has_to.then(|| self.point(ts));
-                MmStep::Mremap {
-                    addr,
-                    old_len,
-                    new_len,
-                    to,
-                    dontunmap,
-                }
-            }
-            Kind::Fork => MmStep::Fork,
-            Kind::ClearRefs => MmStep::ClearRefs,
-            Kind::OomReap => MmStep::OomReap,
-            Kind::MmWrite => {
-                let addr = self.point(ts);
-                let value = self.u64_with(value_code, value_raw);
-                MmStep::Write { addr, value }
-            }
-            Kind::Reclaim => MmStep::Reclaim {
-                addr: self.point(ts),
-            },
-            Kind::MmMigrate => MmStep::Migrate {
-                addr: self.point(ts),
-            },
-            Kind::Collapse => MmStep::Collapse {
-                addr: self.point(ts),
-            },
-            Kind::Split => MmStep::Split {
-                addr: self.point(ts),
-            },
-            Kind::Ksm => {
-                let a = self.point(ts);
-                let b = self.point(ts);
-                MmStep::Ksm { a, b }
-            }
-            Kind::Exit => match self.byte() {
-                0..=63 => MmStep::Exit,
-                b => MmStep::Read {
-                    addr: self.point_from(b, ts),
-                },
-            },
-            // MmRead.
-            _ => MmStep::Read {
-                addr: self.point(ts),
-            },
-        }
-    }
-
-    fn program(&mut self, target: Option<Target>) -> Program {
+    pub(crate) fn program(&mut self, target: Option<Target>) -> Program {
         let config = self.config(target);
         // Steps take two or three bytes on average; growing the vector one
         // push at a time was a visible cost of decoding.
@@ -1045,7 +714,7 @@ impl<'a> Arbitrary<'a> for Program {
 // Encoding.
 
 /// The first code `b` (in order) for which `f(b)` holds.
-fn first_code(f: impl Fn(u8) -> bool) -> Option<u8> {
+pub(crate) fn first_code(f: impl Fn(u8) -> bool) -> Option<u8> {
     (0..=u8::MAX).find(|&b| f(b))
 }
 
@@ -1053,13 +722,16 @@ fn first_code(f: impl Fn(u8) -> bool) -> Option<u8> {
 /// satisfy: the encoder's fast paths name the few codes that can decode to
 /// a value instead of trying all 256, which was most of the engine's
 /// mutation time. Tests check each against the full scan.
-fn first_of(candidates: impl IntoIterator<Item = u8>, f: impl Fn(u8) -> bool) -> Option<u8> {
+pub(crate) fn first_of(
+    candidates: impl IntoIterator<Item = u8>,
+    f: impl Fn(u8) -> bool,
+) -> Option<u8> {
     candidates.into_iter().find(|&b| f(b))
 }
 
 /// The codes that can decode to `Addr::At(start)` or `Addr::Whole`, ascending:
 /// the window code for the page offset `addr_code` gives, then the specials.
-fn addr_candidates(start: u64) -> impl Iterator<Item = u8> {
+pub(crate) fn addr_candidates(start: u64) -> impl Iterator<Item = u8> {
     let (p, r) = (start / PAGE, start % PAGE);
     let huge = HUGE_WINDOW / PAGE;
     let window = match r {
@@ -1075,7 +747,7 @@ fn addr_candidates(start: u64) -> impl Iterator<Item = u8> {
 }
 
 /// [`addr_candidates`] for `maddr_code` (and so for points).
-fn maddr_candidates(start: u64) -> impl Iterator<Item = u8> {
+pub(crate) fn maddr_candidates(start: u64) -> impl Iterator<Item = u8> {
     let (p, r) = (start / PAGE, start % PAGE);
     let window = match r {
         _ if p >= WINDOW_PAGES => None,
@@ -1089,7 +761,7 @@ fn maddr_candidates(start: u64) -> impl Iterator<Item = u8> {
 
 /// The codes that can decode to length `len`, ascending: whole pages, one
 /// more, one less, then the fixed codes.
-fn len_candidates(len: u64) -> impl Iterator<Item = u8> {
+pub(crate) fn len_candidates(len: u64) -> impl Iterator<Item = u8> {
     let pages = |v: u64| {
         (v & (PAGE - 1) == 0 && (1..=8).contains(&(v / PAGE))).then(|| (v / PAGE - 1) as u8)
     };
@@ -1104,7 +776,7 @@ fn len_candidates(len: u64) -> impl Iterator<Item = u8> {
 }
 
 /// The one code that can be the first to decode to these flags.
-fn flags_candidate(blockable: bool, owner: Option<u8>) -> Option<u8> {
+pub(crate) fn flags_candidate(blockable: bool, owner: Option<u8>) -> Option<u8> {
     let low = if blockable { 0 } else { 7 };
     match owner {
         None => Some(low),
@@ -1115,7 +787,7 @@ fn flags_candidate(blockable: bool, owner: Option<u8>) -> Option<u8> {
 
 /// The first tag of `kind` run by `thread` when there are `threads`, else
 /// the first tag of `kind`.
-fn tag_code(kind: Kind, thread: u8, threads: u8) -> u8 {
+pub(crate) fn tag_code(kind: Kind, thread: u8, threads: u8) -> u8 {
     let lo = FIRST_TAG[kind as usize];
     first_of((0..4).map(|hi| hi << 6 | lo), |b| {
         (b >> 6) % threads == thread
@@ -1123,44 +795,21 @@ fn tag_code(kind: Kind, thread: u8, threads: u8) -> u8 {
     .unwrap_or(lo)
 }
 
-/// The first code of an `m`/`d` slot byte (out of range: the first code).
-fn slot2_byte(slot: u8) -> u8 {
-    first_of([0, 7], |b| slot2_code(b) == slot).unwrap_or(0)
-}
-
-/// The first code of an mmap's kind and protection: the low three bits
-/// pick the kind, 224 adds `ro`, 240 `none`.
-fn map_byte(kind: MapKind, prot: Prot) -> u8 {
-    let low = match kind {
-        MapKind::AnonPrivate => Some(0),
-        MapKind::AnonShared => Some(5),
-        MapKind::File(f) if f < FILES => Some(6 + f as u8),
-        MapKind::File(_) => None,
-    };
-    let high = match prot {
-        Prot::ReadWrite => 0,
-        Prot::Read => 224,
-        Prot::None => 240,
-    };
-    let b = low.map(|l| high | l);
-    b.filter(|&b| map_code(b) == (kind, prot)).unwrap_or(0)
-}
-
 /// Pushes the first short code of `code` that decodes to `v`, else the escape
 /// and `v`'s raw bytes.
-fn push_u64(out: &mut Vec<u8>, v: u64, code: impl Fn(u8) -> Option<u64>) {
+pub(crate) fn push_u64(out: &mut Vec<u8>, v: u64, code: impl Fn(u8) -> Option<u64>) {
     match first_code(|b| code(b) == Some(v)) {
         Some(b) => out.push(b),
         None => push_raw(out, v),
     }
 }
 
-fn push_raw(out: &mut Vec<u8>, v: u64) {
+pub(crate) fn push_raw(out: &mut Vec<u8>, v: u64) {
     out.push(ESCAPE);
     out.extend_from_slice(&v.to_le_bytes());
 }
 
-fn push_len(out: &mut Vec<u8>, start: u64, len: u64, task_size: u64) {
+pub(crate) fn push_len(out: &mut Vec<u8>, start: u64, len: u64, task_size: u64) {
     match first_of(len_candidates(len), |b| {
         len_code(b, start, task_size) == Some(len)
     }) {
@@ -1170,7 +819,7 @@ fn push_len(out: &mut Vec<u8>, start: u64, len: u64, task_size: u64) {
 }
 
 /// A span whose addresses come from `addr`, whose candidates are `cands`.
-fn push_span_with<I: Iterator<Item = u8>>(
+pub(crate) fn push_span_with<I: Iterator<Item = u8>>(
     out: &mut Vec<u8>,
     (start, len, task_size): (u64, u64, u64),
     addr: fn(u8, u64) -> Addr,
@@ -1189,15 +838,15 @@ fn push_span_with<I: Iterator<Item = u8>>(
     push_len(out, start, len, task_size);
 }
 
-fn push_span(out: &mut Vec<u8>, start: u64, len: u64, task_size: u64) {
+pub(crate) fn push_span(out: &mut Vec<u8>, start: u64, len: u64, task_size: u64) {
     push_span_with(out, (start, len, task_size), addr_code, addr_candidates);
 }
 
-fn push_mspan(out: &mut Vec<u8>, addr: u64, len: u64, task_size: u64) {
+pub(crate) fn push_mspan(out: &mut Vec<u8>, addr: u64, len: u64, task_size: u64) {
     push_span_with(out, (addr, len, task_size), maddr_code, maddr_candidates);
 }
 
-fn push_point(out: &mut Vec<u8>, addr: u64, task_size: u64) {
+pub(crate) fn push_point(out: &mut Vec<u8>, addr: u64, task_size: u64) {
     match first_of(maddr_candidates(addr), |b| {
         point_code(b, task_size) == Some(addr)
     }) {
@@ -1206,22 +855,22 @@ fn push_point(out: &mut Vec<u8>, addr: u64, task_size: u64) {
     }
 }
 
-fn push_value(out: &mut Vec<u8>, v: u64) {
+pub(crate) fn push_value(out: &mut Vec<u8>, v: u64) {
     match u8::try_from(v) {
         Ok(b) if value_code(b) == Some(v) => out.push(b),
         _ => push_raw(out, v),
     }
 }
 
-fn push_refuse(out: &mut Vec<u8>, refuse: Refuse) {
+pub(crate) fn push_refuse(out: &mut Vec<u8>, refuse: Refuse) {
     out.push(first_code(|b| refuse_code(b) == refuse).unwrap_or(0));
 }
 
-fn push_event(out: &mut Vec<u8>, event: Event) {
+pub(crate) fn push_event(out: &mut Vec<u8>, event: Event) {
     out.push(first_code(|b| event_code(b) == event).unwrap_or(0));
 }
 
-fn push_callback(out: &mut Vec<u8>, cb: CallbackModel) {
+pub(crate) fn push_callback(out: &mut Vec<u8>, cb: CallbackModel) {
     let head = match cb.set_seq {
         SetSeq::Always => SeqHead::Always,
         SetSeq::Never => SeqHead::Never,
@@ -1230,106 +879,6 @@ fn push_callback(out: &mut Vec<u8>, cb: CallbackModel) {
     out.push(first_code(|b| refuse_code(b) == cb.refuse && seq_head_code(b) == head).unwrap_or(0));
     if let SetSeq::SkipFor(e) = cb.set_seq {
         push_event(out, e);
-    }
-}
-
-fn push_mm(out: &mut Vec<u8>, op: MmStep, ts: u64) {
-    match op {
-        MmStep::Mmap {
-            addr,
-            len,
-            kind,
-            prot,
-        } => {
-            push_mspan(out, addr, len, ts);
-            out.push(map_byte(kind, prot));
-        }
-        MmStep::Munmap { addr, len } | MmStep::Dontneed { addr, len } => {
-            push_mspan(out, addr, len, ts)
-        }
-        MmStep::Mprotect { addr, len, prot } => {
-            push_mspan(out, addr, len, ts);
-            out.push(first_code(|b| prot_code(b) == prot).unwrap_or(0));
-        }
-        MmStep::Mremap {
-            addr,
-            old_len,
-            new_len,
-            to,
-            dontunmap,
-        } => {
-            push_mspan(out, addr, old_len, ts);
-            push_len(out, addr, new_len, ts);
-            let flags = (if to.is_some() { 24 << 3 } else { 0 }) | (u8::from(dontunmap) * 7);
-            out.push(flags);
-            if let Some(to) = to {
-                push_point(out, to, ts);
-            }
-        }
-        MmStep::Fork | MmStep::ClearRefs | MmStep::OomReap => {}
-        MmStep::Write { addr, value } => {
-            push_point(out, addr, ts);
-            push_value(out, value);
-        }
-        MmStep::Read { addr }
-        | MmStep::Reclaim { addr }
-        | MmStep::Migrate { addr }
-        | MmStep::Collapse { addr }
-        | MmStep::Split { addr } => push_point(out, addr, ts),
-        MmStep::Ksm { a, b } => {
-            push_point(out, a, ts);
-            push_point(out, b, ts);
-        }
-        MmStep::Exit => out.push(0),
-    }
-}
-
-fn push_dev(out: &mut Vec<u8>, op: DevStep, ts: u64) {
-    match op {
-        DevStep::Open { mm, strategy } => {
-            out.push(slot2_byte(mm));
-            out.push(first_code(|b| strategy_code(b) == strategy).unwrap_or(0));
-        }
-        DevStep::Read { addr } | DevStep::Unregister { addr } => push_point(out, addr, ts),
-        DevStep::Write { addr, value } => {
-            push_point(out, addr, ts);
-            push_value(out, value);
-        }
-        DevStep::Snapshot { addr, len }
-        | DevStep::Migrate { addr, len }
-        | DevStep::Exclusive { addr, len }
-        | DevStep::Evict { addr, len }
-        | DevStep::Register { addr, len } => push_mspan(out, addr, len, ts),
-        DevStep::Work => {}
-    }
-}
-
-fn push_expect(out: &mut Vec<u8>, e: Expect) {
-    let head = match e {
-        Expect::Ok => ExpectHead::Ok,
-        Expect::Skipped => ExpectHead::Skipped,
-        Expect::Error(k) => ExpectHead::Error(k),
-        Expect::Value(_) => ExpectHead::Value,
-        Expect::Pages(_) => ExpectHead::Pages,
-        Expect::Faults { dev, .. } => ExpectHead::Faults(dev),
-        Expect::States { .. } => ExpectHead::States,
-    };
-    out.push(first_code(|b| expect_head_code(b) == head).unwrap_or(0));
-    match e {
-        Expect::Value(v) | Expect::Pages(v) | Expect::Faults { n: v, .. } => push_value(out, v),
-        Expect::States { runs, len } => {
-            let runs = &runs[..usize::from(len).min(MAX_RUNS)];
-            out.push(runs.len() as u8);
-            for &(st, count) in runs {
-                out.push(first_code(|b| state_code(b) == st).unwrap_or(0));
-                let count = u64::from(count);
-                match first_code(|b| count_code(b) == Some(count)) {
-                    Some(b) => out.push(b),
-                    None => push_raw(out, count.wrapping_sub(1)),
-                }
-            }
-        }
-        Expect::Ok | Expect::Skipped | Expect::Error(_) => {}
     }
 }
 
@@ -1414,6 +963,9 @@ pub fn encode(p: &Program) -> Vec<u8> {
 pub(crate) mod tests {
     use super::*;
     use crate::program::MAX_THREADS;
+    use crate::program::{
+        ErrKind, Expect, MapKind, PageState, Prot, StrategySpec, MAX_RUNS, MAX_SNAPSHOT_PAGES,
+    };
     use proptest::prelude::*;
     // Not the mirror's `Strategy`, which both globs would otherwise offer.
     use proptest::strategy::Strategy;

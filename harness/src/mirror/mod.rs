@@ -4,5 +4,6 @@
 //! and [`Op::Expect`](crate::program::Op::Expect), with the step types in
 //! [`ops`].
 
+pub mod codec;
 pub mod exec;
 pub mod ops;
