@@ -26,8 +26,8 @@ use notifier::{
 
 pub mod strategy;
 
-pub use strategy::odp::{ODP_MAX_SHIFT, ODP_MIN_SHIFT};
-pub use strategy::regcache::{Access, Registration, MAX_REG_PAGES};
+// The registration path's access type, at its earlier public path.
+pub use strategy::regcache::Access;
 use strategy::Cover;
 pub use strategy::{
     FaultEnd, FaultReq, Notify, Planted, Strategy, StrategyKind, StrategySpec, Work,
