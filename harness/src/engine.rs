@@ -16,6 +16,7 @@ use notifier::PlantedBug;
 use crate::codec;
 use crate::exec::{run, Divergence, RunOptions};
 use crate::minimize::Minimizer;
+use crate::pin::DevicePin;
 use crate::program::{Program, ProgramConfig, Target, MAX_STEPS};
 use crate::targets::decode_for;
 
@@ -45,6 +46,9 @@ pub struct EngineOptions {
     pub progress: bool,
     /// Executions the minimizer may spend.
     pub minimize_execs: u64,
+    /// Mirror target: the device strategies of every program, whatever its
+    /// bytes say (`mnfuzz soak`'s cells).
+    pub pin: Option<DevicePin>,
 }
 
 impl Default for EngineOptions {
@@ -61,6 +65,7 @@ impl Default for EngineOptions {
             feedback: true,
             progress: false,
             minimize_execs: 50_000,
+            pin: None,
         }
     }
 }
@@ -68,7 +73,8 @@ impl Default for EngineOptions {
 /// A divergence the engine found.
 #[derive(Clone, Debug)]
 pub struct Finding {
-    /// The input as found.
+    /// The input as found; with a pin, re-encoded from the pinned program,
+    /// so that it replays without the pin.
     pub input: Vec<u8>,
     /// The minimized program.
     pub minimized: Program,
@@ -263,7 +269,7 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
 
     let exec_one = |input: &[u8], keep: bool, local: &mut Local| -> bool {
         let n = execs.fetch_add(1, Ordering::Relaxed) + 1;
-        let p = decode_for(opts.target, input);
+        let p = program_of(opts, input);
         let out = run(&p, &run_opts);
         if out.stats.ran == 0 {
             local.rejected += 1;
@@ -354,7 +360,11 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
         finding: None,
     };
     if let Some((input, n, secs)) = found.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        let p = decode_for(opts.target, &input);
+        let p = program_of(opts, &input);
+        let input = match opts.pin {
+            Some(_) => codec::encode(&p),
+            None => input,
+        };
         let d = run(&p, &run_opts)
             .divergence
             .expect("runs are deterministic");
@@ -374,6 +384,15 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
         });
     }
     report
+}
+
+/// The program an input runs as: decoded, then pinned.
+fn program_of(opts: &EngineOptions, input: &[u8]) -> Program {
+    let mut p = decode_for(opts.target, input);
+    if let Some(pin) = &opts.pin {
+        pin.apply(&mut p);
+    }
+    p
 }
 
 fn progress(

@@ -13,8 +13,13 @@
 //! * `libfuzzer`, `afl` and `honggfuzz` are built with the `planted-bugs`
 //!   feature into `target/hunt/<engine>` (their own target dirs, so that
 //!   other builds of `fuzz/` cannot swap the binary mid-hunt), run once per
-//!   trial in a scratch directory, and their first crash is replayed here:
-//!   it only counts if it diverges with the bug planted.
+//!   trial in a scratch directory, and their first crash is replayed here.
+//!
+//! Every engine's finding is replayed with the bug planted and without it.
+//! It is a detection only if it diverges with the bug and the clean build
+//! passes it. One that also diverges without the bug is a false alarm, never
+//! a detection: it is kept under `target/hunt/false-alarms/`, and the hunt
+//! reports it, records nothing and exits 1.
 //!
 //! Results are merged into `bench/hunt/results.json` (one record per
 //! engine, bug and corpus; a new hunt replaces the records it re-measures),
@@ -35,9 +40,9 @@ use clap::{Args, ValueEnum};
 use notifier::{Component, PlantedBug};
 
 use harness::engine::{fuzz, EngineOptions};
-use harness::exec::{run, RunOptions};
+use harness::exec::{run, DivergenceKind, RunOptions};
 use harness::files::{program_files, write_atomic};
-use harness::program::Target;
+use harness::program::{Program, Target};
 use harness::targets::{decode_for, resolve_planted};
 
 /// `mnfuzz hunt` arguments.
@@ -200,6 +205,9 @@ struct Trial {
     /// The divergence kind of the detection.
     divergence: Option<String>,
     note: Option<String>,
+    /// The engine's finding also diverges without the planted bug: not a
+    /// detection, and the hunt fails. Never recorded: such a hunt is not saved.
+    false_alarm: bool,
 }
 
 /// Every trial of one engine on one bug.
@@ -424,6 +432,19 @@ pub fn main(args: HuntArgs) -> Result<ExitCode, String> {
     }
 
     print!("{}", table(&records));
+    let false_alarms: usize = records
+        .iter()
+        .map(|r| r.trials.iter().filter(|t| t.false_alarm).count())
+        .sum();
+    if false_alarms > 0 {
+        eprintln!(
+            "mnfuzz hunt: FAILED: {false_alarms} finding(s) also diverge without the planted bug \
+             (kept under {}). A divergence of the clean build is a bug to fix first; these \
+             trials are not detections, and nothing was recorded.",
+            false_alarm_dir().display()
+        );
+        return Ok(ExitCode::from(1));
+    }
     if !args.no_save {
         let mut all = load(&json_path)?;
         all.retain(|r| {
@@ -518,26 +539,129 @@ fn builtin_trial(
         ..EngineOptions::default()
     };
     let rep = fuzz(&opts);
-    Ok(match rep.finding {
-        Some(f) => Trial {
-            seed: Some(seed),
-            detected: true,
-            secs: Some(f.secs_to_find),
-            execs: Some(f.execs_to_find),
-            wall_secs: rep.secs,
-            divergence: Some(f.divergence.kind.name().into()),
-            note: None,
-        },
-        None => Trial {
-            seed: Some(seed),
-            detected: false,
-            secs: None,
-            execs: None,
-            wall_secs: rep.secs,
-            divergence: None,
-            note: Some(format!("{} execs, none divergent", rep.execs)),
-        },
-    })
+    let mut trial = Trial {
+        seed: Some(seed),
+        detected: false,
+        secs: None,
+        execs: None,
+        wall_secs: rep.secs,
+        divergence: None,
+        note: Some(format!("{} execs, none divergent", rep.execs)),
+        false_alarm: false,
+    };
+    if let Some(f) = rep.finding {
+        trial.note = None;
+        trial.secs = Some(f.secs_to_find);
+        trial.execs = Some(f.execs_to_find);
+        let p = decode_for(target, &f.input);
+        let keep = false_alarm_dir();
+        judge_into(
+            &mut trial,
+            &p,
+            &f.input,
+            bug,
+            AS_ENGINES_RAN,
+            args.engine,
+            &keep,
+        );
+    }
+    Ok(trial)
+}
+
+/// How every engine runs an input: expectations unchecked.
+const AS_ENGINES_RAN: RunOptions = RunOptions {
+    trace: false,
+    planted: None,
+    expect: false,
+};
+
+/// What a finding is worth.
+#[derive(Clone, Debug, PartialEq)]
+enum Verdict {
+    /// Diverges with the bug and not without: a detection.
+    Detected(DivergenceKind),
+    /// Diverges without the bug too: the clean build fails it.
+    FalseAlarm(DivergenceKind),
+    /// Does not diverge with the bug.
+    NoDivergence,
+}
+
+/// Replays `p` with `bug` planted and without it, otherwise as `base` says.
+fn judge(p: &Program, bug: PlantedBug, base: RunOptions) -> Verdict {
+    let with = RunOptions {
+        planted: Some(bug),
+        ..base
+    };
+    let without = RunOptions {
+        planted: None,
+        ..base
+    };
+    match (run(p, &with).divergence, run(p, &without).divergence) {
+        (None, _) => Verdict::NoDivergence,
+        (Some(_), Some(clean)) => Verdict::FalseAlarm(clean.kind),
+        (Some(d), None) => Verdict::Detected(d.kind),
+    }
+}
+
+/// Where false alarms are kept: under the repository's `target/`, so that
+/// they survive the scratch directories and never dirty the tree.
+fn false_alarm_dir() -> PathBuf {
+    repo_root().join("target/hunt/false-alarms")
+}
+
+/// Judges a finding into `trial`: a detection, or a false alarm that is
+/// kept in `keep` (bytes and `.ops`) and reported loudly. NoDivergence
+/// leaves `trial` to the caller.
+fn judge_into(
+    trial: &mut Trial,
+    p: &Program,
+    bytes: &[u8],
+    bug: PlantedBug,
+    base: RunOptions,
+    engine: Engine,
+    keep: &Path,
+) -> Verdict {
+    let v = judge(p, bug, base);
+    match &v {
+        Verdict::Detected(kind) => {
+            trial.detected = true;
+            trial.divergence = Some(kind.name().into());
+        }
+        Verdict::FalseAlarm(kind) => {
+            let kept = keep_false_alarm(p, bytes, engine, keep);
+            mark_false_alarm(trial, &format!("{} without the bug; {kept}", kind.name()));
+        }
+        Verdict::NoDivergence => {}
+    }
+    v
+}
+
+fn mark_false_alarm(trial: &mut Trial, what: &str) {
+    trial.detected = false;
+    trial.false_alarm = true;
+    trial.divergence = None;
+    trial.secs = None;
+    trial.execs = None;
+    let msg = format!("FALSE ALARM: the finding also diverges on the clean build ({what})");
+    eprintln!("mnfuzz hunt: {msg}");
+    trial.note = Some(msg);
+}
+
+/// Writes a false alarm's input and its `.ops` into `dir`.
+fn keep_false_alarm(p: &Program, bytes: &[u8], engine: Engine, dir: &Path) -> String {
+    let stem = format!("{}-{:016x}", engine.name(), harness::files::fnv64(bytes));
+    let ops = dir.join(format!("{stem}.ops"));
+    let written = write_atomic(&dir.join(format!("{stem}.bin")), bytes).and_then(|()| {
+        let body = match run(p, &AS_ENGINES_RAN).divergence {
+            Some(d) => harness::report::regression_file(p, &d, &AS_ENGINES_RAN),
+            None => harness::text::print(p),
+        };
+        write_atomic(&ops, body.as_bytes())
+    });
+    match written {
+        Ok(()) => format!("kept as {}", ops.display()),
+        Err(e) => format!("could not keep it: {e}"),
+    }
 }
 
 /// A built external engine for one target.
@@ -732,13 +856,13 @@ fn afl_field(name: &str, key: &str) -> Option<u64> {
 }
 
 /// The divergence kind of the harness report in an engine's output, if
-/// the report names `bug` as planted.
-fn engine_report(log: &str, bug: PlantedBug) -> Option<String> {
+/// the report names `planted` as planted (`none` for `None`).
+fn engine_report(log: &str, planted: Option<PlantedBug>) -> Option<String> {
     let at = log.find("==== mnfuzz: divergence (")?;
     let rest = &log[at + "==== mnfuzz: divergence (".len()..];
     let kind = rest.split(')').next()?.to_string();
-    let planted = rest.lines().nth(1)?.split("planted: ").nth(1)?.trim();
-    (planted == bug.name()).then_some(kind)
+    let named = rest.lines().nth(1)?.split("planted: ").nth(1)?.trim();
+    (named == planted.map_or("none", |b| b.name())).then_some(kind)
 }
 
 fn external_trial(
@@ -839,6 +963,7 @@ fn external_trial(
         wall_secs: wall,
         divergence: None,
         note: None,
+        false_alarm: false,
     };
     if status.is_none() {
         trial.note = Some(format!("killed after {wall:.0} s"));
@@ -926,75 +1051,95 @@ fn external_trial(
         }
         return Ok(trial);
     };
-    // It counts only if it diverges here with the bug planted.
+    // It counts only if it diverges here with the bug planted and passes
+    // without it.
     let bytes = fs::read(&crash).map_err(|e| format!("{}: {e}", crash.display()))?;
     let p = decode_for(target, &bytes);
-    // As the engines ran it: expectations unchecked.
-    let with = RunOptions {
-        trace: false,
-        planted: Some(bug),
-        expect: false,
-    };
-    let without = RunOptions {
-        planted: None,
-        ..with
-    };
-    match run(&p, &with).divergence {
-        Some(d) => {
-            trial.detected = true;
-            trial.divergence = Some(d.kind.name().into());
-            if run(&p, &without).divergence.is_some() {
-                let msg = "ALSO DIVERGES WITHOUT THE BUG: a real finding";
-                eprintln!("mnfuzz hunt: {}: {msg}", crash.display());
-                let kept = std::env::temp_dir().join(format!(
-                    "mnfuzz-hunt-real-{}-{}",
-                    engine.name(),
-                    harness::files::fnv64(&bytes)
-                ));
-                let _ = fs::copy(&crash, &kept);
-                trial.note = Some(format!("{msg}; kept as {}", kept.display()));
+    let keep = false_alarm_dir();
+    if judge_into(&mut trial, &p, &bytes, bug, AS_ENGINES_RAN, engine, &keep)
+        != Verdict::NoDivergence
+    {
+        return Ok(trial);
+    }
+    // This binary does not reproduce it. If the engine's own build reports
+    // a divergence with the bug planted, the two were built from different
+    // sources: the engine's build then judges, replaying the input without
+    // the bug as well.
+    let name = crash.file_name().unwrap_or_default().to_string_lossy();
+    let replay = |planted: Option<PlantedBug>, tag: &str| -> Result<Option<String>, String> {
+        let mut c = Command::new(&ext.bin);
+        match planted {
+            Some(b) => c.env("MNFUZZ_PLANTED_BUG", b.name()),
+            None => c.env_remove("MNFUZZ_PLANTED_BUG"),
+        };
+        let log = w.join(format!("replay-{tag}.log"));
+        let limit = Duration::from_secs(timeout + 10);
+        match engine {
+            // afl-fuzz hides the target's stderr: outside afl-fuzz the
+            // binary runs the one input on stdin.
+            Engine::Afl => {
+                let f = fs::File::open(&crash).map_err(|e| e.to_string())?;
+                run_limited_stdin(c, f, &log, limit)?;
+            }
+            // A file argument: libFuzzer runs that one input.
+            _ => {
+                c.arg(&crash);
+                run_limited(c, &log, limit)?;
             }
         }
+        Ok(engine_report(
+            &fs::read_to_string(&log).unwrap_or_default(),
+            planted,
+        ))
+    };
+    let report = match engine {
+        Engine::Afl => replay(Some(bug), "with")?,
+        _ => engine_report(&text, Some(bug)),
+    };
+    let Some(kind) = report else {
+        trial.secs = None;
+        trial.execs = None;
+        trial.note = Some(format!(
+            "its crash file {name} does not diverge (a hang or a harness exit?)"
+        ));
+        return Ok(trial);
+    };
+    eprintln!(
+        "mnfuzz hunt: warning: {} and this mnfuzz disagree on {name}; \
+         rebuild mnfuzz from the current sources",
+        engine.name()
+    );
+    let differs = format!(
+        "the engine's build reports the divergence but this mnfuzz binary does not \
+         reproduce {name}: they were built from different sources"
+    );
+    // honggfuzz's binary only runs under honggfuzz: no clean replay.
+    let clean = match engine {
+        Engine::Honggfuzz => None,
+        _ => Some(replay(None, "without")?),
+    };
+    match clean {
+        Some(None) => {
+            trial.detected = true;
+            trial.divergence = Some(kind);
+            trial.note = Some(format!(
+                "{differs}; the engine's build passes it without the bug"
+            ));
+        }
+        Some(Some(clean_kind)) => {
+            let kept = keep_false_alarm(&p, &bytes, engine, &keep);
+            mark_false_alarm(
+                &mut trial,
+                &format!("{clean_kind} without the bug, in the engine's build; {kept}"),
+            );
+        }
         None => {
-            // This binary does not reproduce it. If the engine's own build
-            // reported a divergence with the bug planted, the two were built
-            // from different sources: count the engine's word, and say so.
-            let name = crash.file_name().unwrap_or_default().to_string_lossy();
-            let report = match engine {
-                Engine::Afl => {
-                    // afl-fuzz hides the target's stderr: outside afl-fuzz
-                    // the binary runs the one input on stdin.
-                    let mut c = Command::new(&ext.bin);
-                    c.env("MNFUZZ_PLANTED_BUG", bug.name());
-                    let f = fs::File::open(&crash).map_err(|e| e.to_string())?;
-                    let log = w.join("replay.log");
-                    run_limited_stdin(c, f, &log, Duration::from_secs(timeout + 10))?;
-                    engine_report(&fs::read_to_string(&log).unwrap_or_default(), bug)
-                }
-                _ => engine_report(&text, bug),
-            };
-            match report {
-                Some(kind) => {
-                    trial.detected = true;
-                    trial.divergence = Some(kind);
-                    trial.note = Some(format!(
-                        "the engine's build reports the divergence but this mnfuzz binary does not \
-                         reproduce {name}: they were built from different sources"
-                    ));
-                    eprintln!(
-                        "mnfuzz hunt: warning: {} and this mnfuzz disagree on {name}; \
-                         rebuild mnfuzz from the current sources",
-                        engine.name()
-                    );
-                }
-                None => {
-                    trial.secs = None;
-                    trial.execs = None;
-                    trial.note = Some(format!(
-                        "its crash file {name} does not diverge (a hang or a harness exit?)"
-                    ));
-                }
-            }
+            trial.secs = None;
+            trial.execs = None;
+            trial.note = Some(format!(
+                "{differs}, and the engine's build cannot replay it without the bug: \
+                 not counted"
+            ));
         }
     }
     Ok(trial)
@@ -1867,6 +2012,7 @@ fn from_json(text: &str) -> Result<Vec<Record>, String> {
                 wall_secs: t.num("wall_secs").unwrap_or(0.0),
                 divergence: t.str("divergence").map(str::to_string),
                 note: t.str("note").map(str::to_string),
+                false_alarm: false,
             });
         }
         out.push(Record {
@@ -1909,6 +2055,7 @@ mod tests {
                     wall_secs: t.unwrap_or(30.0),
                     divergence: t.map(|_| "callbacks".into()),
                     note: t.is_none().then(|| "no crash in 30 s \"quoted\"\n".into()),
+                    false_alarm: false,
                 })
                 .collect(),
             machine: "test machine".into(),
@@ -1974,6 +2121,118 @@ mod tests {
         assert!(table(&rs).lines().count() == rs.len() + 1);
     }
 
+    /// Every planted reproducer under corpus/regressions/mirror/, with the
+    /// bug it names.
+    #[cfg(feature = "planted-bugs")]
+    fn planted_reproducers() -> Vec<(PathBuf, PlantedBug, Program)> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus/regressions/mirror");
+        let mut v = Vec::new();
+        for f in program_files(&dir).expect("the regressions are readable") {
+            let text = fs::read_to_string(&f).expect("readable");
+            let Some(name) = text.lines().find_map(|l| l.strip_prefix("# planted:")) else {
+                continue;
+            };
+            let bug = resolve_planted(name.trim()).expect("a known planted bug");
+            let p = harness::text::parse(&text).expect("a valid regression");
+            v.push((f, bug, p));
+        }
+        v
+    }
+
+    /// A finding counts only if the clean build passes it. The clean
+    /// divergence here is honest: an `expect` line that no build meets,
+    /// checked as the finding was run (expectations on), so it diverges
+    /// with and without the bug.
+    #[cfg(feature = "planted-bugs")]
+    #[test]
+    fn a_finding_that_also_diverges_without_the_bug_is_no_detection() {
+        let checked = RunOptions {
+            expect: true,
+            ..AS_ENGINES_RAN
+        };
+        let keep = Scratch::new("test-false-alarm").expect("scratch");
+        let reproducers = planted_reproducers();
+        assert!(reproducers.len() >= 3, "too few planted reproducers");
+        let trial = || Trial {
+            seed: Some(1),
+            detected: false,
+            secs: Some(0.5),
+            execs: Some(100),
+            wall_secs: 1.0,
+            divergence: None,
+            note: None,
+            false_alarm: false,
+        };
+        for (f, bug, p) in reproducers {
+            let bytes = harness::codec::encode(&p);
+            let mut t = trial();
+            let v = judge_into(&mut t, &p, &bytes, bug, checked, Engine::Builtin, &keep.0);
+            assert!(matches!(v, Verdict::Detected(_)), "{}: {v:?}", f.display());
+            assert!(t.detected && !t.false_alarm && t.execs == Some(100));
+
+            // Its first step, then an expectation that it was skipped.
+            let mut bad = p.clone();
+            let t0 = bad.steps[0].thread;
+            let expect = harness::text::parse(&format!(
+                "config target=mirror threads={}\nt{t0} expect skipped",
+                p.config.threads
+            ))
+            .expect("an expect line");
+            bad.steps.insert(1, expect.steps[0]);
+            let bytes = harness::codec::encode(&bad);
+            let mut t = trial();
+            let v = judge_into(&mut t, &bad, &bytes, bug, checked, Engine::Builtin, &keep.0);
+            assert_eq!(
+                v,
+                Verdict::FalseAlarm(DivergenceKind::Expect),
+                "{}",
+                f.display()
+            );
+            assert!(!t.detected && t.false_alarm, "{t:?}");
+            assert_eq!((t.secs, t.execs, &t.divergence), (None, None, &None));
+            assert!(t.note.as_deref().is_some_and(|n| n.contains("FALSE ALARM")));
+            // Kept, and the kept .ops diverges on the clean build.
+            let stem = format!("builtin-{:016x}", harness::files::fnv64(&bytes));
+            let ops = keep.0.join(format!("{stem}.ops"));
+            let kept = harness::files::load_program(&ops, Target::Mirror).expect("kept .ops");
+            assert!(run(&kept, &checked).divergence.is_some());
+            assert_eq!(
+                fs::read(keep.0.join(format!("{stem}.bin"))).ok(),
+                Some(bytes)
+            );
+
+            // Without the finding's bug planted, nothing diverges.
+            let clean =
+                harness::text::parse(&fs::read_to_string(&f).expect("readable")).expect("valid");
+            let other = PlantedBug::ALL.into_iter().find(|&b| {
+                b != bug
+                    && run(
+                        &clean,
+                        &RunOptions {
+                            planted: Some(b),
+                            ..checked
+                        },
+                    )
+                    .divergence
+                    .is_none()
+            });
+            if let Some(other) = other {
+                let mut t = trial();
+                let v = judge_into(
+                    &mut t,
+                    &clean,
+                    &[],
+                    other,
+                    checked,
+                    Engine::Builtin,
+                    &keep.0,
+                );
+                assert_eq!(v, Verdict::NoDivergence);
+                assert!(!t.detected && !t.false_alarm);
+            }
+        }
+    }
+
     #[test]
     fn engine_output_parsing() {
         let name = "id:000000,sig:06,src:000000,time:190,execs:5423,op:havoc,rep:7";
@@ -1990,11 +2249,17 @@ mod tests {
         );
         let report = "noise\n==== mnfuzz: divergence (stale-pte) ====\ntarget: mirror   planted: mm-fork-no-invalidate\n";
         assert_eq!(
-            engine_report(report, PlantedBug::ForkNoInvalidate),
+            engine_report(report, Some(PlantedBug::ForkNoInvalidate)),
             Some("stale-pte".into())
         );
-        assert_eq!(engine_report(report, PlantedBug::ReleaseTwice), None);
-        assert_eq!(engine_report("no report", PlantedBug::ReleaseTwice), None);
+        assert_eq!(engine_report(report, Some(PlantedBug::ReleaseTwice)), None);
+        assert_eq!(engine_report(report, None), None);
+        let clean = report.replace("mm-fork-no-invalidate", "none");
+        assert_eq!(engine_report(&clean, None), Some("stale-pte".into()));
+        assert_eq!(
+            engine_report("no report", Some(PlantedBug::ReleaseTwice)),
+            None
+        );
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(19_723), (2024, 1, 1));
     }

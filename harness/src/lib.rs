@@ -20,15 +20,17 @@ pub mod minimize;
 pub mod mirror;
 pub mod notifier;
 pub mod outcome;
+pub mod pin;
 pub mod program;
 pub mod report;
+pub mod soak;
 pub mod targets;
 pub mod text;
 
 /// Running a program of any target: the shared result types and the
 /// dispatch to the target's executor.
 pub mod exec {
-    pub use crate::outcome::{Divergence, DivergenceKind, ExecStats, Outcome, RunOptions};
+    pub use crate::outcome::{Divergence, DivergenceKind, ExecStats, Outcome, RunOptions, Turn};
     pub use crate::targets::run;
 }
 

@@ -122,6 +122,9 @@ enum Cmd {
     Hunt(hunt::HuntArgs),
     /// Measure each target's execs/s with the built-in engine (one job).
     Bench(harness::bench::BenchArgs),
+    /// Every target and mirror strategy (and pair), many seeds, corpus off
+    /// and on, on all cores; a table, and exit 1 on any divergence.
+    Soak(harness::soak::SoakArgs),
 }
 
 fn target_of(name: &str) -> Result<Target, String> {
@@ -192,6 +195,7 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
                 feedback: !no_feedback,
                 progress: !no_progress,
                 minimize_execs,
+                pin: None,
             };
             let rep = fuzz(&opts);
             eprintln!("mnfuzz: {}", rep.summary(target));
@@ -335,5 +339,6 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Hunt(args) => hunt::main(args),
+        Cmd::Soak(args) => harness::soak::cli(&args),
     }
 }

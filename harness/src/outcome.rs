@@ -134,4 +134,26 @@ pub struct Outcome {
     pub features: Vec<u32>,
     /// Counters.
     pub stats: ExecStats,
+    /// Mirror target, when tracing: every turn a thread took, schedule
+    /// lines first (one each), then the drain's.
+    pub turns: Vec<Turn>,
+}
+
+/// One turn of a mirror-target thread: which op, if any, it started. A
+/// line's op joins its thread's queue, so it may start on a later turn.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Turn {
+    /// The thread.
+    pub thread: u8,
+    /// The line whose op this turn took from the queue and started.
+    pub started: Option<usize>,
+    /// The thread was in the middle of an op, and the turn went on with it.
+    pub busy: bool,
+}
+
+impl Turn {
+    /// A turn with nothing to do: it changes nothing.
+    pub fn idle(&self) -> bool {
+        !self.busy && self.started.is_none()
+    }
 }

@@ -122,6 +122,31 @@ pub fn print(p: &Program) -> String {
     s
 }
 
+/// Prints `p` like [`print()`], with `notes[i]` as a comment beside step
+/// `i`, the comments aligned. What follows `#` is ignored when parsing.
+pub fn print_with_notes(p: &Program, notes: &[String]) -> String {
+    let plain = print(p);
+    let mut lines: Vec<&str> = plain.lines().collect();
+    let steps = lines.split_off(lines.len() - p.steps.len());
+    let width = steps.iter().map(|l| l.len()).max().unwrap_or(0).min(48);
+    let mut s = String::new();
+    for l in lines {
+        s.push_str(l);
+        s.push('\n');
+    }
+    for (i, l) in steps.iter().enumerate() {
+        match notes.get(i).filter(|n| !n.is_empty()) {
+            Some(n) => {
+                let _ = writeln!(s, "{l:<width$}  # {}", n.replace('\n', " "));
+            }
+            None => {
+                let _ = writeln!(s, "{l}");
+            }
+        }
+    }
+    s
+}
+
 /// The value of `devices=`: the entries up to the last open one, `none`
 /// for a closed one; `none` alone when no device is open.
 fn devices_text(devices: &[Option<StrategySpec>]) -> String {

@@ -515,8 +515,11 @@ impl Mm {
     }
 
     /// Replaces a PTE in place, keeping frame references (a permission or
-    /// entry-type change on the same frame).
+    /// entry-type change on the same frame). One page's entry changing on
+    /// its own means the 2 MiB around it is PTE-mapped from now on, as the
+    /// kernel splits the PMD before make_device_exclusive.
     pub(crate) fn swap_pte_in_place(&mut self, addr: u64, pte: Pte) {
+        self.split_huge(addr);
         self.ptes.insert(addr / PAGE, pte);
     }
 

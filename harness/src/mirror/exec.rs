@@ -401,6 +401,14 @@ impl World<'_> {
     /// One step of thread `t`; returns what happened, for the trace.
     fn turn(&mut self, t: usize) -> Result<String, Box<Divergence>> {
         self.blocked = false;
+        if self.opts.trace {
+            let th = &self.threads[t];
+            self.out.turns.push(crate::outcome::Turn {
+                thread: t as u8,
+                started: th.queue.front().copied().filter(|_| th.work.is_none()),
+                busy: th.work.is_some(),
+            });
+        }
         if self.threads[t].work.is_none() {
             let Some(i) = self.threads[t].queue.pop_front() else {
                 return Ok("idle".into());

@@ -1,0 +1,169 @@
+//! Pinning the device strategies of mirror programs: `mnfuzz soak` runs
+//! each strategy (and each pair) as its own cell, whatever strategies the
+//! input bytes ask for.
+//!
+//! The pin is applied after decoding, so the engine's byte inputs and
+//! mutations are those of an unpinned run; a finding is re-encoded from the
+//! pinned program, so its bytes replay without the pin, and its `.ops`
+//! config line names the pinned strategies.
+
+use crate::program::{DevStep, Op, Program, Target, DEVICES};
+use mirror::StrategySpec;
+
+/// The strategies every device of a mirror program gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DevicePin {
+    /// `d0`'s strategy.
+    pub d0: StrategySpec,
+    /// `d1`'s strategy. `None`: `d1` uses `d0`'s, and is opened before the
+    /// first step only if the decoded config opens it.
+    pub d1: Option<StrategySpec>,
+}
+
+impl DevicePin {
+    /// One strategy for every device.
+    pub fn single(s: StrategySpec) -> DevicePin {
+        DevicePin { d0: s, d1: None }
+    }
+
+    /// `d0` with `a`, `d1` with `b`, both opened before the first step.
+    pub fn pair(a: StrategySpec, b: StrategySpec) -> DevicePin {
+        DevicePin { d0: a, d1: Some(b) }
+    }
+
+    /// Every single strategy, then every unordered pair of two different
+    /// ones, in registry order (a sized kind at its default size).
+    pub fn all(pairs: bool) -> Vec<DevicePin> {
+        let all: Vec<StrategySpec> = (0..mirror::strategy::kinds().len())
+            .filter_map(|i| StrategySpec::default_of(u8::try_from(i).ok()?))
+            .collect();
+        let mut v: Vec<DevicePin> = all.iter().map(|&s| DevicePin::single(s)).collect();
+        if pairs {
+            for (i, &a) in all.iter().enumerate() {
+                for &b in &all[i + 1..] {
+                    v.push(DevicePin::pair(a, b));
+                }
+            }
+        }
+        v
+    }
+
+    /// `fullva`, or `fullva+vma` for a pair.
+    pub fn name(&self) -> String {
+        match self.d1 {
+            None => kind_name(self.d0),
+            Some(b) => format!("{}+{}", kind_name(self.d0), kind_name(b)),
+        }
+    }
+
+    /// The strategy device `dev` gets.
+    fn of(&self, dev: usize) -> StrategySpec {
+        match (dev, self.d1) {
+            (1, Some(b)) => b,
+            _ => self.d0,
+        }
+    }
+
+    /// Rewrites the config's devices and every `open` step of a mirror
+    /// program; a notifier program is left alone. An ODP device keeps the
+    /// chunk size the input chose, if it chose ODP for that device.
+    pub fn apply(&self, p: &mut Program) {
+        if p.config.target != Target::Mirror {
+            return;
+        }
+        let decoded = p.config.devices;
+        for (d, slot) in p.config.devices.iter_mut().enumerate() {
+            let opened = d == 0 || self.d1.is_some() || decoded[d].is_some();
+            *slot = opened.then(|| keep_shift(self.of(d), decoded[d]));
+        }
+        for s in &mut p.steps {
+            if let Op::Dev {
+                dev,
+                op: DevStep::Open { strategy, .. },
+            } = &mut s.op
+            {
+                let d = usize::from(*dev).min(DEVICES as usize - 1);
+                *strategy = keep_shift(self.of(d), Some(*strategy));
+            }
+        }
+    }
+}
+
+/// The strategy's name without an ODP chunk size: a pin's ODP rows cover
+/// every chunk size the inputs choose.
+fn kind_name(s: StrategySpec) -> String {
+    mirror::strategy::kind(s.kind).map_or_else(|| s.name(), |k| k.name.to_string())
+}
+
+/// `forced`, with the size `decoded` chose if it is of the same kind.
+fn keep_shift(forced: StrategySpec, decoded: Option<StrategySpec>) -> StrategySpec {
+    match decoded {
+        Some(d) if d.kind == forced.kind => d,
+        _ => forced,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec;
+    use crate::engine::Rng;
+    use crate::targets::decode_for;
+
+    #[test]
+    fn five_singles_and_ten_pairs() {
+        let all = DevicePin::all(true);
+        assert_eq!(all.len(), 15);
+        let names: std::collections::BTreeSet<String> = all.iter().map(|p| p.name()).collect();
+        assert_eq!(names.len(), 15);
+        assert!(names.contains("fullva") && names.contains("vma+regcache"));
+        assert_eq!(DevicePin::all(false).len(), 5);
+    }
+
+    /// Every pinned program uses only the pinned strategies, and its
+    /// encoding decodes to it unpinned: the reproducer's bytes carry the pin.
+    #[test]
+    fn pinned_programs_use_only_the_pin_and_round_trip() {
+        let mut rng = Rng::new(11);
+        let mut opens = 0;
+        for pin in DevicePin::all(true) {
+            for _ in 0..300 {
+                let n = 8 + rng.below(300);
+                let bytes = rng.bytes(n);
+                let mut p = decode_for(Target::Mirror, &bytes);
+                pin.apply(&mut p);
+                let is_pinned = |d: usize, s: StrategySpec| kind_name(s) == kind_name(pin.of(d));
+                assert!(p.config.devices[0].is_some_and(|s| is_pinned(0, s)));
+                if pin.d1.is_some() {
+                    assert!(p.config.devices[1].is_some_and(|s| is_pinned(1, s)));
+                }
+                for (d, s) in p.config.devices.iter().enumerate() {
+                    assert!(s.is_none_or(|s| is_pinned(d, s)), "{pin:?} {s:?}");
+                }
+                for s in &p.steps {
+                    if let Op::Dev {
+                        dev,
+                        op: DevStep::Open { strategy, .. },
+                    } = s.op
+                    {
+                        opens += 1;
+                        assert!(is_pinned(dev as usize, strategy), "{pin:?} {strategy:?}");
+                    }
+                }
+                assert_eq!(decode_for(Target::Mirror, &codec::encode(&p)), p);
+            }
+        }
+        assert!(opens > 100, "only {opens} open steps were pinned");
+    }
+
+    #[test]
+    fn notifier_programs_are_left_alone() {
+        let mut rng = Rng::new(3);
+        let bytes = rng.bytes(200);
+        let p = decode_for(Target::Notifier, &bytes);
+        let mut q = p.clone();
+        let name = |n| StrategySpec::from_name(n).expect("registered");
+        DevicePin::pair(name("fullva"), name("vma")).apply(&mut q);
+        assert_eq!(p, q);
+    }
+}
