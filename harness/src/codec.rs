@@ -24,8 +24,10 @@
 //!                              ((b & 7) + 8 * (h - 30)) % 6]]
 //!   KIND8       [fullva, perfault, odp, vma, regcache, fullva, perfault, odp]
 //!   KIND5       [fullva, perfault, odp, vma, regcache]
+//!               (the strategy registry's built-in kinds by index i % 5)
 //!   shift       ODP chunk shift 14 + ((s + 7) % 17): 0 is 2 MiB (21), and
-//!               every shift 14..=30 has a code
+//!               every shift 14..=30 has a code (any sized kind alike:
+//!               min + ((s + default - min) % n) over its n sizes)
 //! step    tag operands...                (repeated while bytes remain,
 //!                                         at most MAX_STEPS)
 //!   tag         thread = (tag >> 6) % threads; kind = the target's table[tag & 63]
@@ -118,16 +120,17 @@ use arbitrary::{Arbitrary, Unstructured};
 use notifier::Event;
 use oracles::{CallbackModel, Refuse, SetSeq};
 
+// The mirror target's part of the format.
+use crate::mirror::codec::*;
 use crate::program::{
-    DevStep, ErrKind, Expect, MapKind, MmStep, Op, PageState, Program, ProgramConfig, Prot, Step,
-    Strategy, Target, CLASSIC_SLOTS, DEVICES, FILES, MAX_RUNS, MAX_SNAPSHOT_PAGES, MAX_STEPS,
-    MIN_TASK_SIZE, MMS, OWNERS, PAGE, SLOTS, WINDOW_PAGES,
+    DevStep, MmStep, Op, Program, ProgramConfig, Step, Target, CLASSIC_SLOTS, DEVICES, FILES,
+    MAX_STEPS, MIN_TASK_SIZE, MMS, OWNERS, PAGE, SLOTS, WINDOW_PAGES,
 };
 
 /// The code that is followed by 8 raw little-endian bytes.
-const ESCAPE: u8 = 255;
+pub(crate) const ESCAPE: u8 = 255;
 /// Thread counts by `byte & 7`; 2 is the most common.
-const THREADS: [u8; 8] = [2, 2, 2, 1, 3, 3, 4, 4];
+pub(crate) const THREADS: [u8; 8] = [2, 2, 2, 1, 3, 3, 4, 4];
 
 // The mirror tables below spell out two address spaces, two devices and
 // two files.
@@ -135,7 +138,7 @@ const _: () = assert!(MMS == 2 && DEVICES == 2 && FILES == 2);
 
 /// The op kinds of both targets, as chosen by a step's tag byte.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     // The notifier target.
     Start,
     End,
@@ -179,10 +182,10 @@ enum Kind {
 }
 
 /// Number of [`Kind`]s.
-const KIND_COUNT: usize = Kind::Yield as usize + 1;
+pub(crate) const KIND_COUNT: usize = Kind::Yield as usize + 1;
 
 /// Each notifier kind's share of the 64 entries of [`KINDS`].
-const KIND_WEIGHTS: [(Kind, usize); 10] = [
+pub(crate) const KIND_WEIGHTS: [(Kind, usize); 10] = [
     (Kind::Start, 14),
     (Kind::End, 10),
     (Kind::ReadBegin, 12),
@@ -198,7 +201,7 @@ const KIND_WEIGHTS: [(Kind, usize); 10] = [
 /// Each mirror kind's share of the 64 entries of [`MIRROR_KINDS`]. The
 /// kinds before the device-memory ops had 64 entries between them; their
 /// weights are scaled to 56 by largest remainder, which keeps their order.
-const MIRROR_KIND_WEIGHTS: [(Kind, usize); 28] = [
+pub(crate) const MIRROR_KIND_WEIGHTS: [(Kind, usize); 28] = [
     (Kind::MmRead, 5),
     (Kind::MmWrite, 5),
     (Kind::DevRead, 5),
@@ -230,11 +233,11 @@ const MIRROR_KIND_WEIGHTS: [(Kind, usize); 28] = [
 ];
 
 /// Notifier `tag & 63` to kind.
-const KINDS: [Kind; 64] = kind_table(&KIND_WEIGHTS);
+pub(crate) const KINDS: [Kind; 64] = kind_table(&KIND_WEIGHTS);
 /// Mirror `tag & 63` to kind.
-const MIRROR_KINDS: [Kind; 64] = kind_table(&MIRROR_KIND_WEIGHTS);
+pub(crate) const MIRROR_KINDS: [Kind; 64] = kind_table(&MIRROR_KIND_WEIGHTS);
 
-const fn kind_table(weights: &[(Kind, usize)]) -> [Kind; 64] {
+pub(crate) const fn kind_table(weights: &[(Kind, usize)]) -> [Kind; 64] {
     let mut t = [weights[0].0; 64];
     let mut i = 0;
     let mut k = 0;
@@ -255,9 +258,9 @@ const fn kind_table(weights: &[(Kind, usize)]) -> [Kind; 64] {
 
 /// The first `tag & 63` of each kind in its target's table, indexed by
 /// `Kind as usize`.
-const FIRST_TAG: [u8; KIND_COUNT] = first_tag_table();
+pub(crate) const FIRST_TAG: [u8; KIND_COUNT] = first_tag_table();
 
-const fn first_tag_table() -> [u8; KIND_COUNT] {
+pub(crate) const fn first_tag_table() -> [u8; KIND_COUNT] {
     let mut t = [u8::MAX; KIND_COUNT];
     let mut b = 64;
     while b > 0 {
@@ -274,7 +277,7 @@ const fn first_tag_table() -> [u8; KIND_COUNT] {
 }
 
 /// The kind tables of `target`.
-fn kinds(target: Target) -> &'static [Kind; 64] {
+pub(crate) fn kinds(target: Target) -> &'static [Kind; 64] {
     match target {
         Target::Notifier => &KINDS,
         Target::Mirror => &MIRROR_KINDS,
@@ -282,11 +285,11 @@ fn kinds(target: Target) -> &'static [Kind; 64] {
 }
 
 /// The kind a tag byte chooses for `target`.
-fn tag_kind(tag: u8, target: Target) -> Kind {
+pub(crate) fn tag_kind(tag: u8, target: Target) -> Kind {
     kinds(target)[(tag & 63) as usize]
 }
 
-fn kind_of(op: &Op) -> Kind {
+pub(crate) fn kind_of(op: &Op) -> Kind {
     match op {
         Op::Insert { .. } => Kind::Insert,
         Op::Remove { .. } => Kind::Remove,
@@ -337,15 +340,15 @@ fn kind_of(op: &Op) -> Kind {
 // Code tables: one pure function per operand, shared by decoder and encoder.
 // `None` means the escape.
 
-fn target_code(b: u8) -> Target {
+pub(crate) fn target_code(b: u8) -> Target {
     Target::ALL[b as usize % Target::ALL.len()]
 }
 
-fn threads_code(b: u8) -> u8 {
+pub(crate) fn threads_code(b: u8) -> u8 {
     THREADS[(b & 7) as usize]
 }
 
-fn seq_code(b: u8) -> Option<u64> {
+pub(crate) fn seq_code(b: u8) -> Option<u64> {
     Some(match b {
         0..=191 => 2,
         192..=207 => 0,
@@ -356,11 +359,11 @@ fn seq_code(b: u8) -> Option<u64> {
     })
 }
 
-fn seq_raw(raw: u64) -> u64 {
+pub(crate) fn seq_raw(raw: u64) -> u64 {
     raw & !1
 }
 
-fn task_size_code(b: u8) -> Option<u64> {
+pub(crate) fn task_size_code(b: u8) -> Option<u64> {
     Some(match b {
         0..=191 => u64::MAX,
         192..=215 => 1 << 47,
@@ -370,67 +373,13 @@ fn task_size_code(b: u8) -> Option<u64> {
     })
 }
 
-fn task_size_raw(raw: u64) -> u64 {
+pub(crate) fn task_size_raw(raw: u64) -> u64 {
     raw.max(MIN_TASK_SIZE)
-}
-
-type Devices = [Option<Strategy>; DEVICES as usize];
-
-/// ODP with the chunk size of a zero `shift` code: a stand-in until the
-/// shift byte is read.
-const ODP: Strategy = Strategy::OdpImplicit { chunk_shift: 21 };
-/// Strategy kinds by three bits; the common ones twice.
-const KIND8: [Strategy; 8] = [
-    Strategy::FullVa,
-    Strategy::PerFault,
-    ODP,
-    Strategy::VmaTracking,
-    Strategy::RegistrationCache,
-    Strategy::FullVa,
-    Strategy::PerFault,
-    ODP,
-];
-/// Each strategy kind once.
-const KIND5: [Strategy; 5] = [
-    Strategy::FullVa,
-    Strategy::PerFault,
-    ODP,
-    Strategy::VmaTracking,
-    Strategy::RegistrationCache,
-];
-
-/// The devices a mirror program opens on `m0` before its first step, ODP
-/// ones with the stand-in chunk size: their `shift` bytes follow.
-fn devices_code(b: u8) -> Devices {
-    let k = KIND8[(b & 7) as usize];
-    match b >> 3 {
-        0..=19 => [Some(k), None],
-        h @ 20..=29 => [Some(k), Some(KIND5[((h - 20) % 5) as usize])],
-        h => {
-            let i = ((b & 7) + 8 * (h - 30)) % 6;
-            [None, (i > 0).then(|| KIND5[(i - 1) as usize])]
-        }
-    }
-}
-
-/// An ODP chunk shift: every one of `ODP_MIN_SHIFT..=ODP_MAX_SHIFT`, 2 MiB
-/// first.
-fn shift_code(b: u8) -> u8 {
-    const N: u8 = mirror::ODP_MAX_SHIFT - mirror::ODP_MIN_SHIFT + 1;
-    mirror::ODP_MIN_SHIFT + ((b % N) + 7) % N
-}
-
-/// `s` with the stand-in chunk size if it is ODP: what the kind tables hold.
-fn kind_of_strategy(s: Strategy) -> Strategy {
-    match s {
-        Strategy::OdpImplicit { .. } => ODP,
-        s => s,
-    }
 }
 
 /// What an address byte says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Addr {
+pub(crate) enum Addr {
     /// This address; a length byte follows.
     At(u64),
     /// Start 0, length `task_size`; no length byte.
@@ -440,7 +389,7 @@ enum Addr {
 }
 
 /// The specials of both address tables, `240..=254`.
-fn special_addr(b: u8, task_size: u64) -> Addr {
+pub(crate) fn special_addr(b: u8, task_size: u64) -> Addr {
     match (b - 240) % 5 {
         0 => Addr::At(0),
         1 => Addr::At(task_size.wrapping_sub(PAGE)),
@@ -451,7 +400,7 @@ fn special_addr(b: u8, task_size: u64) -> Addr {
 }
 
 /// Notifier addresses.
-fn addr_code(b: u8, task_size: u64) -> Addr {
+pub(crate) fn addr_code(b: u8, task_size: u64) -> Addr {
     let page = (b as u64 % WINDOW_PAGES) * PAGE;
     match b {
         0..=191 => Addr::At(page),
@@ -464,7 +413,7 @@ fn addr_code(b: u8, task_size: u64) -> Addr {
 }
 
 /// Mirror addresses: more of them aligned.
-fn maddr_code(b: u8, task_size: u64) -> Addr {
+pub(crate) fn maddr_code(b: u8, task_size: u64) -> Addr {
     let page = (b as u64 % WINDOW_PAGES) * PAGE;
     match b {
         0..=207 => Addr::At(page),
@@ -480,13 +429,13 @@ fn maddr_code(b: u8, task_size: u64) -> Addr {
 
 /// The base of the mirror's second address window, and a length code: one
 /// huge page.
-const HUGE_WINDOW: u64 = 2 << 20;
+pub(crate) const HUGE_WINDOW: u64 = 2 << 20;
 
 /// What a mirror point's (a single address's) WHOLE code means.
-const POINT_WHOLE: u64 = WINDOW_PAGES * PAGE;
+pub(crate) const POINT_WHOLE: u64 = WINDOW_PAGES * PAGE;
 
 /// A mirror point: `maddr_code`, with WHOLE meaning [`POINT_WHOLE`].
-fn point_code(b: u8, task_size: u64) -> Option<u64> {
+pub(crate) fn point_code(b: u8, task_size: u64) -> Option<u64> {
     match maddr_code(b, task_size) {
         Addr::At(a) => Some(a),
         Addr::Whole => Some(POINT_WHOLE),
@@ -494,7 +443,7 @@ fn point_code(b: u8, task_size: u64) -> Option<u64> {
     }
 }
 
-fn len_code(b: u8, start: u64, task_size: u64) -> Option<u64> {
+pub(crate) fn len_code(b: u8, start: u64, task_size: u64) -> Option<u64> {
     let pages = (b as u64 % 8 + 1) * PAGE;
     Some(match b {
         0..=175 => pages,
@@ -509,12 +458,12 @@ fn len_code(b: u8, start: u64, task_size: u64) -> Option<u64> {
     })
 }
 
-fn event_code(b: u8) -> Event {
+pub(crate) fn event_code(b: u8) -> Event {
     Event::ALL[b as usize % Event::ALL.len()]
 }
 
 /// `(blockable, owner)`.
-fn flags_code(b: u8) -> (bool, Option<u8>) {
+pub(crate) fn flags_code(b: u8) -> (bool, Option<u8>) {
     let blockable = b & 7 != 7;
     let owner = if b >> 3 < 24 {
         None
@@ -524,7 +473,7 @@ fn flags_code(b: u8) -> (bool, Option<u8>) {
     (blockable, owner)
 }
 
-fn refuse_code(b: u8) -> Refuse {
+pub(crate) fn refuse_code(b: u8) -> Refuse {
     match b & 15 {
         0..=11 => Refuse::Never,
         12..=14 => Refuse::NonBlockable,
@@ -534,13 +483,13 @@ fn refuse_code(b: u8) -> Refuse {
 
 /// The `set_seq` half of a callback byte, before the event byte of `SkipFor`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum SeqHead {
+pub(crate) enum SeqHead {
     Always,
     Never,
     Skip,
 }
 
-fn seq_head_code(b: u8) -> SeqHead {
+pub(crate) fn seq_head_code(b: u8) -> SeqHead {
     match b >> 4 {
         0..=13 => SeqHead::Always,
         14 => SeqHead::Never,
@@ -548,118 +497,23 @@ fn seq_head_code(b: u8) -> SeqHead {
     }
 }
 
-/// `m0` mostly, `m1` iff `b & 7 == 7`; devices alike.
-fn slot2_code(b: u8) -> u8 {
-    u8::from(b & 7 == 7)
-}
-
-/// An `open`'s strategy: the kind by the low three bits, an ODP chunk
-/// shift by the rest.
-fn strategy_code(b: u8) -> Strategy {
-    match KIND8[(b & 7) as usize] {
-        Strategy::OdpImplicit { .. } => Strategy::OdpImplicit {
-            chunk_shift: shift_code(b >> 3),
-        },
-        k => k,
-    }
-}
-
-/// `(kind, prot)` of an mmap.
-fn map_code(b: u8) -> (MapKind, Prot) {
-    let kind = match b & 7 {
-        0..=4 => MapKind::AnonPrivate,
-        5 => MapKind::AnonShared,
-        k => MapKind::File(u32::from(k - 6)),
-    };
-    let prot = match b {
-        0..=223 => Prot::ReadWrite,
-        224..=239 => Prot::Read,
-        _ => Prot::None,
-    };
-    (kind, prot)
-}
-
-/// mprotect's protection: `rw` half the time.
-fn prot_code(b: u8) -> Prot {
-    match b & 3 {
-        0 => Prot::Read,
-        2 => Prot::None,
-        _ => Prot::ReadWrite,
-    }
-}
-
-/// What an expectation's first byte says.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ExpectHead {
-    Ok,
-    Skipped,
-    Error(Option<ErrKind>),
-    Value,
-    Pages,
-    Faults(u8),
-    States,
-}
-
-fn expect_head_code(b: u8) -> ExpectHead {
-    let hi = b >> 3;
-    match b & 7 {
-        1 => ExpectHead::Skipped,
-        2 => ExpectHead::Error(match hi % 7 {
-            0 => None,
-            k => Some(ErrKind::ALL[(k - 1) as usize]),
-        }),
-        3 => ExpectHead::Value,
-        4 => ExpectHead::Pages,
-        5 => ExpectHead::Faults(hi & 1),
-        6 => ExpectHead::States,
-        _ => ExpectHead::Ok,
-    }
-}
-
-fn state_code(b: u8) -> PageState {
-    PageState::ALL[b as usize % PageState::ALL.len()]
-}
-
-/// A run's page count, `1..=MAX_SNAPSHOT_PAGES`.
-fn count_code(b: u8) -> Option<u64> {
-    (b != ESCAPE).then_some(u64::from(b) + 1)
-}
-
-fn count_raw(raw: u64) -> u64 {
-    raw % u64::from(MAX_SNAPSHOT_PAGES) + 1
-}
-
-/// `(to follows, dontunmap)` of an mremap.
-fn remap_code(b: u8) -> (bool, bool) {
-    (b >> 3 >= 24, b & 7 == 7)
-}
-
-/// A written value: small on purpose, so that contents collide.
-fn value_code(b: u8) -> Option<u64> {
-    (b != ESCAPE).then_some(u64::from(b))
-}
-
-fn value_raw(raw: u64) -> u64 {
-    raw
-}
-
 // ---------------------------------------------------------------------------
 // Decoding.
 
 /// Reads bytes from an `Unstructured`; past the end every byte is 0.
-struct Reader<'r, 'a> {
+pub(crate) struct Reader<'r, 'a> {
     u: &'r mut Unstructured<'a>,
 }
 
 impl Reader<'_, '_> {
-    fn byte(&mut self) -> u8 {
+    pub(crate) fn byte(&mut self) -> u8 {
         match self.u.bytes(1) {
             Ok(b) => b[0],
             Err(_) => 0,
         }
     }
 
-    fn raw(&mut self) -> u64 {
+    pub(crate) fn raw(&mut self) -> u64 {
         let mut b = [0u8; 8];
         for x in &mut b {
             *x = self.byte();
@@ -667,7 +521,7 @@ impl Reader<'_, '_> {
         u64::from_le_bytes(b)
     }
 
-    fn u64_with(&mut self, code: fn(u8) -> Option<u64>, raw: fn(u64) -> u64) -> u64 {
+    pub(crate) fn u64_with(&mut self, code: fn(u8) -> Option<u64>, raw: fn(u64) -> u64) -> u64 {
         match code(self.byte()) {
             Some(v) => v,
             None => raw(self.raw()),
@@ -675,7 +529,7 @@ impl Reader<'_, '_> {
     }
 
     /// `(start, len)`, with addresses from `addr`.
-    fn span_with(&mut self, addr: fn(u8, u64) -> Addr, task_size: u64) -> (u64, u64) {
+    pub(crate) fn span_with(&mut self, addr: fn(u8, u64) -> Addr, task_size: u64) -> (u64, u64) {
         let start = match addr(self.byte(), task_size) {
             Addr::At(a) => a,
             Addr::Whole => return (0, task_size),
@@ -684,7 +538,7 @@ impl Reader<'_, '_> {
         (start, self.len(start, task_size))
     }
 
-    fn len(&mut self, start: u64, task_size: u64) -> u64 {
+    pub(crate) fn len(&mut self, start: u64, task_size: u64) -> u64 {
         match len_code(self.byte(), start, task_size) {
             Some(l) => l,
             None => self.raw(),
@@ -692,29 +546,29 @@ impl Reader<'_, '_> {
     }
 
     /// A notifier `(start, len)`.
-    fn span(&mut self, task_size: u64) -> (u64, u64) {
+    pub(crate) fn span(&mut self, task_size: u64) -> (u64, u64) {
         self.span_with(addr_code, task_size)
     }
 
     /// A mirror `(addr, len)`.
-    fn mspan(&mut self, task_size: u64) -> (u64, u64) {
+    pub(crate) fn mspan(&mut self, task_size: u64) -> (u64, u64) {
         self.span_with(maddr_code, task_size)
     }
 
     /// A mirror point whose code byte `b` was read already.
-    fn point_from(&mut self, b: u8, task_size: u64) -> u64 {
+    pub(crate) fn point_from(&mut self, b: u8, task_size: u64) -> u64 {
         match point_code(b, task_size) {
             Some(a) => a,
             None => self.raw(),
         }
     }
 
-    fn point(&mut self, task_size: u64) -> u64 {
+    pub(crate) fn point(&mut self, task_size: u64) -> u64 {
         let b = self.byte();
         self.point_from(b, task_size)
     }
 
-    fn callback(&mut self) -> CallbackModel {
+    pub(crate) fn callback(&mut self) -> CallbackModel {
         let b = self.byte();
         let set_seq = match seq_head_code(b) {
             SeqHead::Always => SetSeq::Always,
@@ -727,7 +581,7 @@ impl Reader<'_, '_> {
         }
     }
 
-    fn config(&mut self, target: Option<Target>) -> ProgramConfig {
+    pub(crate) fn config(&mut self, target: Option<Target>) -> ProgramConfig {
         let byte = self.byte();
         let target = target.unwrap_or_else(|| target_code(byte));
         let threads = threads_code(self.byte());
@@ -738,8 +592,8 @@ impl Reader<'_, '_> {
             Target::Mirror => devices_code(self.byte()),
         };
         for d in devices.iter_mut().flatten() {
-            if let Strategy::OdpImplicit { chunk_shift } = d {
-                *chunk_shift = shift_code(self.byte());
+            if let Some(p) = size_param(*d) {
+                d.param = shift_code(p, self.byte());
             }
         }
         ProgramConfig {
@@ -751,7 +605,7 @@ impl Reader<'_, '_> {
         }
     }
 
-    fn step(&mut self, c: &ProgramConfig) -> Step {
+    pub(crate) fn step(&mut self, c: &ProgramConfig) -> Step {
         let tag = self.byte();
         let thread = (tag >> 6) % c.threads.max(1);
         let kind = tag_kind(tag, c.target);
@@ -762,7 +616,7 @@ impl Reader<'_, '_> {
         Step { thread, op }
     }
 
-    fn notifier_op(&mut self, kind: Kind, c: &ProgramConfig) -> Op {
+    pub(crate) fn notifier_op(&mut self, kind: Kind, c: &ProgramConfig) -> Op {
         match kind {
             Kind::Insert => {
                 let slot = self.byte() % SLOTS;
@@ -811,194 +665,7 @@ impl Reader<'_, '_> {
         }
     }
 
-    fn mirror_op(&mut self, kind: Kind, c: &ProgramConfig) -> Op {
-        match kind {
-            Kind::Yield => Op::Yield,
-            Kind::Expect => Op::Expect(self.expect()),
-            Kind::DevOpen
-            | Kind::DevRead
-            | Kind::DevWrite
-            | Kind::Snapshot
-            | Kind::DevMigrate
-            | Kind::DevExclusive
-            | Kind::DevEvict
-            | Kind::DevRegister
-            | Kind::DevUnregister
-            | Kind::DevWork => {
-                let dev = slot2_code(self.byte());
-                let op = self.dev_op(kind, c.task_size);
-                Op::Dev { dev, op }
-            }
-            _ => {
-                let mm = slot2_code(self.byte());
-                let op = self.mm_op(kind, c.task_size);
-                Op::Mm { mm, op }
-            }
-        }
-    }
-
-    fn dev_op(&mut self, kind: Kind, ts: u64) -> DevStep {
-        match kind {
-            Kind::DevOpen => {
-                let mm = slot2_code(self.byte());
-                let strategy = strategy_code(self.byte());
-                DevStep::Open { mm, strategy }
-            }
-            Kind::DevWrite => {
-                let addr = self.point(ts);
-                let value = self.u64_with(value_code, value_raw);
-                DevStep::Write { addr, value }
-            }
-            Kind::Snapshot => {
-                let (addr, len) = self.mspan(ts);
-                DevStep::Snapshot { addr, len }
-            }
-            Kind::DevMigrate => {
-                let (addr, len) = self.mspan(ts);
-                DevStep::Migrate { addr, len }
-            }
-            Kind::DevExclusive => {
-                let (addr, len) = self.mspan(ts);
-                DevStep::Exclusive { addr, len }
-            }
-            Kind::DevEvict => {
-                let (addr, len) = self.mspan(ts);
-                DevStep::Evict { addr, len }
-            }
-            Kind::DevRegister => {
-                let (addr, len) = self.mspan(ts);
-                DevStep::Register { addr, len }
-            }
-            Kind::DevUnregister => DevStep::Unregister {
-                addr: self.point(ts),
-            },
-            Kind::DevWork => DevStep::Work,
-            // DevRead.
-            _ => DevStep::Read {
-                addr: self.point(ts),
-            },
-        }
-    }
-
-    fn expect(&mut self) -> Expect {
-        match expect_head_code(self.byte()) {
-            ExpectHead::Ok => Expect::Ok,
-            ExpectHead::Skipped => Expect::Skipped,
-            ExpectHead::Error(k) => Expect::Error(k),
-            ExpectHead::Value => Expect::Value(self.u64_with(value_code, value_raw)),
-            ExpectHead::Pages => Expect::Pages(self.u64_with(value_code, value_raw)),
-            ExpectHead::Faults(dev) => Expect::Faults {
-                dev,
-                n: self.u64_with(value_code, value_raw),
-            },
-            ExpectHead::States => {
-                let n = self.byte() % (MAX_RUNS as u8 + 1);
-                let mut runs = [(PageState::None, 0u16); MAX_RUNS];
-                let (mut len, mut total) = (0usize, 0u64);
-                for _ in 0..n {
-                    let st = state_code(self.byte());
-                    let count = self.u64_with(count_code, count_raw);
-                    // Within MAX_SNAPSHOT_PAGES: fits in u16.
-                    let count = count.min(u64::from(MAX_SNAPSHOT_PAGES) - total) as u16;
-                    if count == 0 {
-                        continue;
-                    }
-                    total += u64::from(count);
-                    if len > 0 && runs[len - 1].0 == st {
-                        runs[len - 1].1 += count;
-                    } else {
-                        runs[len] = (st, count);
-                        len += 1;
-                    }
-                }
-                Expect::States {
-                    runs,
-                    len: len as u8,
-                }
-            }
-        }
-    }
-
-    fn mm_op(&mut self, kind: Kind, ts: u64) -> MmStep {
-        match kind {
-            Kind::Mmap => {
-                let (addr, len) = self.mspan(ts);
-                let (kind, prot) = map_code(self.byte());
-                MmStep::Mmap {
-                    addr,
-                    len,
-                    kind,
-                    prot,
-                }
-            }
-            Kind::Munmap => {
-                let (addr, len) = self.mspan(ts);
-                MmStep::Munmap { addr, len }
-            }
-            Kind::Dontneed => {
-                let (addr, len) = self.mspan(ts);
-                MmStep::Dontneed { addr, len }
-            }
-            Kind::Mprotect => {
-                let (addr, len) = self.mspan(ts);
-                MmStep::Mprotect {
-                    addr,
-                    len,
-                    prot: prot_code(self.byte()),
-                }
-            }
-            Kind::Mremap => {
-                let (addr, old_len) = self.mspan(ts);
-                let new_len = self.len(addr, ts);
-                let (has_to, dontunmap) = remap_code(self.byte());
-                let to = has_to.then(|| self.point(ts));
-                MmStep::Mremap {
-                    addr,
-                    old_len,
-                    new_len,
-                    to,
-                    dontunmap,
-                }
-            }
-            Kind::Fork => MmStep::Fork,
-            Kind::ClearRefs => MmStep::ClearRefs,
-            Kind::OomReap => MmStep::OomReap,
-            Kind::MmWrite => {
-                let addr = self.point(ts);
-                let value = self.u64_with(value_code, value_raw);
-                MmStep::Write { addr, value }
-            }
-            Kind::Reclaim => MmStep::Reclaim {
-                addr: self.point(ts),
-            },
-            Kind::MmMigrate => MmStep::Migrate {
-                addr: self.point(ts),
-            },
-            Kind::Collapse => MmStep::Collapse {
-                addr: self.point(ts),
-            },
-            Kind::Split => MmStep::Split {
-                addr: self.point(ts),
-            },
-            Kind::Ksm => {
-                let a = self.point(ts);
-                let b = self.point(ts);
-                MmStep::Ksm { a, b }
-            }
-            Kind::Exit => match self.byte() {
-                0..=63 => MmStep::Exit,
-                b => MmStep::Read {
-                    addr: self.point_from(b, ts),
-                },
-            },
-            // MmRead.
-            _ => MmStep::Read {
-                addr: self.point(ts),
-            },
-        }
-    }
-
-    fn program(&mut self, target: Option<Target>) -> Program {
+    pub(crate) fn program(&mut self, target: Option<Target>) -> Program {
         let config = self.config(target);
         // Steps take two or three bytes on average; growing the vector one
         // push at a time was a visible cost of decoding.
@@ -1047,7 +714,7 @@ impl<'a> Arbitrary<'a> for Program {
 // Encoding.
 
 /// The first code `b` (in order) for which `f(b)` holds.
-fn first_code(f: impl Fn(u8) -> bool) -> Option<u8> {
+pub(crate) fn first_code(f: impl Fn(u8) -> bool) -> Option<u8> {
     (0..=u8::MAX).find(|&b| f(b))
 }
 
@@ -1055,13 +722,16 @@ fn first_code(f: impl Fn(u8) -> bool) -> Option<u8> {
 /// satisfy: the encoder's fast paths name the few codes that can decode to
 /// a value instead of trying all 256, which was most of the engine's
 /// mutation time. Tests check each against the full scan.
-fn first_of(candidates: impl IntoIterator<Item = u8>, f: impl Fn(u8) -> bool) -> Option<u8> {
+pub(crate) fn first_of(
+    candidates: impl IntoIterator<Item = u8>,
+    f: impl Fn(u8) -> bool,
+) -> Option<u8> {
     candidates.into_iter().find(|&b| f(b))
 }
 
 /// The codes that can decode to `Addr::At(start)` or `Addr::Whole`, ascending:
 /// the window code for the page offset `addr_code` gives, then the specials.
-fn addr_candidates(start: u64) -> impl Iterator<Item = u8> {
+pub(crate) fn addr_candidates(start: u64) -> impl Iterator<Item = u8> {
     let (p, r) = (start / PAGE, start % PAGE);
     let huge = HUGE_WINDOW / PAGE;
     let window = match r {
@@ -1077,7 +747,7 @@ fn addr_candidates(start: u64) -> impl Iterator<Item = u8> {
 }
 
 /// [`addr_candidates`] for `maddr_code` (and so for points).
-fn maddr_candidates(start: u64) -> impl Iterator<Item = u8> {
+pub(crate) fn maddr_candidates(start: u64) -> impl Iterator<Item = u8> {
     let (p, r) = (start / PAGE, start % PAGE);
     let window = match r {
         _ if p >= WINDOW_PAGES => None,
@@ -1091,7 +761,7 @@ fn maddr_candidates(start: u64) -> impl Iterator<Item = u8> {
 
 /// The codes that can decode to length `len`, ascending: whole pages, one
 /// more, one less, then the fixed codes.
-fn len_candidates(len: u64) -> impl Iterator<Item = u8> {
+pub(crate) fn len_candidates(len: u64) -> impl Iterator<Item = u8> {
     let pages = |v: u64| {
         (v & (PAGE - 1) == 0 && (1..=8).contains(&(v / PAGE))).then(|| (v / PAGE - 1) as u8)
     };
@@ -1106,7 +776,7 @@ fn len_candidates(len: u64) -> impl Iterator<Item = u8> {
 }
 
 /// The one code that can be the first to decode to these flags.
-fn flags_candidate(blockable: bool, owner: Option<u8>) -> Option<u8> {
+pub(crate) fn flags_candidate(blockable: bool, owner: Option<u8>) -> Option<u8> {
     let low = if blockable { 0 } else { 7 };
     match owner {
         None => Some(low),
@@ -1117,7 +787,7 @@ fn flags_candidate(blockable: bool, owner: Option<u8>) -> Option<u8> {
 
 /// The first tag of `kind` run by `thread` when there are `threads`, else
 /// the first tag of `kind`.
-fn tag_code(kind: Kind, thread: u8, threads: u8) -> u8 {
+pub(crate) fn tag_code(kind: Kind, thread: u8, threads: u8) -> u8 {
     let lo = FIRST_TAG[kind as usize];
     first_of((0..4).map(|hi| hi << 6 | lo), |b| {
         (b >> 6) % threads == thread
@@ -1125,44 +795,21 @@ fn tag_code(kind: Kind, thread: u8, threads: u8) -> u8 {
     .unwrap_or(lo)
 }
 
-/// The first code of an `m`/`d` slot byte (out of range: the first code).
-fn slot2_byte(slot: u8) -> u8 {
-    first_of([0, 7], |b| slot2_code(b) == slot).unwrap_or(0)
-}
-
-/// The first code of an mmap's kind and protection: the low three bits
-/// pick the kind, 224 adds `ro`, 240 `none`.
-fn map_byte(kind: MapKind, prot: Prot) -> u8 {
-    let low = match kind {
-        MapKind::AnonPrivate => Some(0),
-        MapKind::AnonShared => Some(5),
-        MapKind::File(f) if f < FILES => Some(6 + f as u8),
-        MapKind::File(_) => None,
-    };
-    let high = match prot {
-        Prot::ReadWrite => 0,
-        Prot::Read => 224,
-        Prot::None => 240,
-    };
-    let b = low.map(|l| high | l);
-    b.filter(|&b| map_code(b) == (kind, prot)).unwrap_or(0)
-}
-
 /// Pushes the first short code of `code` that decodes to `v`, else the escape
 /// and `v`'s raw bytes.
-fn push_u64(out: &mut Vec<u8>, v: u64, code: impl Fn(u8) -> Option<u64>) {
+pub(crate) fn push_u64(out: &mut Vec<u8>, v: u64, code: impl Fn(u8) -> Option<u64>) {
     match first_code(|b| code(b) == Some(v)) {
         Some(b) => out.push(b),
         None => push_raw(out, v),
     }
 }
 
-fn push_raw(out: &mut Vec<u8>, v: u64) {
+pub(crate) fn push_raw(out: &mut Vec<u8>, v: u64) {
     out.push(ESCAPE);
     out.extend_from_slice(&v.to_le_bytes());
 }
 
-fn push_len(out: &mut Vec<u8>, start: u64, len: u64, task_size: u64) {
+pub(crate) fn push_len(out: &mut Vec<u8>, start: u64, len: u64, task_size: u64) {
     match first_of(len_candidates(len), |b| {
         len_code(b, start, task_size) == Some(len)
     }) {
@@ -1172,7 +819,7 @@ fn push_len(out: &mut Vec<u8>, start: u64, len: u64, task_size: u64) {
 }
 
 /// A span whose addresses come from `addr`, whose candidates are `cands`.
-fn push_span_with<I: Iterator<Item = u8>>(
+pub(crate) fn push_span_with<I: Iterator<Item = u8>>(
     out: &mut Vec<u8>,
     (start, len, task_size): (u64, u64, u64),
     addr: fn(u8, u64) -> Addr,
@@ -1191,15 +838,15 @@ fn push_span_with<I: Iterator<Item = u8>>(
     push_len(out, start, len, task_size);
 }
 
-fn push_span(out: &mut Vec<u8>, start: u64, len: u64, task_size: u64) {
+pub(crate) fn push_span(out: &mut Vec<u8>, start: u64, len: u64, task_size: u64) {
     push_span_with(out, (start, len, task_size), addr_code, addr_candidates);
 }
 
-fn push_mspan(out: &mut Vec<u8>, addr: u64, len: u64, task_size: u64) {
+pub(crate) fn push_mspan(out: &mut Vec<u8>, addr: u64, len: u64, task_size: u64) {
     push_span_with(out, (addr, len, task_size), maddr_code, maddr_candidates);
 }
 
-fn push_point(out: &mut Vec<u8>, addr: u64, task_size: u64) {
+pub(crate) fn push_point(out: &mut Vec<u8>, addr: u64, task_size: u64) {
     match first_of(maddr_candidates(addr), |b| {
         point_code(b, task_size) == Some(addr)
     }) {
@@ -1208,22 +855,22 @@ fn push_point(out: &mut Vec<u8>, addr: u64, task_size: u64) {
     }
 }
 
-fn push_value(out: &mut Vec<u8>, v: u64) {
+pub(crate) fn push_value(out: &mut Vec<u8>, v: u64) {
     match u8::try_from(v) {
         Ok(b) if value_code(b) == Some(v) => out.push(b),
         _ => push_raw(out, v),
     }
 }
 
-fn push_refuse(out: &mut Vec<u8>, refuse: Refuse) {
+pub(crate) fn push_refuse(out: &mut Vec<u8>, refuse: Refuse) {
     out.push(first_code(|b| refuse_code(b) == refuse).unwrap_or(0));
 }
 
-fn push_event(out: &mut Vec<u8>, event: Event) {
+pub(crate) fn push_event(out: &mut Vec<u8>, event: Event) {
     out.push(first_code(|b| event_code(b) == event).unwrap_or(0));
 }
 
-fn push_callback(out: &mut Vec<u8>, cb: CallbackModel) {
+pub(crate) fn push_callback(out: &mut Vec<u8>, cb: CallbackModel) {
     let head = match cb.set_seq {
         SetSeq::Always => SeqHead::Always,
         SetSeq::Never => SeqHead::Never,
@@ -1232,106 +879,6 @@ fn push_callback(out: &mut Vec<u8>, cb: CallbackModel) {
     out.push(first_code(|b| refuse_code(b) == cb.refuse && seq_head_code(b) == head).unwrap_or(0));
     if let SetSeq::SkipFor(e) = cb.set_seq {
         push_event(out, e);
-    }
-}
-
-fn push_mm(out: &mut Vec<u8>, op: MmStep, ts: u64) {
-    match op {
-        MmStep::Mmap {
-            addr,
-            len,
-            kind,
-            prot,
-        } => {
-            push_mspan(out, addr, len, ts);
-            out.push(map_byte(kind, prot));
-        }
-        MmStep::Munmap { addr, len } | MmStep::Dontneed { addr, len } => {
-            push_mspan(out, addr, len, ts)
-        }
-        MmStep::Mprotect { addr, len, prot } => {
-            push_mspan(out, addr, len, ts);
-            out.push(first_code(|b| prot_code(b) == prot).unwrap_or(0));
-        }
-        MmStep::Mremap {
-            addr,
-            old_len,
-            new_len,
-            to,
-            dontunmap,
-        } => {
-            push_mspan(out, addr, old_len, ts);
-            push_len(out, addr, new_len, ts);
-            let flags = (if to.is_some() { 24 << 3 } else { 0 }) | (u8::from(dontunmap) * 7);
-            out.push(flags);
-            if let Some(to) = to {
-                push_point(out, to, ts);
-            }
-        }
-        MmStep::Fork | MmStep::ClearRefs | MmStep::OomReap => {}
-        MmStep::Write { addr, value } => {
-            push_point(out, addr, ts);
-            push_value(out, value);
-        }
-        MmStep::Read { addr }
-        | MmStep::Reclaim { addr }
-        | MmStep::Migrate { addr }
-        | MmStep::Collapse { addr }
-        | MmStep::Split { addr } => push_point(out, addr, ts),
-        MmStep::Ksm { a, b } => {
-            push_point(out, a, ts);
-            push_point(out, b, ts);
-        }
-        MmStep::Exit => out.push(0),
-    }
-}
-
-fn push_dev(out: &mut Vec<u8>, op: DevStep, ts: u64) {
-    match op {
-        DevStep::Open { mm, strategy } => {
-            out.push(slot2_byte(mm));
-            out.push(first_code(|b| strategy_code(b) == strategy).unwrap_or(0));
-        }
-        DevStep::Read { addr } | DevStep::Unregister { addr } => push_point(out, addr, ts),
-        DevStep::Write { addr, value } => {
-            push_point(out, addr, ts);
-            push_value(out, value);
-        }
-        DevStep::Snapshot { addr, len }
-        | DevStep::Migrate { addr, len }
-        | DevStep::Exclusive { addr, len }
-        | DevStep::Evict { addr, len }
-        | DevStep::Register { addr, len } => push_mspan(out, addr, len, ts),
-        DevStep::Work => {}
-    }
-}
-
-fn push_expect(out: &mut Vec<u8>, e: Expect) {
-    let head = match e {
-        Expect::Ok => ExpectHead::Ok,
-        Expect::Skipped => ExpectHead::Skipped,
-        Expect::Error(k) => ExpectHead::Error(k),
-        Expect::Value(_) => ExpectHead::Value,
-        Expect::Pages(_) => ExpectHead::Pages,
-        Expect::Faults { dev, .. } => ExpectHead::Faults(dev),
-        Expect::States { .. } => ExpectHead::States,
-    };
-    out.push(first_code(|b| expect_head_code(b) == head).unwrap_or(0));
-    match e {
-        Expect::Value(v) | Expect::Pages(v) | Expect::Faults { n: v, .. } => push_value(out, v),
-        Expect::States { runs, len } => {
-            let runs = &runs[..usize::from(len).min(MAX_RUNS)];
-            out.push(runs.len() as u8);
-            for &(st, count) in runs {
-                out.push(first_code(|b| state_code(b) == st).unwrap_or(0));
-                let count = u64::from(count);
-                match first_code(|b| count_code(b) == Some(count)) {
-                    Some(b) => out.push(b),
-                    None => push_raw(out, count.wrapping_sub(1)),
-                }
-            }
-        }
-        Expect::Ok | Expect::Skipped | Expect::Error(_) => {}
     }
 }
 
@@ -1349,14 +896,14 @@ pub fn encode(p: &Program) -> Vec<u8> {
         let kinds = c.devices.map(|d| d.map(kind_of_strategy));
         let b = first_code(|b| devices_code(b) == kinds).unwrap_or(0);
         out.push(b);
-        // The shift bytes of the devices that byte opens as ODP.
+        // The shift bytes of the devices that byte opens with a size.
         for (d, k) in c.devices.iter().zip(devices_code(b)) {
-            if let Some(Strategy::OdpImplicit { .. }) = k {
+            if let Some((k, p)) = k.and_then(|k| Some((k, size_param(k)?))) {
                 let shift = match d {
-                    Some(Strategy::OdpImplicit { chunk_shift }) => *chunk_shift,
-                    _ => 21,
+                    Some(d) if d.kind == k.kind => d.param,
+                    _ => p.default,
                 };
-                out.push(first_code(|s| shift_code(s) == shift).unwrap_or(0));
+                out.push(first_code(|s| shift_code(p, s) == shift).unwrap_or(0));
             }
         }
     }
@@ -1416,6 +963,9 @@ pub fn encode(p: &Program) -> Vec<u8> {
 pub(crate) mod tests {
     use super::*;
     use crate::program::MAX_THREADS;
+    use crate::program::{
+        ErrKind, Expect, MapKind, PageState, Prot, StrategySpec, MAX_RUNS, MAX_SNAPSHOT_PAGES,
+    };
     use proptest::prelude::*;
     // Not the mirror's `Strategy`, which both globs would otherwise offer.
     use proptest::strategy::Strategy;
@@ -1489,15 +1039,8 @@ pub(crate) mod tests {
         ]
     }
 
-    fn any_strategy() -> impl Strategy<Value = mirror::Strategy> {
-        prop_oneof![
-            Just(mirror::Strategy::FullVa),
-            Just(mirror::Strategy::PerFault),
-            (mirror::ODP_MIN_SHIFT..=mirror::ODP_MAX_SHIFT)
-                .prop_map(|chunk_shift| mirror::Strategy::OdpImplicit { chunk_shift }),
-            Just(mirror::Strategy::VmaTracking),
-            Just(mirror::Strategy::RegistrationCache),
-        ]
+    fn any_strategy() -> impl Strategy<Value = StrategySpec> {
+        proptest::sample::select(StrategySpec::every())
     }
 
     fn any_prot() -> impl Strategy<Value = Prot> {
@@ -1618,7 +1161,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn any_devices() -> impl Strategy<Value = [Option<mirror::Strategy>; DEVICES as usize]> {
+    fn any_devices() -> impl Strategy<Value = [Option<StrategySpec>; DEVICES as usize]> {
         (
             proptest::option::of(any_strategy()),
             proptest::option::of(any_strategy()),
@@ -2165,7 +1708,7 @@ pub(crate) mod tests {
             config: ProgramConfig {
                 target: Target::Mirror,
                 threads,
-                devices: [Some(mirror::Strategy::FullVa), None],
+                devices: [Some(FULLVA), None],
                 ..ProgramConfig::default()
             },
             steps,
@@ -2223,23 +1766,23 @@ pub(crate) mod tests {
     }
 
     /// Every strategy the op language has: each kind, ODP with every chunk shift.
-    fn every_strategy() -> Vec<mirror::Strategy> {
-        let mut all = vec![
-            mirror::Strategy::FullVa,
-            mirror::Strategy::PerFault,
-            mirror::Strategy::VmaTracking,
-            mirror::Strategy::RegistrationCache,
-        ];
-        all.extend(
-            (mirror::ODP_MIN_SHIFT..=mirror::ODP_MAX_SHIFT)
-                .map(|chunk_shift| mirror::Strategy::OdpImplicit { chunk_shift }),
-        );
-        all
+    fn every_strategy() -> Vec<StrategySpec> {
+        StrategySpec::every()
+    }
+
+    const FULLVA: StrategySpec = StrategySpec::of(0);
+    const PERFAULT: StrategySpec = StrategySpec::of(1);
+    const ODP: StrategySpec = StrategySpec::of(2);
+
+    fn odp(chunk_shift: u8) -> StrategySpec {
+        StrategySpec {
+            param: chunk_shift,
+            ..ODP
+        }
     }
 
     #[test]
     fn every_devices_byte_decodes_and_every_devices_config_roundtrips() {
-        use mirror::Strategy::FullVa;
         let mut counts = std::collections::HashMap::new();
         for b in 0..=u8::MAX {
             let p = decode(&[1, 0, 0, 0, b]);
@@ -2260,12 +1803,12 @@ pub(crate) mod tests {
             .map(|(_, n)| n)
             .sum();
         assert_eq!(d1_open, 80 + 16 * 5 / 6, "{counts:?}");
-        assert_eq!(counts[&[Some(FullVa), None]], 40);
+        assert_eq!(counts[&[Some(FULLVA), None]], 40);
         // A missing shift byte is the 2 MiB chunk.
         assert_eq!(decode(&[1, 0, 0, 0, 2]).config.devices, [Some(ODP), None]);
         // Every pair, with every ODP chunk size: one byte, and one more
         // per ODP device.
-        let all: Vec<Option<mirror::Strategy>> = std::iter::once(None)
+        let all: Vec<Option<StrategySpec>> = std::iter::once(None)
             .chain(every_strategy().into_iter().map(Some))
             .collect();
         for &d0 in &all {
@@ -2275,11 +1818,63 @@ pub(crate) mod tests {
                 let bytes = encode(&p);
                 let odp = [d0, d1]
                     .iter()
-                    .filter(|d| matches!(d, Some(mirror::Strategy::OdpImplicit { .. })))
+                    .filter(|d| d.is_some_and(|d| d.kind == ODP.kind))
                     .count();
                 assert_eq!(bytes.len(), 5 + odp, "{d0:?} {d1:?}: {bytes:02x?}");
                 assert_eq!(decode(&bytes), p);
             }
+        }
+    }
+
+    /// Decodings pinned from the codec before strategies moved into the
+    /// registry (commit 71193cd): seeds must keep meaning what they meant.
+    #[test]
+    fn strategy_decodings_are_pinned() {
+        let name = |d: Option<StrategySpec>| d.map_or("none".to_string(), StrategySpec::name);
+        let cases: [(u8, u8, &str); 26] = [
+            (0x00, 0, "fullva,none"),
+            (0x00, 16, "fullva,none"),
+            (0x02, 0, "odp:2m,none"),
+            (0x02, 16, "odp:1m,none"),
+            (0x04, 0, "regcache,none"),
+            (0x07, 0, "odp:2m,none"),
+            (0x07, 16, "odp:1m,none"),
+            (0x55, 0, "fullva,none"),
+            (0x9a, 0, "odp:2m,none"),
+            (0x9a, 16, "odp:1m,none"),
+            (0xa3, 0, "vma,fullva"),
+            (0xa3, 16, "vma,fullva"),
+            (0xb2, 0, "odp:2m,odp:2m"),
+            (0xb2, 16, "odp:1m,odp:4m"),
+            (0xea, 0, "odp:2m,regcache"),
+            (0xea, 16, "odp:1m,regcache"),
+            (0xf0, 0, "none,none"),
+            (0xf0, 16, "none,none"),
+            (0xf7, 0, "none,fullva"),
+            (0xf7, 16, "none,fullva"),
+            (0xfa, 0, "none,vma"),
+            (0xfa, 16, "none,vma"),
+            (0xff, 0, "none,odp:2m"),
+            (0xff, 16, "none,odp:1m"),
+            (0xab, 0, "vma,perfault"),
+            (0xcc, 0, "regcache,fullva"),
+        ];
+        for (b, s, want) in cases {
+            let d = decode(&[1, 0, 0, 0, b, s, s ^ 0x55]).config.devices;
+            assert_eq!(format!("{},{}", name(d[0]), name(d[1])), want, "{b:#x} {s}");
+        }
+        let opens: [(u8, &str); 8] = [
+            (0x00, "fullva"),
+            (0x01, "perfault"),
+            (0x02, "odp:2m"),
+            (0x0a, "odp:4m"),
+            (0x3a, "odp:256m"),
+            (0x52, "odp:16k"),
+            (0x0b, "vma"),
+            (0x0d, "fullva"),
+        ];
+        for (b, want) in opens {
+            assert_eq!(strategy_code(b).name(), want, "{b:#x}");
         }
     }
 
@@ -2289,10 +1884,8 @@ pub(crate) mod tests {
         for b in 0..=u8::MAX {
             seen.insert(strategy_code(b));
             seen.insert(match devices_code(b)[0] {
-                Some(mirror::Strategy::OdpImplicit { .. }) => mirror::Strategy::OdpImplicit {
-                    chunk_shift: shift_code(b),
-                },
-                d => d.unwrap_or(mirror::Strategy::FullVa),
+                Some(d) if d.kind == ODP.kind => odp(shift_code(size_param(ODP).unwrap(), b)),
+                d => d.unwrap_or(FULLVA),
             });
         }
         let all = every_strategy();
@@ -2315,7 +1908,7 @@ pub(crate) mod tests {
             assert_eq!(decode(&bytes), p);
         }
         // The usual chunk is the first code.
-        assert_eq!(shift_code(0), 21);
+        assert_eq!(shift_code(size_param(ODP).unwrap(), 0), 21);
     }
 
     #[test]
@@ -2460,12 +2053,11 @@ pub(crate) mod tests {
                 },
             }]
         );
-        assert_eq!(p.config.devices, [Some(mirror::Strategy::FullVa), None]);
+        assert_eq!(p.config.devices, [Some(FULLVA), None]);
     }
 
     #[test]
     fn mirror_operands_take_one_byte_each() {
-        use mirror::Strategy::PerFault;
         let mm = |mm, op| Op::Mm { mm, op };
         let dev = |dev, op| Op::Dev { dev, op };
         let cases: Vec<(Op, usize)> = vec![
@@ -2558,7 +2150,7 @@ pub(crate) mod tests {
                     1,
                     DevStep::Open {
                         mm: 1,
-                        strategy: PerFault,
+                        strategy: PERFAULT,
                     },
                 ),
                 3,
@@ -2612,7 +2204,7 @@ pub(crate) mod tests {
                     0,
                     DevStep::Open {
                         mm: 0,
-                        strategy: mirror::Strategy::OdpImplicit { chunk_shift: 30 },
+                        strategy: odp(30),
                     },
                 ),
                 3,
@@ -3019,7 +2611,7 @@ pub(crate) mod tests {
                         dev: 5,
                         op: DevStep::Open {
                             mm: 4,
-                            strategy: mirror::Strategy::PerFault,
+                            strategy: PERFAULT,
                         },
                     },
                 },

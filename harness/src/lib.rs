@@ -5,21 +5,33 @@
 //!
 //! Fuzz targets are glue: each engine calls one `&[u8]` function in
 //! [`targets`], which decodes its input itself.
+//!
+//! Each target has a folder ([`notifier`], [`mirror`]) with its executor
+//! (and the mirror target its ops); the engine, minimizer, report, files,
+//! codec and text format are shared.
 
 #![deny(missing_docs)]
 
 pub mod bench;
 pub mod codec;
 pub mod engine;
-pub mod exec;
 pub mod files;
 pub mod minimize;
-pub mod mirror_exec;
+pub mod mirror;
+pub mod notifier;
+pub mod outcome;
 pub mod pin;
 pub mod program;
 pub mod report;
 pub mod soak;
 pub mod targets;
 pub mod text;
+
+/// Running a program of any target: the shared result types and the
+/// dispatch to the target's executor.
+pub mod exec {
+    pub use crate::outcome::{Divergence, DivergenceKind, ExecStats, Outcome, RunOptions, Turn};
+    pub use crate::targets::run;
+}
 
 pub use program::{Op, Program, ProgramConfig, Step, Target};

@@ -8,33 +8,35 @@
 //! config line names the pinned strategies.
 
 use crate::program::{DevStep, Op, Program, Target, DEVICES};
-use mirror::Strategy;
+use mirror::StrategySpec;
 
 /// The strategies every device of a mirror program gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct DevicePin {
     /// `d0`'s strategy.
-    pub d0: Strategy,
+    pub d0: StrategySpec,
     /// `d1`'s strategy. `None`: `d1` uses `d0`'s, and is opened before the
     /// first step only if the decoded config opens it.
-    pub d1: Option<Strategy>,
+    pub d1: Option<StrategySpec>,
 }
 
 impl DevicePin {
     /// One strategy for every device.
-    pub fn single(s: Strategy) -> DevicePin {
+    pub fn single(s: StrategySpec) -> DevicePin {
         DevicePin { d0: s, d1: None }
     }
 
     /// `d0` with `a`, `d1` with `b`, both opened before the first step.
-    pub fn pair(a: Strategy, b: Strategy) -> DevicePin {
+    pub fn pair(a: StrategySpec, b: StrategySpec) -> DevicePin {
         DevicePin { d0: a, d1: Some(b) }
     }
 
     /// Every single strategy, then every unordered pair of two different
-    /// ones, in [`Strategy::ALL`] order.
+    /// ones, in registry order (a sized kind at its default size).
     pub fn all(pairs: bool) -> Vec<DevicePin> {
-        let all = Strategy::ALL;
+        let all: Vec<StrategySpec> = (0..mirror::strategy::kinds().len())
+            .filter_map(|i| StrategySpec::default_of(u8::try_from(i).ok()?))
+            .collect();
         let mut v: Vec<DevicePin> = all.iter().map(|&s| DevicePin::single(s)).collect();
         if pairs {
             for (i, &a) in all.iter().enumerate() {
@@ -55,7 +57,7 @@ impl DevicePin {
     }
 
     /// The strategy device `dev` gets.
-    fn of(&self, dev: usize) -> Strategy {
+    fn of(&self, dev: usize) -> StrategySpec {
         match (dev, self.d1) {
             (1, Some(b)) => b,
             _ => self.d0,
@@ -89,19 +91,15 @@ impl DevicePin {
 
 /// The strategy's name without an ODP chunk size: a pin's ODP rows cover
 /// every chunk size the inputs choose.
-fn kind_name(s: Strategy) -> String {
-    match s {
-        Strategy::OdpImplicit { .. } => "odp".into(),
-        s => s.name(),
-    }
+fn kind_name(s: StrategySpec) -> String {
+    mirror::strategy::kind(s.kind).map_or_else(|| s.name(), |k| k.name.to_string())
 }
 
-fn keep_shift(forced: Strategy, decoded: Option<Strategy>) -> Strategy {
-    match (forced, decoded) {
-        (Strategy::OdpImplicit { .. }, Some(Strategy::OdpImplicit { chunk_shift })) => {
-            Strategy::OdpImplicit { chunk_shift }
-        }
-        (f, _) => f,
+/// `forced`, with the size `decoded` chose if it is of the same kind.
+fn keep_shift(forced: StrategySpec, decoded: Option<StrategySpec>) -> StrategySpec {
+    match decoded {
+        Some(d) if d.kind == forced.kind => d,
+        _ => forced,
     }
 }
 
@@ -134,7 +132,7 @@ mod tests {
                 let bytes = rng.bytes(n);
                 let mut p = decode_for(Target::Mirror, &bytes);
                 pin.apply(&mut p);
-                let is_pinned = |d: usize, s: Strategy| kind_name(s) == kind_name(pin.of(d));
+                let is_pinned = |d: usize, s: StrategySpec| kind_name(s) == kind_name(pin.of(d));
                 assert!(p.config.devices[0].is_some_and(|s| is_pinned(0, s)));
                 if pin.d1.is_some() {
                     assert!(p.config.devices[1].is_some_and(|s| is_pinned(1, s)));
@@ -164,7 +162,8 @@ mod tests {
         let bytes = rng.bytes(200);
         let p = decode_for(Target::Notifier, &bytes);
         let mut q = p.clone();
-        DevicePin::pair(Strategy::FullVa, Strategy::VmaTracking).apply(&mut q);
+        let name = |n| StrategySpec::from_name(n).expect("registered");
+        DevicePin::pair(name("fullva"), name("vma")).apply(&mut q);
         assert_eq!(p, q);
     }
 }

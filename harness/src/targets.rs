@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use notifier::PlantedBug;
 
 use crate::codec;
-use crate::exec::{run, RunOptions};
+use crate::outcome::{Divergence, DivergenceKind, Outcome, RunOptions};
 use crate::program::{Program, Target};
 use crate::report;
 
@@ -43,6 +43,48 @@ pub fn resolve_planted(name: &str) -> Result<PlantedBug, String> {
         Err(format!(
             "'{name}' needs a build with the planted-bugs feature (cargo ... --features planted-bugs)"
         ))
+    }
+}
+
+/// Runs `program` with its target's executor. Never panics on a core
+/// panic: that is reported as a [`DivergenceKind::Panic`] divergence.
+pub fn run(program: &Program, opts: &RunOptions) -> Outcome {
+    let result =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_inner(program, opts)));
+    match result {
+        Ok(out) => out,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "non-string panic".into());
+            Outcome {
+                divergence: Some(Divergence {
+                    kind: DivergenceKind::Panic,
+                    step: None,
+                    doing: "running the program".into(),
+                    core: format!("panicked: {msg}"),
+                    model: "no panic".into(),
+                    states: (String::new(), String::new()),
+                }),
+                ..Outcome::default()
+            }
+        }
+    }
+}
+
+fn run_inner(program: &Program, opts: &RunOptions) -> Outcome {
+    if let Err(e) = program.validate() {
+        return Outcome {
+            divergence: None,
+            trace: vec![format!("invalid program: {e}")],
+            ..Outcome::default()
+        };
+    }
+    match program.config.target {
+        Target::Notifier => crate::notifier::exec::run_notifier(program, opts),
+        Target::Mirror => crate::mirror::exec::run_mirror(program, opts),
     }
 }
 

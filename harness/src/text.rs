@@ -60,7 +60,7 @@ use oracles::{CallbackModel, Refuse, SetSeq};
 
 use crate::program::{
     DevStep, ErrKind, Expect, MapKind, MmStep, Op, PageState, Program, ProgramConfig, Prot, Step,
-    Strategy, Target, CLASSIC_SLOTS, DEVICES, FILES, MAX_RUNS, MAX_SNAPSHOT_PAGES, MAX_THREADS,
+    StrategySpec, Target, CLASSIC_SLOTS, DEVICES, FILES, MAX_RUNS, MAX_SNAPSHOT_PAGES, MAX_THREADS,
     MIN_TASK_SIZE, MMS, OWNERS, SLOTS,
 };
 
@@ -149,14 +149,14 @@ pub fn print_with_notes(p: &Program, notes: &[String]) -> String {
 
 /// The value of `devices=`: the entries up to the last open one, `none`
 /// for a closed one; `none` alone when no device is open.
-fn devices_text(devices: &[Option<Strategy>]) -> String {
+fn devices_text(devices: &[Option<StrategySpec>]) -> String {
     let n = devices
         .iter()
         .rposition(Option::is_some)
         .map_or(1, |i| i + 1);
     let names: Vec<String> = devices[..n]
         .iter()
-        .map(|d| d.map_or_else(|| "none".to_string(), Strategy::name))
+        .map(|d| d.map_or_else(|| "none".to_string(), StrategySpec::name))
         .collect();
     names.join(",")
 }
@@ -529,18 +529,39 @@ impl<'s> Line<'s> {
     }
 
     /// A device strategy; `more` extends the list of names in the message.
-    fn strategy(&self, tok: Tok<'_>, more: Option<&str>) -> Result<Strategy, ParseError> {
-        Strategy::from_name(tok.text).ok_or_else(|| {
-            let mut names = vec!["fullva", "perfault", "odp:SIZE", "vma", "regcache"];
-            names.extend(more);
+    fn strategy(&self, tok: Tok<'_>, more: Option<&str>) -> Result<StrategySpec, ParseError> {
+        StrategySpec::from_name(tok.text).ok_or_else(|| {
+            // Names and sizes as the strategy registry has them.
+            let kinds = mirror::strategy::kinds();
+            let mut names: Vec<String> = kinds
+                .iter()
+                .map(|k| match k.param {
+                    Some(_) => format!("{}:SIZE", k.name),
+                    None => k.name.to_string(),
+                })
+                .collect();
+            names.extend(more.map(str::to_string));
             let last = names.pop().unwrap_or_default();
+            let sizes: Vec<String> = kinds
+                .iter()
+                .filter_map(|k| {
+                    let p = k.param?;
+                    Some(format!(
+                        "SIZE is a power of two from {} to {}, e.g. {}:{}",
+                        mirror::strategy::size_name(p.min),
+                        mirror::strategy::size_name(p.max),
+                        k.name,
+                        mirror::strategy::size_name(p.default),
+                    ))
+                })
+                .collect();
             self.at(
                 tok,
                 format!(
-                    "unknown strategy `{}` (expected {} or {last}; SIZE is a power of two \
-                     from 16k to 1g, e.g. odp:2m)",
+                    "unknown strategy `{}` (expected {} or {last}; {})",
                     tok.text,
                     names.join(", "),
+                    sizes.join("; "),
                 ),
             )
         })
@@ -680,7 +701,7 @@ fn parse_config(l: &mut Line<'_>) -> Result<ProgramConfig, ParseError> {
 fn parse_devices(
     l: &Line<'_>,
     val: Tok<'_>,
-) -> Result<[Option<Strategy>; DEVICES as usize], ParseError> {
+) -> Result<[Option<StrategySpec>; DEVICES as usize], ParseError> {
     let mut devices = [None; DEVICES as usize];
     let mut at = 0;
     for (i, item) in val.text.split(',').enumerate() {
@@ -1779,7 +1800,7 @@ t2 release
     }
 
     fn mirror_golden_program() -> Program {
-        use mirror::Strategy::{FullVa, PerFault};
+        let (full_va, per_fault) = (StrategySpec::of(0), StrategySpec::of(1));
         let mm = |thread, mm, op| Step {
             thread,
             op: Op::Mm { mm, op },
@@ -1794,7 +1815,7 @@ t2 release
                 threads: 2,
                 initial_seq: 2,
                 task_size: 1 << 47,
-                devices: [Some(FullVa), None],
+                devices: [Some(full_va), None],
             },
             steps: vec![
                 mm(
@@ -1876,7 +1897,7 @@ t2 release
                     1,
                     DevStep::Open {
                         mm: 1,
-                        strategy: PerFault,
+                        strategy: per_fault,
                     },
                 ),
                 dev(1, 1, DevStep::Read { addr: 0x1000 }),
@@ -1997,18 +2018,18 @@ t0 m1 exit
 
     #[test]
     fn devices_key_forms() {
-        use mirror::Strategy::{FullVa, PerFault};
+        let (full_va, per_fault) = (StrategySpec::of(0), StrategySpec::of(1));
         let cases = [
             (
                 "devices=fullva,perfault",
-                [Some(FullVa), Some(PerFault)],
+                [Some(full_va), Some(per_fault)],
                 "fullva,perfault",
             ),
-            ("devices=fullva", [Some(FullVa), None], "fullva"),
-            ("devices=fullva,none", [Some(FullVa), None], "fullva"),
+            ("devices=fullva", [Some(full_va), None], "fullva"),
+            ("devices=fullva,none", [Some(full_va), None], "fullva"),
             (
                 "devices=none,perfault",
-                [None, Some(PerFault)],
+                [None, Some(per_fault)],
                 "none,perfault",
             ),
             ("devices=none", [None, None], "none"),
@@ -2301,7 +2322,8 @@ t0 m1 exit
     }
 
     fn device_memory_golden_program() -> Program {
-        use mirror::Strategy::{OdpImplicit, RegistrationCache};
+        let odp = |param| StrategySpec { kind: 2, param };
+        let reg_cache = StrategySpec::of(4);
         let mm = |thread, op| Step {
             thread,
             op: Op::Mm { mm: 0, op },
@@ -2331,10 +2353,7 @@ t0 m1 exit
                 threads: 2,
                 initial_seq: 2,
                 task_size: 1 << 47,
-                devices: [
-                    Some(OdpImplicit { chunk_shift: 14 }),
-                    Some(RegistrationCache),
-                ],
+                devices: [Some(odp(14)), Some(reg_cache)],
             },
             steps: vec![
                 mm(
@@ -2364,7 +2383,7 @@ t0 m1 exit
                     1,
                     DevStep::Open {
                         mm: 0,
-                        strategy: OdpImplicit { chunk_shift: 30 },
+                        strategy: odp(30),
                     },
                 ),
                 dev(
@@ -2534,16 +2553,8 @@ t0 expect 0x100
             Op::Expect(Expect::States { len: 2, .. })
         ));
         // Every strategy, in both places.
-        let mut all: Vec<mirror::Strategy> = vec![
-            mirror::Strategy::FullVa,
-            mirror::Strategy::PerFault,
-            mirror::Strategy::VmaTracking,
-            mirror::Strategy::RegistrationCache,
-        ];
-        all.extend(
-            (mirror::ODP_MIN_SHIFT..=mirror::ODP_MAX_SHIFT)
-                .map(|chunk_shift| mirror::Strategy::OdpImplicit { chunk_shift }),
-        );
+        let all = StrategySpec::every();
+        assert_eq!(all.len(), 4 + 17);
         for st in all {
             let name = st.name();
             assert_eq!(
@@ -2566,8 +2577,8 @@ t0 expect 0x100
                 .config
                 .devices,
             [
-                Some(mirror::Strategy::OdpImplicit { chunk_shift: 21 }),
-                Some(mirror::Strategy::RegistrationCache)
+                Some(StrategySpec { kind: 2, param: 21 }),
+                Some(StrategySpec { kind: 4, param: 0 })
             ]
         );
     }
@@ -2880,7 +2891,7 @@ t0 expect 0x100
                     dev: 0,
                     op: DevStep::Open {
                         mm: 0,
-                        strategy: mirror::Strategy::OdpImplicit { chunk_shift: 13 },
+                        strategy: StrategySpec { kind: 2, param: 13 },
                     },
                 },
                 "step 1: operand out of range",
@@ -2890,7 +2901,7 @@ t0 expect 0x100
                     dev: 0,
                     op: DevStep::Open {
                         mm: 0,
-                        strategy: mirror::Strategy::OdpImplicit { chunk_shift: 31 },
+                        strategy: StrategySpec { kind: 2, param: 31 },
                     },
                 },
                 "step 1: operand out of range",
@@ -2926,7 +2937,7 @@ t0 expect 0x100
         );
         // Nor does a config take an ODP chunk out of range.
         let mut c = base.config;
-        c.devices[1] = Some(mirror::Strategy::OdpImplicit { chunk_shift: 40 });
+        c.devices[1] = Some(StrategySpec { kind: 2, param: 40 });
         assert!(c
             .validate()
             .unwrap_err()

@@ -197,7 +197,7 @@ mod planted {
             let pin = rep.rows[c.cell.row].pin.expect("mirror rows are pinned");
             let f = c.finding.as_ref().expect("finding");
             let q = harness::targets::decode_for(Target::Mirror, &f.input);
-            let kind = |s: mirror::Strategy| DevicePin::single(s).name();
+            let kind = |s: mirror::StrategySpec| DevicePin::single(s).name();
             assert_eq!(q.config.devices[0].map(kind), Some(kind(pin.d0)));
             assert!(run(&q, &with).divergence.is_some());
         }

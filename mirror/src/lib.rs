@@ -3,13 +3,8 @@
 //! A [`Mirror`] owns a device page table and a driver lock (a logical lock
 //! held by a logical thread, so that the scheduler can interleave around
 //! it). It keeps the table coherent with the CPU through the notifier, using
-//! one of the interval strategies of real drivers:
-//!
-//! * [`Strategy::FullVa`]: one interval over the whole address space,
-//!   inserted at open (the HMM self-test driver; full-VA ODP).
-//! * [`Strategy::PerFault`]: a temporary interval per fault, inserted before
-//!   read_begin and removed after commit; teardown of installed PTEs goes
-//!   through a classic subscriber (nouveau).
+//! one of the interval strategies of real drivers, each a [`Strategy`] in
+//! [`strategy`] (named in programs by a [`StrategySpec`]).
 //!
 //! A device fault is a [`Fault`], split into the steps of the kernel's
 //! pattern: begin (find or insert the interval, read_begin, which may
@@ -26,90 +21,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use mm::{Env, FrameId, Mm, MmId, MmOp, Phys, Pte, Task, HUGE, PAGE};
 use notifier::{
-    ClassicId, ClassicOps, Event, Interval, Owner, Phase, PlantedBug, Range, ReadBegin, RemoveWait,
-    SeqWait,
+    ClassicOps, Event, Interval, Owner, PlantedBug, Range, ReadBegin, RemoveWait, SeqWait,
 };
 
-/// How a mirror chooses its intervals.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Strategy {
-    /// One interval over the whole address space.
-    FullVa,
-    /// A temporary interval per fault; a classic subscriber tears down.
-    PerFault,
-    /// Intervals created on demand for aligned chunks of `1 << chunk_shift`
-    /// bytes, found without the driver lock; emptied chunks are destroyed
-    /// by deferred work.
-    OdpImplicit {
-        /// log2 of the chunk size, `ODP_MIN_SHIFT..=ODP_MAX_SHIFT`.
-        chunk_shift: u8,
-    },
-    /// Intervals that cover VMAs, trimmed or split on unmap by deferred
-    /// updates.
-    VmaTracking,
-    /// Explicit registrations that pin their frames.
-    RegistrationCache,
-}
+pub mod strategy;
 
-/// The smallest ODP chunk: four pages.
-pub const ODP_MIN_SHIFT: u8 = 14;
-/// The largest ODP chunk: 1 GiB.
-pub const ODP_MAX_SHIFT: u8 = 30;
-
-impl Strategy {
-    /// One of each kind (ODP with 2 MiB chunks).
-    pub const ALL: [Strategy; 5] = [
-        Strategy::FullVa,
-        Strategy::PerFault,
-        Strategy::OdpImplicit { chunk_shift: 21 },
-        Strategy::VmaTracking,
-        Strategy::RegistrationCache,
-    ];
-
-    /// Its name in `.ops` files: `fullva`, `perfault`, `odp:2m`, `vma`,
-    /// `regcache`.
-    pub fn name(self) -> String {
-        match self {
-            Strategy::FullVa => "fullva".into(),
-            Strategy::PerFault => "perfault".into(),
-            Strategy::OdpImplicit { chunk_shift } => {
-                let (n, unit) = match chunk_shift {
-                    30.. => (1u64 << (chunk_shift - 30), "g"),
-                    20..=29 => (1u64 << (chunk_shift - 20), "m"),
-                    _ => (1u64 << chunk_shift.saturating_sub(10), "k"),
-                };
-                format!("odp:{n}{unit}")
-            }
-            Strategy::VmaTracking => "vma".into(),
-            Strategy::RegistrationCache => "regcache".into(),
-        }
-    }
-
-    /// Looks a strategy up by name.
-    pub fn from_name(s: &str) -> Option<Strategy> {
-        match s {
-            "fullva" => return Some(Strategy::FullVa),
-            "perfault" => return Some(Strategy::PerFault),
-            "vma" => return Some(Strategy::VmaTracking),
-            "regcache" => return Some(Strategy::RegistrationCache),
-            _ => {}
-        }
-        let size = s.strip_prefix("odp:")?;
-        let (digits, shift) = match size.as_bytes().last()? {
-            b'k' => (&size[..size.len() - 1], 10),
-            b'm' => (&size[..size.len() - 1], 20),
-            b'g' => (&size[..size.len() - 1], 30),
-            _ => return None,
-        };
-        let n: u64 = digits.parse().ok()?;
-        if !n.is_power_of_two() {
-            return None;
-        }
-        let chunk_shift = u8::try_from(n.trailing_zeros() + shift).ok()?;
-        let st = Strategy::OdpImplicit { chunk_shift };
-        ((ODP_MIN_SHIFT..=ODP_MAX_SHIFT).contains(&chunk_shift) && st.name() == s).then_some(st)
-    }
-}
+// The registration path's access type, at its earlier public path.
+pub use strategy::regcache::Access;
+use strategy::Cover;
+pub use strategy::{
+    FaultEnd, FaultReq, Notify, Planted, Strategy, StrategyKind, StrategySpec, Work,
+};
 
 /// A device page table entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -146,58 +68,9 @@ impl DevPte {
     }
 }
 
-/// An implicit-ODP chunk: one interval for an aligned range.
-#[derive(Debug)]
-struct Chunk {
-    iv: Interval,
-    gen: u64,
-    // Faults between lookup and their end: a used chunk is never destroyed.
-    users: u32,
-}
-
-/// A VMA-tracking interval and the unmaps it still has to be trimmed by.
-#[derive(Debug)]
-struct Tracked {
-    iv: Interval,
-    start: u64,
-    end: u64,
-    // On the deferred-update list: no new fault may use it.
-    deferred: bool,
-    holes: Vec<(u64, u64)>,
-}
-
-/// One registration of a registration cache.
-#[derive(Debug)]
-pub struct Registration {
-    /// First byte.
-    pub start: u64,
-    /// End (exclusive).
-    pub end: u64,
-    /// Registered for write.
-    pub write: bool,
-    /// Its pages may be used: no invalidation since they were pinned.
-    pub valid: bool,
-    /// Device accesses in progress.
-    pub inflight: u32,
-    /// Each page's pinned frame.
-    pub pins: Vec<(u64, FrameId)>,
-    iv: Interval,
-    id: u64,
-    // A fault is revalidating it.
-    busy: bool,
-}
-
-/// Deferred work, run by a logical thread of its own (`dN work`).
-#[derive(Debug)]
-enum Item {
-    OdpDestroy { base: u64, gen: u64, iv: Interval },
-    VmaUpdate { iv: Interval },
-}
-
-/// What the driver lock protects, and the lookup structures that are
-/// deliberately outside it.
+/// The shared device state: what the driver lock protects.
 #[derive(Debug, Default)]
-pub struct DevState {
+pub struct Dev {
     /// The device page table: page address to entry.
     pub dpt: BTreeMap<u64, DevPte>,
     /// The logical thread holding the driver lock.
@@ -207,19 +80,29 @@ pub struct DevState {
     pub sleeps: u64,
     /// Device faults handled (accesses that missed the device page table).
     pub faults: u64,
-    // Implicit ODP: found without the driver lock (an xarray in the kernel).
-    chunks: BTreeMap<u64, Chunk>,
-    next_gen: u64,
-    work: VecDeque<Item>,
-    tracked: Vec<Tracked>,
-    regs: Vec<Registration>,
-    next_reg: u64,
+    // Deferred work, run by a logical thread of its own (`dN work`).
+    work: VecDeque<Work>,
 }
 
-impl DevState {
+/// A mirror's state behind its mutex: the shared part and the strategy's.
+#[derive(Debug)]
+pub struct DevState {
+    /// Device page table, driver lock, deferred work.
+    pub dev: Dev,
+    /// The strategy and its own state (chunks, tracked VMAs,
+    /// registrations…), deliberately outside the driver lock.
+    pub strategy: Box<dyn Strategy>,
+}
+
+impl Dev {
+    /// Queues an item of deferred work.
+    pub fn defer(&mut self, w: Work) {
+        self.work.push_back(w);
+    }
+
     /// Removes every entry that maps a byte of `[start, end)`. A huge entry
     /// is dropped whole when any page inside it goes.
-    fn zap(&mut self, start: u64, end: u64, split_huge: bool) {
+    pub fn zap(&mut self, start: u64, end: u64, split_huge: bool) {
         let from = if split_huge {
             (start / HUGE * HUGE).min(start / PAGE * PAGE)
         } else {
@@ -237,7 +120,7 @@ impl DevState {
     }
 
     /// The entry mapping `addr` and the frame it reaches there.
-    fn lookup(&self, addr: u64) -> Option<(DevPte, FrameId)> {
+    pub fn lookup(&self, addr: u64) -> Option<(DevPte, FrameId)> {
         let page = addr / PAGE * PAGE;
         if let Some(p) = self.dpt.get(&page) {
             return Some((*p, p.frame));
@@ -249,7 +132,8 @@ impl DevState {
             .map(|p| (*p, FrameId(p.frame.0 + ((page - base) / PAGE) as u32)))
     }
 
-    fn maps_any(&self, start: u64, end: u64) -> bool {
+    /// Whether any entry maps a byte of `[start, end)`.
+    pub fn maps_any(&self, start: u64, end: u64) -> bool {
         let from = (start / HUGE * HUGE).min(start);
         self.dpt
             .range(from..end)
@@ -285,34 +169,30 @@ impl fmt::Display for MirrorError {
     }
 }
 
-fn lock(state: &Mutex<DevState>) -> MutexGuard<'_, DevState> {
+pub(crate) fn lock(state: &Mutex<DevState>) -> MutexGuard<'_, DevState> {
     state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The callback every interval (and the classic subscriber) of a mirror
+/// runs: the common skeleton around the strategy's own part.
 #[derive(Clone)]
-struct Callback {
+pub(crate) struct Callback {
     state: Arc<Mutex<DevState>>,
     owner: Owner,
-    strategy: Strategy,
-    #[cfg(feature = "planted-bugs")]
-    planted: Option<PlantedBug>,
+    // The strategy's accesses go through registrations: no own pages.
+    registrations: bool,
+    planted: Planted,
 }
 
 impl Callback {
-    #[cfg(feature = "planted-bugs")]
     fn planted(&self, b: PlantedBug) -> bool {
-        self.planted == Some(b)
-    }
-
-    #[cfg(not(feature = "planted-bugs"))]
-    fn planted(&self, _b: PlantedBug) -> bool {
-        false
+        self.planted.is(b)
     }
 
     /// Whether the range is this device's own migration or exclusive
     /// conversion, which it maps itself.
     fn own(&self, range: &Range) -> bool {
-        if self.strategy == Strategy::RegistrationCache {
+        if self.registrations {
             return false;
         }
         let own = if self.planted(PlantedBug::OwnerSkipWrong) {
@@ -323,43 +203,18 @@ impl Callback {
         own && matches!(range.event, Event::Migrate | Event::Exclusive)
     }
 
-    /// Whether a registration in the range has device accesses in flight:
-    /// the callback would have to wait for them.
-    fn must_wait(&self, st: &DevState, range: &Range) -> bool {
-        !self.planted(PlantedBug::RegcacheNoWait)
-            && st
-                .regs
-                .iter()
-                .any(|r| r.inflight > 0 && r.start < range.end && range.start < r.end)
-    }
-
-    /// Whether a fault may still install PTEs under `iv` (checked under the
-    /// driver lock at commit).
-    fn interval_live(&self, st: &DevState, iv: &Interval) -> bool {
-        if self.planted(PlantedBug::VmaCommitUnchecked) {
-            return true;
-        }
-        match self.strategy {
-            Strategy::VmaTracking => {
-                let stale_ok = self.planted(PlantedBug::VmaDeferredInterval);
-                st.tracked
-                    .iter()
-                    .any(|t| t.iv.id() == iv.id() && (stale_ok || !t.deferred))
-            }
-            _ => true,
-        }
-    }
-
     /// The invalidate callback: take the driver lock, bump the interval's
-    /// seq, tear down device PTEs in the range, note deferred work, unlock.
+    /// seq, tear down device PTEs in the range, let the strategy do its
+    /// part (note deferred work…), unlock.
     fn invalidate(&self, range: &Range, iv: Option<(&Interval, u64)>) -> bool {
-        let mut st = lock(&self.state);
-        if st.lock.is_some() || self.must_wait(&st, range) {
+        let mut guard = lock(&self.state);
+        let st = &mut *guard;
+        if st.dev.lock.is_some() || st.strategy.must_wait(range) {
             // A try-lock or a wait: only a non-blockable range may give up.
             if !range.blockable {
                 return false;
             }
-            st.sleeps += 1;
+            st.dev.sleeps += 1;
         }
         // Our own migration rewrites our PTEs itself; the seq still moves so
         // that a racing fault of ours retries.
@@ -372,64 +227,14 @@ impl Callback {
             }
         }
         if !own {
-            st.zap(
+            st.dev.zap(
                 range.start,
                 range.end,
                 !self.planted(PlantedBug::HugeNotSplit),
             );
         }
-        let Some((iv, _)) = iv else {
-            return true;
-        };
-        match self.strategy {
-            Strategy::OdpImplicit { chunk_shift } => {
-                let size = 1u64 << chunk_shift;
-                let base = iv.start();
-                let empty = !st.maps_any(base, base.saturating_add(size));
-                let gen = st
-                    .chunks
-                    .get(&base)
-                    .filter(|c| c.iv.id() == iv.id())
-                    .map(|c| c.gen);
-                // Never destroy from here: removal waits for this very
-                // invalidation to end.
-                if let (true, Some(gen)) = (empty, gen) {
-                    st.work.push_back(Item::OdpDestroy {
-                        base,
-                        gen,
-                        iv: iv.clone(),
-                    });
-                }
-            }
-            Strategy::VmaTracking if range.event == Event::Unmap => {
-                let mut queue = false;
-                let mut dropped = None;
-                if let Some(t) = st.tracked.iter_mut().find(|t| t.iv.id() == iv.id()) {
-                    if t.holes.len() < 8 {
-                        t.holes.push((range.start, range.end));
-                    } else {
-                        // Too fragmented to trim: drop it whole.
-                        t.holes = vec![(t.start, t.end)];
-                        dropped = Some((t.start, t.end));
-                    }
-                    queue = !t.deferred;
-                    t.deferred = true;
-                }
-                // No piece will cover what is still mapped there: once the
-                // interval goes, no invalidation would reach those PTEs.
-                if let Some((start, end)) = dropped {
-                    st.zap(start, end, true);
-                }
-                if queue {
-                    st.work.push_back(Item::VmaUpdate { iv: iv.clone() });
-                }
-            }
-            Strategy::RegistrationCache => {
-                for r in st.regs.iter_mut().filter(|r| r.iv.id() == iv.id()) {
-                    r.valid = false;
-                }
-            }
-            _ => {}
+        if let Some((iv, _)) = iv {
+            st.strategy.invalidated(&mut st.dev, iv, range);
         }
         true
     }
@@ -443,7 +248,7 @@ impl ClassicOps for Callback {
     // After release no invalidation reaches a classic subscriber again, so
     // every device mapping must go now.
     fn release(&self) {
-        lock(&self.state).dpt.clear();
+        lock(&self.state).dev.dpt.clear();
     }
 }
 
@@ -456,12 +261,13 @@ pub struct Mirror {
     /// Its owner token, carried by its own migrations.
     pub owner: Owner,
     /// Its strategy.
-    pub strategy: Strategy,
-    /// Device page table and driver lock.
+    pub spec: StrategySpec,
+    /// Device page table, driver lock and the strategy's state.
     pub state: Arc<Mutex<DevState>>,
     cb: Callback,
-    full: Option<Interval>,
-    classic: Option<ClassicId>,
+    // Constant answers of the strategy, asked once.
+    registrations: bool,
+    relookup: bool,
 }
 
 impl fmt::Debug for Mirror {
@@ -469,7 +275,7 @@ impl fmt::Debug for Mirror {
         f.debug_struct("Mirror")
             .field("id", &self.id)
             .field("mm", &self.mm)
-            .field("strategy", &self.strategy)
+            .field("strategy", &self.spec.name())
             .finish()
     }
 }
@@ -479,69 +285,64 @@ impl fmt::Debug for Mirror {
 impl Drop for Mirror {
     fn drop(&mut self) {
         let mut st = lock(&self.state);
-        st.chunks.clear();
-        st.tracked.clear();
-        st.regs.clear();
-        st.work.clear();
+        st.strategy.clear();
+        st.dev.work.clear();
     }
 }
 
 impl Mirror {
-    /// Attaches device `id` to `mm` with `strategy`.
+    /// Attaches device `id` to `mm` with strategy `spec`.
     pub fn open(
         id: u8,
         mm: &Mm,
-        strategy: Strategy,
+        spec: StrategySpec,
         planted: Option<PlantedBug>,
     ) -> Result<Mirror, MirrorError> {
-        let state: Arc<Mutex<DevState>> = Arc::default();
-        #[cfg(not(feature = "planted-bugs"))]
-        let _ = planted;
+        let planted = Planted::new(planted);
+        let strategy = spec.build(planted).ok_or(MirrorError::Inval)?;
+        let registrations = strategy.registrations();
+        let relookup = strategy.relookup_on_retry();
+        let state = Arc::new(Mutex::new(DevState {
+            dev: Dev::default(),
+            strategy,
+        }));
         let cb = Callback {
             state: state.clone(),
             owner: Owner(u64::from(id) + 1),
-            strategy,
-            #[cfg(feature = "planted-bugs")]
+            registrations,
             planted,
         };
-        let mut m = Mirror {
+        let m = Mirror {
             id,
             mm: mm.id,
             owner: cb.owner,
-            strategy,
+            spec,
             state,
-            cb: cb.clone(),
-            full: None,
-            classic: None,
+            cb,
+            registrations,
+            relookup,
         };
-        match strategy {
-            Strategy::FullVa => {
-                m.full = Some(
-                    mm.notifier
-                        .insert(0, mm.config.task_size, interval_ops(cb))
-                        .map_err(MirrorError::Notifier)?,
-                );
-            }
-            Strategy::PerFault => {
-                m.classic = Some(
-                    mm.notifier
-                        .register(Arc::new(cb))
-                        .map_err(MirrorError::Notifier)?,
-                );
-            }
-            // Intervals come with faults, chunks, VMAs or registrations.
-            Strategy::OdpImplicit { .. } | Strategy::VmaTracking | Strategy::RegistrationCache => {
-                if mm.notifier.snapshot().released {
-                    return Err(MirrorError::Notifier(notifier::Error::Released));
-                }
-            }
+        {
+            let mut st = lock(&m.state);
+            st.strategy.open(mm, &m.notify())?;
         }
         Ok(m)
     }
 
+    /// Inserts intervals whose callback is this mirror's.
+    pub fn notify(&self) -> Notify<'_> {
+        Notify(&self.cb)
+    }
+
+    /// Whether device accesses go through registrations
+    /// ([`Mirror::access_begin`]) rather than device faults.
+    pub fn uses_registrations(&self) -> bool {
+        self.registrations
+    }
+
     /// Whether the driver lock is free.
     pub fn lock_free(&self) -> bool {
-        lock(&self.state).lock.is_none()
+        lock(&self.state).dev.lock.is_none()
     }
 
     /// Whether this mirror's callback could run for `range` now without
@@ -549,24 +350,24 @@ impl Mirror {
     /// in flight.
     pub fn callback_can_run(&self, range: &Range) -> bool {
         let st = lock(&self.state);
-        st.lock.is_none() && !self.cb.must_wait(&st, range)
+        st.dev.lock.is_none() && !st.strategy.must_wait(range)
     }
 
     /// Who holds the driver lock.
     pub fn lock_holder(&self) -> Option<u8> {
-        lock(&self.state).lock
+        lock(&self.state).dev.lock
     }
 
     /// The device PTE covering `addr`, and the frame it reaches there.
     pub fn pte(&self, addr: u64) -> Option<(DevPte, FrameId)> {
-        lock(&self.state).lookup(addr)
+        lock(&self.state).dev.lookup(addr)
     }
 
     /// Runs `f` over every device page mapping, ascending, huge entries
     /// expanded page by page, without copying the table.
     pub fn with_ptes<R>(&self, f: impl FnOnce(&mut dyn Iterator<Item = (u64, DevPte)>) -> R) -> R {
         let st = lock(&self.state);
-        let mut it = st.dpt.iter().flat_map(|(&a, &p)| {
+        let mut it = st.dev.dpt.iter().flat_map(|(&a, &p)| {
             let n = p.span() / PAGE;
             (0..n).map(move |i| {
                 (
@@ -584,6 +385,7 @@ impl Mirror {
     /// Every device PTE as stored (huge entries once), ascending.
     pub fn ptes(&self) -> Vec<(u64, DevPte)> {
         lock(&self.state)
+            .dev
             .dpt
             .iter()
             .map(|(&a, &p)| (a, p))
@@ -592,26 +394,22 @@ impl Mirror {
 
     /// Device faults handled so far.
     pub fn faults(&self) -> u64 {
-        lock(&self.state).faults
+        lock(&self.state).dev.faults
     }
 
     /// Callbacks that would have slept (must stay zero).
     pub fn sleeps(&self) -> u64 {
-        lock(&self.state).sleeps
+        lock(&self.state).dev.sleeps
     }
 
     /// Items of deferred work waiting.
     pub fn pending_work(&self) -> usize {
-        lock(&self.state).work.len()
+        lock(&self.state).dev.work.len()
     }
 
     /// Frames pinned by registrations: a pinned frame must stay live.
     pub fn pinned_frames(&self) -> Vec<FrameId> {
-        lock(&self.state)
-            .regs
-            .iter()
-            .flat_map(|r| r.pins.iter().map(|&(_, f)| f))
-            .collect()
+        lock(&self.state).strategy.pinned_frames()
     }
 
     /// After an invalidation that this device's callback skipped (its own
@@ -621,37 +419,21 @@ impl Mirror {
         // The driver's own migrate or exclusive path: it knows what it started.
         let own = range.owner == Some(self.owner)
             && matches!(range.event, Event::Migrate | Event::Exclusive)
-            && self.strategy != Strategy::RegistrationCache;
+            && !self.registrations;
         if !own {
             return;
         }
-        let mut st = lock(&self.state);
-        st.zap(range.start, range.end, true);
+        let mut guard = lock(&self.state);
+        let st = &mut *guard;
+        st.dev.zap(range.start, range.end, true);
         // Another invalidation in flight may already have run our callback
         // and be about to change these PTEs: map nothing, fault later.
         if mm.notifier.snapshot().active > 1 {
             return;
         }
-        // Only where an interval of ours will hear of later changes: one in
-        // the tree now. An insert made while this cycle runs waits on the
-        // deferred list, and an invalidation that starts before the cycle
-        // ends would not call it.
-        let hears = |iv: &Interval| iv.phase() == Phase::InTree;
         for (page, pte) in mm.ptes_in(range.start, range.end) {
-            let covered = match self.strategy {
-                Strategy::FullVa => self.full.as_ref().is_some_and(hears),
-                Strategy::PerFault => true,
-                Strategy::OdpImplicit { chunk_shift } => st
-                    .chunks
-                    .get(&(page & !((1u64 << chunk_shift) - 1)))
-                    .is_some_and(|c| hears(&c.iv)),
-                Strategy::VmaTracking => st
-                    .tracked
-                    .iter()
-                    .any(|t| !t.deferred && hears(&t.iv) && t.start <= page && page < t.end),
-                Strategy::RegistrationCache => false,
-            };
-            if !covered {
+            // Only where an interval of ours will hear of later changes.
+            if !st.strategy.covers(page) {
                 continue;
             }
             let e = match pte {
@@ -668,14 +450,14 @@ impl Mirror {
                 },
                 _ => continue,
             };
-            st.dpt.insert(page, e);
+            st.dev.dpt.insert(page, e);
         }
     }
 
     /// A device access that needs no fault: the frame, if the device PTE
     /// grants it.
     pub fn translate(&self, addr: u64, write: bool) -> Option<FrameId> {
-        if self.strategy == Strategy::RegistrationCache {
+        if self.registrations {
             return None;
         }
         self.pte(addr)
@@ -685,140 +467,17 @@ impl Mirror {
 
     /// Takes one item of deferred work, if any.
     pub fn take_work(&self) -> Option<Deferred> {
-        lock(&self.state).work.pop_front().map(|item| Deferred {
+        lock(&self.state).dev.work.pop_front().map(|item| Deferred {
             item: Some(item),
             removing: None,
         })
     }
-
-    /// Registration cache: registers `[addr, addr + len)` (at most
-    /// `MAX_REG_PAGES` pages); pin it with the returned fault.
-    pub fn register(&self, mm: &Mm, addr: u64, len: u64) -> Result<Fault, MirrorError> {
-        if self.strategy != Strategy::RegistrationCache {
-            return Err(MirrorError::Inval);
-        }
-        let start = addr / PAGE * PAGE;
-        let len = len.min(MAX_REG_PAGES * PAGE);
-        let end = addr
-            .checked_add(len)
-            .and_then(|e| e.div_ceil(PAGE).checked_mul(PAGE))
-            .filter(|&e| e > start && e <= mm.config.task_size)
-            .ok_or(MirrorError::Inval)?;
-        let write = mm.vma_at(start).is_some_and(|v| v.write);
-        let iv = mm
-            .notifier
-            .insert(start, end - start, interval_ops(self.cb.clone()))
-            .map_err(MirrorError::Notifier)?;
-        let mut st = lock(&self.state);
-        let id = st.next_reg;
-        st.next_reg += 1;
-        st.regs.push(Registration {
-            start,
-            end,
-            write,
-            valid: false,
-            inflight: 0,
-            pins: Vec::new(),
-            iv,
-            id,
-            busy: true,
-        });
-        Ok(Fault::pin(id, start, end, write))
-    }
-
-    /// Registration cache: a device access at `addr` begins. On success the
-    /// access is in flight until [`Mirror::access_end`].
-    pub fn access_begin(&self, me: u8, addr: u64, write: bool) -> Access {
-        let mut st = lock(&self.state);
-        if st.lock.is_some_and(|h| h != me) {
-            return Access::Blocked;
-        }
-        let page = addr / PAGE * PAGE;
-        let Some(r) = st.regs.iter_mut().find(|r| r.start <= page && page < r.end) else {
-            return Access::Err(MirrorError::NoEnt);
-        };
-        if write && !r.write {
-            return Access::Err(MirrorError::Segv(mm::MmError::Perm));
-        }
-        if !r.valid {
-            if r.busy {
-                return Access::Blocked;
-            }
-            r.busy = true;
-            return Access::Revalidate(Fault::pin(r.id, r.start, r.end, r.write));
-        }
-        r.inflight += 1;
-        let frame = r.pins[((page - r.start) / PAGE) as usize].1;
-        Access::Go { reg: r.id, frame }
-    }
-
-    /// Registration cache: the access of [`Access::Go`] is over.
-    pub fn access_end(&self, reg: u64) {
-        let mut st = lock(&self.state);
-        if let Some(r) = st.regs.iter_mut().find(|r| r.id == reg) {
-            r.inflight = r.inflight.saturating_sub(1);
-        }
-    }
-
-    /// Registration cache: drops the registration starting at `addr`, once
-    /// no access is in flight; returns the removal of its interval to finish.
-    pub fn unregister(
-        &self,
-        me: u8,
-        mm: &Mm,
-        phys: &mut Phys,
-        addr: u64,
-    ) -> Result<Option<RemoveWait>, MirrorError> {
-        if self.strategy != Strategy::RegistrationCache {
-            return Err(MirrorError::Inval);
-        }
-        let mut st = lock(&self.state);
-        let Some(i) = st.regs.iter().position(|r| r.start == addr / PAGE * PAGE) else {
-            return Err(MirrorError::NoEnt);
-        };
-        let r = &st.regs[i];
-        if r.inflight > 0 || r.busy || st.lock.is_some_and(|h| h != me) {
-            return Ok(None);
-        }
-        let r = st.regs.remove(i);
-        st.zap(r.start, r.end, true);
-        drop(st);
-        for (_, f) in r.pins {
-            phys.unpin(f);
-        }
-        mm.notifier
-            .remove_prepare(&r.iv)
-            .map(Some)
-            .map_err(MirrorError::Notifier)
-    }
-}
-
-/// Most pages one registration covers.
-pub const MAX_REG_PAGES: u64 = 64;
-
-/// The start of a registration-cache device access.
-#[derive(Debug)]
-pub enum Access {
-    /// In flight: access `frame`, then call [`Mirror::access_end`] with `reg`.
-    Go {
-        /// The registration.
-        reg: u64,
-        /// The pinned frame of the page.
-        frame: FrameId,
-    },
-    /// The registration was invalidated: run this fault to pin it again,
-    /// then begin again.
-    Revalidate(Fault),
-    /// The driver lock is held, or another thread is revalidating.
-    Blocked,
-    /// Failed.
-    Err(MirrorError),
 }
 
 /// One item of deferred work being run.
 #[derive(Debug)]
 pub struct Deferred {
-    item: Option<Item>,
+    item: Option<Work>,
     removing: Option<RemoveWait>,
 }
 
@@ -846,72 +505,19 @@ impl Deferred {
         let Some(item) = self.item.take() else {
             return DeferredStep::Done(Ok("nothing"));
         };
-        let mut st = lock(&m.state);
+        let mut guard = lock(&m.state);
+        let st = &mut *guard;
         // The work changes what faults look up: it takes the driver lock,
         // which a fault holds from commit to install.
-        if st.lock.is_some() {
+        if st.dev.lock.is_some() {
             self.item = Some(item);
             return DeferredStep::Blocked;
         }
-        let iv = match item {
-            Item::OdpDestroy { base, gen, iv } => {
-                let size = match m.strategy {
-                    Strategy::OdpImplicit { chunk_shift } => 1u64 << chunk_shift,
-                    _ => 0,
-                };
-                let unused = !st.maps_any(base, base.saturating_add(size));
-                if m.cb.planted(PlantedBug::OdpDestroyTwice) {
-                    st.chunks.remove(&base);
-                } else {
-                    let current = st
-                        .chunks
-                        .get(&base)
-                        .is_some_and(|c| c.gen == gen && c.users == 0);
-                    if !(current && unused) {
-                        return DeferredStep::Done(Ok("chunk still in use"));
-                    }
-                    st.chunks.remove(&base);
-                }
-                iv
-            }
-            Item::VmaUpdate { iv } => {
-                let Some(i) = st.tracked.iter().position(|t| t.iv.id() == iv.id()) else {
-                    return DeferredStep::Done(Ok("already updated"));
-                };
-                let t = st.tracked.remove(i);
-                // The pieces still mapped get intervals of their own first,
-                // so that no invalidation of them finds nobody.
-                let mut pieces = vec![(t.start, t.end)];
-                for (hs, he) in t.holes {
-                    pieces = pieces
-                        .into_iter()
-                        .flat_map(|(s, e)| {
-                            let mut out = Vec::new();
-                            if s < hs.min(e) {
-                                out.push((s, hs.min(e)));
-                            }
-                            if he.max(s) < e {
-                                out.push((he.max(s), e));
-                            }
-                            out
-                        })
-                        .collect();
-                }
-                for (s, e) in pieces {
-                    if let Ok(iv) = mm.notifier.insert(s, e - s, interval_ops(m.cb.clone())) {
-                        st.tracked.push(Tracked {
-                            iv,
-                            start: s,
-                            end: e,
-                            deferred: false,
-                            holes: Vec::new(),
-                        });
-                    }
-                }
-                iv
-            }
+        let iv = match st.strategy.run_work(&mut st.dev, item, mm, &m.notify()) {
+            Ok(iv) => iv,
+            Err(what) => return DeferredStep::Done(Ok(what)),
         };
-        drop(st);
+        drop(guard);
         match mm.notifier.remove_prepare(&iv) {
             Ok(w) => {
                 self.removing = Some(w);
@@ -934,7 +540,7 @@ pub fn finish_remove(mm: &Mm, w: RemoveWait) -> Option<RemoveWait> {
     None
 }
 
-fn interval_ops(cb: Callback) -> Arc<dyn notifier::IntervalOps> {
+pub(crate) fn interval_ops(cb: Callback) -> Arc<dyn notifier::IntervalOps> {
     Arc::new(move |iv: &Interval, r: &Range, seq: u64| cb.invalidate(r, Some((iv, seq))))
 }
 
@@ -992,10 +598,8 @@ pub struct Fault {
     samples: Vec<(FrameId, bool)>,
     // The walk found a huge CPU mapping that the interval covers whole.
     huge: bool,
-    // PerFault: the interval is ours to remove.
-    temp: bool,
-    // ODP: the chunk we hold a use of.
-    chunk: Option<u64>,
+    // A use of its interval it holds until it ends (an ODP chunk).
+    hold: Option<u64>,
     counted: bool,
     failed: Option<MirrorError>,
     /// Collisions so far (times the fault began again).
@@ -1009,7 +613,8 @@ impl Fault {
         Fault::span(addr, addr.saturating_add(PAGE), write, None)
     }
 
-    fn pin(reg: u64, start: u64, end: u64, write: bool) -> Fault {
+    /// The pinning of registration `reg` over `[start, end)`.
+    pub fn pin(reg: u64, start: u64, end: u64, write: bool) -> Fault {
         Fault::span(start, end, write, Some(reg))
     }
 
@@ -1024,8 +629,7 @@ impl Fault {
             seq: 0,
             samples: Vec::new(),
             huge: false,
-            temp: false,
-            chunk: None,
+            hold: None,
             counted: false,
             failed: None,
             retries: 0,
@@ -1059,9 +663,7 @@ impl Fault {
         self.retries += 1;
         self.state = State::Begin;
         self.unpin(phys);
-        // A VMA interval may have gone on the deferred list meanwhile:
-        // look again.
-        if m.strategy == Strategy::VmaTracking {
+        if m.relookup {
             self.iv = None;
         }
     }
@@ -1078,12 +680,6 @@ impl Fault {
     fn fail(&mut self, e: MirrorError, m: &Mirror, mm: &Mm, phys: &mut Phys) -> FaultStep {
         self.unpin(phys);
         self.failed = Some(e);
-        if let Some(id) = self.reg {
-            let mut st = lock(&m.state);
-            if let Some(r) = st.regs.iter_mut().find(|r| r.id == id) {
-                r.busy = false;
-            }
-        }
         self.finish_or_remove(m, mm);
         FaultStep::Progress
     }
@@ -1093,83 +689,15 @@ impl Fault {
         if let Some(iv) = &self.iv {
             return Ok(iv.clone());
         }
-        if let Some(id) = self.reg {
-            let st = lock(&m.state);
-            return st
-                .regs
-                .iter()
-                .find(|r| r.id == id)
-                .map(|r| r.iv.clone())
-                .ok_or(MirrorError::NoEnt);
+        let req = FaultReq {
+            addr: self.addr,
+            reg: self.reg,
+        };
+        let Cover { iv, hold } = lock(&m.state).strategy.interval(req, mm, &m.notify())?;
+        if hold.is_some() {
+            self.hold = hold;
         }
-        let ops = || interval_ops(m.cb.clone());
-        match m.strategy {
-            Strategy::FullVa => Ok(m.full.clone().expect("opened with an interval")),
-            Strategy::PerFault => {
-                let iv = mm
-                    .notifier
-                    .insert(self.addr, PAGE, ops())
-                    .map_err(MirrorError::Notifier)?;
-                self.temp = true;
-                Ok(iv)
-            }
-            Strategy::OdpImplicit { chunk_shift } => {
-                let size = 1u64 << chunk_shift;
-                let base = self.addr & !(size - 1);
-                let mut st = lock(&m.state);
-                if let Some(c) = st.chunks.get_mut(&base) {
-                    c.users += 1;
-                    self.chunk = Some(base);
-                    return Ok(c.iv.clone());
-                }
-                let len = size.min(mm.config.task_size.saturating_sub(base));
-                if len == 0 {
-                    return Err(MirrorError::Segv(mm::MmError::Fault));
-                }
-                let iv = mm
-                    .notifier
-                    .insert(base, len, ops())
-                    .map_err(MirrorError::Notifier)?;
-                let gen = st.next_gen;
-                st.next_gen += 1;
-                st.chunks.insert(
-                    base,
-                    Chunk {
-                        iv: iv.clone(),
-                        gen,
-                        users: 1,
-                    },
-                );
-                self.chunk = Some(base);
-                Ok(iv)
-            }
-            Strategy::VmaTracking => {
-                let stale_ok = m.cb.planted(PlantedBug::VmaDeferredInterval);
-                let mut st = lock(&m.state);
-                if let Some(t) = st.tracked.iter().find(|t| {
-                    (stale_ok || !t.deferred) && t.start <= self.addr && self.addr < t.end
-                }) {
-                    return Ok(t.iv.clone());
-                }
-                let v = mm
-                    .vma_at(self.addr)
-                    .copied()
-                    .ok_or(MirrorError::Segv(mm::MmError::Fault))?;
-                let iv = mm
-                    .notifier
-                    .insert(v.start, v.end - v.start, ops())
-                    .map_err(MirrorError::Notifier)?;
-                st.tracked.push(Tracked {
-                    iv: iv.clone(),
-                    start: v.start,
-                    end: v.end,
-                    deferred: false,
-                    holes: Vec::new(),
-                });
-                Ok(iv)
-            }
-            Strategy::RegistrationCache => Err(MirrorError::Inval),
-        }
+        Ok(iv)
     }
 
     /// Whether the device may map the huge CPU page around `addr` with one
@@ -1207,7 +735,7 @@ impl Fault {
             State::Begin => {
                 if !self.counted {
                     self.counted = true;
-                    lock(&m.state).faults += 1;
+                    lock(&m.state).dev.faults += 1;
                 }
                 let iv = match self.interval(m, mm) {
                     Ok(iv) => iv,
@@ -1239,7 +767,7 @@ impl Fault {
                     return FaultStep::Blocked(FaultBlock::MmapLock);
                 }
                 let mine = m.owner.0;
-                let device_ok = m.strategy != Strategy::RegistrationCache;
+                let device_ok = !m.registrations;
                 let usable = |pte: Option<Pte>, write: bool| match pte {
                     Some(Pte::Present { frame, writable }) => {
                         Some((frame, writable)).filter(|_| writable || !write)
@@ -1318,20 +846,20 @@ impl Fault {
                 let unlocked = m.cb.planted(PlantedBug::ReadRetryUnlocked);
                 if !unlocked {
                     let mut st = lock(&m.state);
-                    if st.lock.is_some_and(|h| h != me) {
+                    if st.dev.lock.is_some_and(|h| h != me) {
                         drop(st);
                         self.state = State::Commit;
                         return FaultStep::Blocked(FaultBlock::DriverLock);
                     }
-                    st.lock = Some(me);
+                    st.dev.lock = Some(me);
                 }
                 let iv = self.iv.as_ref().expect("begun");
                 // read_retry cannot see an interval that the driver's own
                 // deferred work took out of the tree meanwhile: a PTE
                 // installed under it would never be invalidated.
-                if iv.read_retry(self.seq) || !m.cb.interval_live(&lock(&m.state), iv) {
+                if iv.read_retry(self.seq) || !lock(&m.state).strategy.commit_ok(iv) {
                     if !unlocked {
-                        lock(&m.state).lock = None;
+                        lock(&m.state).dev.lock = None;
                     }
                     self.retry(m, phys);
                 } else {
@@ -1340,37 +868,19 @@ impl Fault {
                 FaultStep::Progress
             }
             State::Install => {
-                let mut st = lock(&m.state);
-                if st.lock.is_some_and(|h| h != me) {
-                    drop(st);
+                let mut guard = lock(&m.state);
+                let st = &mut *guard;
+                if st.dev.lock.is_some_and(|h| h != me) {
+                    drop(guard);
                     self.state = State::Install;
                     return FaultStep::Blocked(FaultBlock::DriverLock);
                 }
                 let out = if let Some(id) = self.reg {
                     let samples = std::mem::take(&mut self.samples);
-                    let old;
-                    if let Some(r) = st.regs.iter_mut().find(|r| r.id == id) {
-                        let pins: Vec<(u64, FrameId)> = samples
-                            .iter()
-                            .enumerate()
-                            .map(|(i, s)| (r.start + i as u64 * PAGE, s.0))
-                            .collect();
-                        old = std::mem::replace(&mut r.pins, pins);
-                        r.valid = true;
-                        r.busy = false;
-                        let w = r.write;
-                        let (start, end) = (r.start, r.end);
-                        st.zap(start, end, true);
-                        for (i, (f, writable)) in samples.into_iter().enumerate() {
-                            st.dpt
-                                .insert(start + i as u64 * PAGE, DevPte::small(f, writable && w));
-                        }
-                    } else {
-                        old = samples.into_iter().map(|(f, _)| (0, f)).collect();
-                    }
-                    st.lock = None;
-                    drop(st);
-                    for (_, f) in old {
+                    let old = st.strategy.install_registration(&mut st.dev, id, samples);
+                    st.dev.lock = None;
+                    drop(guard);
+                    for f in old {
                         phys.unpin(f);
                     }
                     self.finish_or_remove(m, mm);
@@ -1378,8 +888,8 @@ impl Fault {
                 } else if self.huge {
                     let (frame, writable) = self.samples[0];
                     let base = self.addr / HUGE * HUGE;
-                    st.zap(base, base + HUGE, true);
-                    st.dpt.insert(
+                    st.dev.zap(base, base + HUGE, true);
+                    st.dev.dpt.insert(
                         base,
                         DevPte {
                             frame,
@@ -1391,12 +901,12 @@ impl Fault {
                     FrameId(frame.0 + ((self.addr - base) / PAGE) as u32)
                 } else {
                     let (frame, writable) = self.samples[0];
-                    st.zap(self.addr, self.end, true);
-                    st.dpt.insert(self.addr, DevPte::small(frame, writable));
+                    st.dev.zap(self.addr, self.end, true);
+                    st.dev.dpt.insert(self.addr, DevPte::small(frame, writable));
                     frame
                 };
-                st.lock = None;
-                drop(st);
+                st.dev.lock = None;
+                drop(guard);
                 self.samples.clear();
                 self.finish_or_remove(m, mm);
                 FaultStep::Installed(out)
@@ -1417,34 +927,21 @@ impl Fault {
         FaultStep::Done(self.failed.take().map_or(Ok(()), Err))
     }
 
-    // PerFault drops its temporary interval (removal may have to wait);
-    // ODP lets go of its chunk; a failed new registration goes away.
+    // The strategy takes back what the fault held; a temporary interval
+    // goes (removal may have to wait).
     fn finish_or_remove(&mut self, m: &Mirror, mm: &Mm) {
-        let iv = self.iv.take();
-        if let (Some(base), Strategy::OdpImplicit { chunk_shift }) = (self.chunk.take(), m.strategy)
-        {
-            let mut st = lock(&m.state);
-            let empty = !st.maps_any(base, base.saturating_add(1u64 << chunk_shift));
-            if let Some(c) = st.chunks.get_mut(&base) {
-                c.users -= 1;
-                if c.users == 0 && empty {
-                    let item = Item::OdpDestroy {
-                        base,
-                        gen: c.gen,
-                        iv: c.iv.clone(),
-                    };
-                    st.work.push_back(item);
-                }
-            }
-        }
-        let mut temp = iv.filter(|_| self.temp);
-        if let (Some(id), true) = (self.reg, self.failed.is_some()) {
-            let mut st = lock(&m.state);
-            if let Some(i) = st.regs.iter().position(|r| r.id == id && r.pins.is_empty()) {
-                temp = Some(st.regs.remove(i).iv);
-            }
-        }
-        self.state = match temp {
+        let end = FaultEnd {
+            iv: self.iv.take(),
+            hold: self.hold.take(),
+            reg: self.reg,
+            failed: self.failed.is_some(),
+        };
+        let remove = {
+            let mut guard = lock(&m.state);
+            let st = &mut *guard;
+            st.strategy.fault_end(&mut st.dev, end)
+        };
+        self.state = match remove {
             Some(iv) => match mm.notifier.remove_prepare(&iv) {
                 Ok(w) => State::Removing(w),
                 Err(_) => State::Done,

@@ -22,7 +22,7 @@ use mirror::{snapshot, Fault, FaultStep, Mirror};
 use mm::{Env, Mm, MmConfig, MmId, MmOp, Outcome as MmOutcome, Phys, Pte, Task, TaskStep};
 use notifier::Range;
 
-use crate::exec::{Divergence, DivergenceKind, Outcome, RunOptions};
+use crate::outcome::{Divergence, DivergenceKind, Outcome, RunOptions};
 use crate::program::{
     DevStep, ErrKind, Expect, MmStep, Op, PageState, Program, DEVICES, MAX_THREADS, MMS,
 };
@@ -403,7 +403,7 @@ impl World<'_> {
         self.blocked = false;
         if self.opts.trace {
             let th = &self.threads[t];
-            self.out.turns.push(crate::exec::Turn {
+            self.out.turns.push(crate::outcome::Turn {
                 thread: t as u8,
                 started: th.queue.front().copied().filter(|_| th.work.is_none()),
                 busy: th.work.is_some(),
@@ -608,7 +608,7 @@ impl World<'_> {
                             _ => Access::Read,
                         };
                         let write = matches!(access, Access::Write(_));
-                        if m.strategy == mirror::Strategy::RegistrationCache {
+                        if m.uses_registrations() {
                             self.threads[t].work = Some(Work::RegAccess {
                                 dev: d,
                                 addr,
@@ -1230,7 +1230,7 @@ impl World<'_> {
                     "the scheduler never lets a callback meet a held lock".into(),
                 ));
             }
-            if m.strategy == mirror::Strategy::RegistrationCache {
+            if m.uses_registrations() {
                 if let Some(f) = m
                     .pinned_frames()
                     .into_iter()

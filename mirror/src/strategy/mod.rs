@@ -1,0 +1,458 @@
+//! Interval strategies: the decisions in which the mirror designs of real
+//! drivers differ, behind one trait, and the registry that names them.
+//!
+//! Everything else (the device page table, the fault state machine, the
+//! callback skeleton with the driver lock and `set_seq`, the teardown of
+//! device PTEs, deferred-work scheduling, snapshots) is shared and lives in
+//! the crate root. A strategy decides:
+//!
+//! * what it sets up at open ([`Strategy::open`]);
+//! * which interval covers a fault, and how it is found or created
+//!   ([`Strategy::interval`]), and what a finished fault lets go of
+//!   ([`Strategy::fault_end`]);
+//! * what its callback does beyond the common teardown
+//!   ([`Strategy::invalidated`], [`Strategy::must_wait`]);
+//! * what deferred work exists and what it does ([`Strategy::run_work`]);
+//! * what commit must check under the driver lock ([`Strategy::commit_ok`]);
+//! * which pages its intervals cover for the own-migration fixup
+//!   ([`Strategy::covers`]);
+//! * whether device accesses go through registrations
+//!   ([`Strategy::registrations`]).
+//!
+//! A strategy is named by a [`StrategySpec`]: an index into the registry
+//! ([`kinds`]) and a parameter. Its name in `.ops` files is the kind's name,
+//! with `:SIZE` for a kind that takes a size.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::{Arc, RwLock};
+
+use mm::{FrameId, Mm};
+use notifier::{ClassicId, Interval, PlantedBug, Range};
+
+use crate::{interval_ops, Callback, Dev, MirrorError};
+
+pub mod fullva;
+pub mod odp;
+pub mod perfault;
+pub mod regcache;
+pub mod vma;
+
+/// The planted bug a mirror was opened with; never set without the
+/// `planted-bugs` feature.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Planted(Option<PlantedBug>);
+
+impl Planted {
+    /// Wraps the run's planted bug (dropped without the feature).
+    pub fn new(b: Option<PlantedBug>) -> Planted {
+        #[cfg(feature = "planted-bugs")]
+        return Planted(b);
+        #[cfg(not(feature = "planted-bugs"))]
+        {
+            let _ = b;
+            Planted(None)
+        }
+    }
+
+    /// Whether `b` is planted.
+    #[inline]
+    pub fn is(self, b: PlantedBug) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        return self.0 == Some(b);
+        #[cfg(not(feature = "planted-bugs"))]
+        {
+            let _ = b;
+            false
+        }
+    }
+}
+
+/// Inserts intervals (and registers classic subscribers) whose callbacks
+/// are this mirror's shared invalidate callback.
+pub struct Notify<'a>(pub(crate) &'a Callback);
+
+impl Notify<'_> {
+    /// Inserts an interval over `[start, start + len)` of `mm`.
+    pub fn insert(&self, mm: &Mm, start: u64, len: u64) -> Result<Interval, MirrorError> {
+        mm.notifier
+            .insert(start, len, interval_ops(self.0.clone()))
+            .map_err(MirrorError::Notifier)
+    }
+
+    /// Registers a classic subscriber: it sees every invalidation of `mm`.
+    pub fn register(&self, mm: &Mm) -> Result<ClassicId, MirrorError> {
+        mm.notifier
+            .register(Arc::new(self.0.clone()))
+            .map_err(MirrorError::Notifier)
+    }
+}
+
+/// What a fault asks its strategy for.
+#[derive(Clone, Copy, Debug)]
+pub struct FaultReq {
+    /// The first page.
+    pub addr: u64,
+    /// The registration being pinned, if the fault pins one.
+    pub reg: Option<u64>,
+}
+
+/// The interval a fault read_begins on.
+#[derive(Debug)]
+pub struct Cover {
+    /// The interval.
+    pub iv: Interval,
+    /// A use the fault holds until it ends (given back in [`FaultEnd`]).
+    pub hold: Option<u64>,
+}
+
+/// What a fault gives back when it ends.
+#[derive(Debug)]
+pub struct FaultEnd {
+    /// The interval it read_began on, if it found one.
+    pub iv: Option<Interval>,
+    /// The use of [`Cover::hold`].
+    pub hold: Option<u64>,
+    /// The registration it pinned.
+    pub reg: Option<u64>,
+    /// It failed.
+    pub failed: bool,
+}
+
+/// One item of deferred work, defined by the strategy that queued it.
+pub type Work = Box<dyn Any + Send>;
+
+/// The decisions in which the mirror designs differ. One value per open
+/// mirror, kept with the device state behind the mirror's state mutex: a
+/// method runs with that mutex held (never with the logical driver lock
+/// taken on its behalf; the shared code does that).
+pub trait Strategy: Any + fmt::Debug + Send {
+    /// Sets up at open: an interval over everything, a classic
+    /// subscriber, or nothing (then it must refuse a released mm).
+    fn open(&mut self, mm: &Mm, n: &Notify<'_>) -> Result<(), MirrorError>;
+
+    /// The interval that covers fault `f`, found or created.
+    fn interval(&mut self, f: FaultReq, mm: &Mm, n: &Notify<'_>) -> Result<Cover, MirrorError>;
+
+    /// A fault ends (installed, or failed): give back its use; returns an
+    /// interval to remove now (a temporary one).
+    fn fault_end(&mut self, _dev: &mut Dev, _end: FaultEnd) -> Option<Interval> {
+        None
+    }
+
+    /// After a retry, whether the fault must look its interval up again
+    /// rather than read_begin on the same one.
+    fn relookup_on_retry(&self) -> bool {
+        false
+    }
+
+    /// Whether a fault may still install PTEs under `iv` (checked under
+    /// the driver lock at commit, besides read_retry).
+    fn commit_ok(&self, _iv: &Interval) -> bool {
+        true
+    }
+
+    /// Whether the callback for `range` would have to wait (for device
+    /// accesses in flight).
+    fn must_wait(&self, _range: &Range) -> bool {
+        false
+    }
+
+    /// The callback's own part, after the common teardown: `iv` was
+    /// invalidated for `range` (driver lock semantics: the callback holds it).
+    fn invalidated(&mut self, _dev: &mut Dev, _iv: &Interval, _range: &Range) {}
+
+    /// Runs one item of deferred work (the driver lock is free and taken
+    /// by nobody): an interval to remove, or why there was nothing to do.
+    fn run_work(
+        &mut self,
+        _dev: &mut Dev,
+        _item: Work,
+        _mm: &Mm,
+        _n: &Notify<'_>,
+    ) -> Result<Interval, &'static str> {
+        Err("nothing")
+    }
+
+    /// Whether an interval of this mirror covers `page`, so that a later
+    /// change there is heard (the own-migration fixup maps only those).
+    /// Only an interval in the tree counts: one inserted while the current
+    /// cycle runs waits on the deferred list, and an invalidation that
+    /// starts before the cycle ends would not call it (see [`in_tree`]).
+    fn covers(&self, page: u64) -> bool;
+
+    /// Whether device accesses go through registrations (and so never
+    /// through device faults or the device's own migrations).
+    fn registrations(&self) -> bool {
+        false
+    }
+
+    /// Registrations: installs the `samples` pinned by a fault of `reg`;
+    /// returns the frames to unpin (the old pins).
+    fn install_registration(
+        &mut self,
+        _dev: &mut Dev,
+        _reg: u64,
+        samples: Vec<(FrameId, bool)>,
+    ) -> Vec<FrameId> {
+        samples.into_iter().map(|(f, _)| f).collect()
+    }
+
+    /// Frames pinned: each must stay live.
+    fn pinned_frames(&self) -> Vec<FrameId> {
+        Vec::new()
+    }
+
+    /// Drops every interval it holds (their callbacks point back at the
+    /// state that holds them).
+    fn clear(&mut self);
+}
+
+/// A kind's parameter: log2 of a size, written `NAME:SIZE` (`16k`, `2m`,
+/// `1g`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SizeParam {
+    /// Smallest log2.
+    pub min: u8,
+    /// Largest log2.
+    pub max: u8,
+    /// What `NAME` alone would mean, and what the codec decodes first.
+    pub default: u8,
+    /// Its name in messages.
+    pub what: &'static str,
+}
+
+/// One entry of the registry.
+#[derive(Clone, Copy)]
+pub struct StrategyKind {
+    /// Its name in `.ops` files.
+    pub name: &'static str,
+    /// Its parameter, if any.
+    pub param: Option<SizeParam>,
+    /// Builds a mirror's strategy from a valid parameter.
+    pub build: fn(param: u8, planted: Planted) -> Box<dyn Strategy>,
+}
+
+impl fmt::Debug for StrategyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StrategyKind")
+            .field("name", &self.name)
+            .field("param", &self.param)
+            .finish()
+    }
+}
+
+/// The built-in strategies, in registry order: the codec's choice tables
+/// are indices into this order, so it must not change.
+pub const BUILTIN: [StrategyKind; 5] = [
+    fullva::KIND,
+    perfault::KIND,
+    odp::KIND,
+    vma::KIND,
+    regcache::KIND,
+];
+
+static EXTRA: RwLock<Vec<StrategyKind>> = RwLock::new(Vec::new());
+
+/// Adds a strategy kind after the built-in ones; returns its index.
+/// Programs name it by that index and by its name.
+pub fn register(kind: StrategyKind) -> u8 {
+    let mut extra = EXTRA.write().unwrap_or_else(|e| e.into_inner());
+    extra.push(kind);
+    u8::try_from(BUILTIN.len() + extra.len() - 1).expect("fewer than 256 strategies")
+}
+
+/// Every registered kind, built-in ones first.
+pub fn kinds() -> Vec<StrategyKind> {
+    let extra = EXTRA.read().unwrap_or_else(|e| e.into_inner());
+    BUILTIN.iter().chain(extra.iter()).copied().collect()
+}
+
+/// The kind at registry index `i`.
+pub fn kind(i: u8) -> Option<StrategyKind> {
+    let i = usize::from(i);
+    BUILTIN.get(i).copied().or_else(|| {
+        let extra = EXTRA.read().unwrap_or_else(|e| e.into_inner());
+        extra.get(i - BUILTIN.len()).copied()
+    })
+}
+
+/// A strategy and its parameter: what a program's config and `open` name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StrategySpec {
+    /// Index into the registry.
+    pub kind: u8,
+    /// Its parameter (zero for a kind without one).
+    pub param: u8,
+}
+
+impl StrategySpec {
+    /// Built-in kind `kind` with its default parameter.
+    pub const fn of(kind: u8) -> StrategySpec {
+        let i = kind as usize;
+        let param = if i < BUILTIN.len() {
+            match BUILTIN[i].param {
+                Some(p) => p.default,
+                None => 0,
+            }
+        } else {
+            0
+        };
+        StrategySpec { kind, param }
+    }
+
+    /// The kind with its default parameter, if `kind` is registered.
+    pub fn default_of(kind: u8) -> Option<StrategySpec> {
+        let k = self::kind(kind)?;
+        Some(StrategySpec {
+            kind,
+            param: k.param.map_or(0, |p| p.default),
+        })
+    }
+
+    /// This spec with its kind's default parameter (itself without one).
+    pub fn with_default_param(self) -> StrategySpec {
+        match self::kind(self.kind).and_then(|k| k.param) {
+            Some(p) => StrategySpec {
+                param: p.default,
+                ..self
+            },
+            None => self,
+        }
+    }
+
+    /// Whether its kind is registered and takes this parameter.
+    pub fn check(self) -> Result<(), String> {
+        let k = kind(self.kind).ok_or_else(|| format!("unknown strategy #{}", self.kind))?;
+        match k.param {
+            Some(p) if !(p.min..=p.max).contains(&self.param) => {
+                Err(format!("{} out of range ({}..={})", p.what, p.min, p.max))
+            }
+            None if self.param != 0 => Err(format!("{} takes no parameter", k.name)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Its name in `.ops` files: `fullva`, `odp:2m`…
+    pub fn name(self) -> String {
+        match kind(self.kind) {
+            Some(StrategyKind {
+                name,
+                param: Some(_),
+                ..
+            }) => format!("{name}:{}", size_name(self.param)),
+            Some(k) => k.name.to_string(),
+            None => format!("#{}", self.kind),
+        }
+    }
+
+    /// Looks a strategy up by name.
+    pub fn from_name(s: &str) -> Option<StrategySpec> {
+        let (name, size) = match s.split_once(':') {
+            Some((n, z)) => (n, Some(z)),
+            None => (s, None),
+        };
+        let all = kinds();
+        let i = all.iter().position(|k| k.name == name)?;
+        let kind = u8::try_from(i).ok()?;
+        let param = match (all[i].param, size) {
+            (None, None) => 0,
+            (Some(p), Some(size)) => {
+                let shift = parse_size(size)?;
+                (p.min..=p.max).contains(&shift).then_some(shift)?
+            }
+            _ => return None,
+        };
+        let st = StrategySpec { kind, param };
+        (st.name() == s).then_some(st)
+    }
+
+    /// Every valid spec: each kind with each of its parameters.
+    pub fn every() -> Vec<StrategySpec> {
+        let mut all = Vec::new();
+        for (i, k) in kinds().iter().enumerate() {
+            let kind = u8::try_from(i).expect("fewer than 256 strategies");
+            match k.param {
+                Some(p) => all.extend((p.min..=p.max).map(|param| StrategySpec { kind, param })),
+                None => all.push(StrategySpec { kind, param: 0 }),
+            }
+        }
+        all
+    }
+
+    /// Builds the strategy; `None` for an invalid spec.
+    pub fn build(self, planted: Planted) -> Option<Box<dyn Strategy>> {
+        self.check().ok()?;
+        Some((kind(self.kind)?.build)(self.param, planted))
+    }
+}
+
+/// A size by its log2: `16k`, `2m`, `1g`.
+pub fn size_name(shift: u8) -> String {
+    let (n, unit) = match shift {
+        30.. => (1u64 << (shift - 30), "g"),
+        20..=29 => (1u64 << (shift - 20), "m"),
+        _ => (1u64 << shift.saturating_sub(10), "k"),
+    };
+    format!("{n}{unit}")
+}
+
+/// log2 of a size written `Nk`, `Nm` or `Ng` with N a power of two.
+fn parse_size(size: &str) -> Option<u8> {
+    let (digits, shift) = match size.as_bytes().last()? {
+        b'k' => (&size[..size.len() - 1], 10),
+        b'm' => (&size[..size.len() - 1], 20),
+        b'g' => (&size[..size.len() - 1], 30),
+        _ => return None,
+    };
+    let n: u64 = digits.parse().ok()?;
+    if !n.is_power_of_two() {
+        return None;
+    }
+    u8::try_from(n.trailing_zeros() + shift).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for (i, k) in BUILTIN.iter().enumerate() {
+            let s = StrategySpec::default_of(i as u8).unwrap();
+            assert_eq!(StrategySpec::of(i as u8), s);
+            assert_eq!(StrategySpec::from_name(&s.name()), Some(s), "{}", k.name);
+        }
+        let names: Vec<String> = (0..5).map(|i| StrategySpec::of(i).name()).collect();
+        assert_eq!(names, ["fullva", "perfault", "odp:2m", "vma", "regcache"]);
+        let odp = |param| StrategySpec { kind: 2, param };
+        assert_eq!(StrategySpec::from_name("odp:16k"), Some(odp(14)));
+        assert_eq!(StrategySpec::from_name("odp:1g"), Some(odp(30)));
+        for bad in [
+            "odp",
+            "odp:8k",
+            "odp:2g",
+            "odp:3m",
+            "odp:1024k",
+            "fullva:2m",
+            "gpu",
+        ] {
+            assert_eq!(StrategySpec::from_name(bad), None, "{bad}");
+        }
+        assert!(odp(13).check().unwrap_err().contains("ODP chunk shift"));
+        assert_eq!(odp(21).check(), Ok(()));
+        assert!(StrategySpec { kind: 0, param: 1 }.check().is_err());
+        assert!(StrategySpec {
+            kind: 200,
+            param: 0
+        }
+        .check()
+        .is_err());
+    }
+}
+
+/// Whether `iv` is in the tree now, so that every invalidation that starts
+/// from now on calls it (not pending insert, not pending removal).
+pub fn in_tree(iv: &Interval) -> bool {
+    iv.phase() == notifier::Phase::InTree
+}
