@@ -340,7 +340,6 @@ fn run_inner(program: &Program, opts: &RunOptions) -> Outcome {
     let cfg = notifier::Config {
         initial_seq: program.config.initial_seq,
         task_size: program.config.task_size,
-        #[cfg(feature = "planted-bugs")]
         planted: opts.planted,
     };
     let core = Subscriptions::new(cfg).expect("validated config");

@@ -409,7 +409,6 @@ impl Mm {
         let core = notifier::Config {
             initial_seq: config.initial_seq,
             task_size: config.task_size,
-            #[cfg(feature = "planted-bugs")]
             planted: config.planted,
         };
         Mm {

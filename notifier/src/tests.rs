@@ -671,6 +671,44 @@ fn seq_wraps_around_u64_max() {
     }
 }
 
+/// How long a real-thread test waits for a step a correct core takes in
+/// microseconds. Only a wrong core ever reaches it: the test then fails
+/// instead of hanging, and a correct core's verdict never depends on it.
+const HANG_BOUND: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A thread whose result is awaited for at most [`HANG_BOUND`].
+struct Bounded<T> {
+    rx: std::sync::mpsc::Receiver<T>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+fn spawn_bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Bounded<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    Bounded { rx, handle }
+}
+
+impl<T> Bounded<T> {
+    fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+
+    fn join(self, what: &str) -> T {
+        use std::sync::mpsc::RecvTimeoutError;
+        match self.rx.recv_timeout(HANG_BOUND) {
+            Ok(v) => v,
+            // The thread panicked: report its panic, not a timeout.
+            Err(RecvTimeoutError::Disconnected) => match self.handle.join() {
+                Err(e) => std::panic::resume_unwind(e),
+                Ok(()) => unreachable!("{what}: thread ended without a result"),
+            },
+            Err(RecvTimeoutError::Timeout) => panic!("{what}: still blocked after {HANG_BOUND:?}"),
+        }
+    }
+}
+
 #[test]
 fn blocking_read_begin_and_remove_wake_on_real_threads() {
     let s = Arc::new(Subscriptions::new(Config::default()).unwrap());
@@ -678,23 +716,36 @@ fn blocking_read_begin_and_remove_wake_on_real_threads() {
     let iv = s.insert(0, P, cb(&log, false)).unwrap();
     let inv = s.invalidate_range_start(&unmap(0, P)).unwrap();
     let (s1, iv1) = (s.clone(), iv.clone());
-    let reader = std::thread::spawn(move || {
+    let reader = spawn_bounded(move || {
         let seq = s1.read_begin(&iv1).unwrap();
         (seq, s1.is_invalidating())
     });
     let (s2, iv2) = (s.clone(), iv.clone());
-    let remover = std::thread::spawn(move || {
+    let remover = spawn_bounded(move || {
         s2.remove(&iv2).unwrap();
         iv2.phase()
     });
+    // Both must block until the end: returning earlier is the bug, and
+    // never blocking (or never counting as a waiter) must not hang here.
+    let deadline = std::time::Instant::now() + HANG_BOUND;
     while s.snapshot().waiters < 2 {
+        assert!(
+            !reader.is_finished(),
+            "read_begin returned mid-invalidation"
+        );
+        assert!(!remover.is_finished(), "remove returned mid-invalidation");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waiters stuck at {} after {HANG_BOUND:?}",
+            s.snapshot().waiters
+        );
         std::thread::yield_now();
     }
     s.invalidate_range_end(inv);
-    let (seq, invalidating) = reader.join().unwrap();
+    let (seq, invalidating) = reader.join("read_begin after the end");
     assert!(!invalidating);
     assert!(!iv.read_retry(seq));
-    assert_eq!(remover.join().unwrap(), Phase::Removed);
+    assert_eq!(remover.join("remove after the end"), Phase::Removed);
     assert!(s.is_quiescent());
 }
 
