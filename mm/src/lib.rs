@@ -666,3 +666,5 @@ fn drop_pte(phys: &mut Phys, pte: Pte) {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_phys;
