@@ -667,4 +667,6 @@ fn drop_pte(phys: &mut Phys, pte: Pte) {
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_maps;
+#[cfg(test)]
 mod tests_phys;

@@ -7,7 +7,7 @@ use notifier::{Event, Interval, Range};
 
 use crate::*;
 
-const W: u64 = 0x10_0000; // a window base, away from 0
+pub(crate) const W: u64 = 0x10_0000; // a window base, away from 0
 
 struct Always;
 impl Env for Always {
@@ -16,9 +16,9 @@ impl Env for Always {
     }
 }
 
-type Seen = Arc<Mutex<Vec<(Event, u64, u64, bool)>>>;
+pub(crate) type Seen = Arc<Mutex<Vec<(Event, u64, u64, bool)>>>;
 
-fn setup() -> (Mm, Phys, Seen, Interval) {
+pub(crate) fn setup() -> (Mm, Phys, Seen, Interval) {
     let mm = Mm::new(MmId(0), MmConfig::default());
     let seen: Seen = Arc::default();
     let s2 = seen.clone();
@@ -39,7 +39,7 @@ fn setup() -> (Mm, Phys, Seen, Interval) {
     (mm, Phys::new(), seen, iv)
 }
 
-fn run(mm: &mut Mm, phys: &mut Phys, op: MmOp) -> Result<Outcome, MmError> {
+pub(crate) fn run(mm: &mut Mm, phys: &mut Phys, op: MmOp) -> Result<Outcome, MmError> {
     let mut t = Task::new(op, 0);
     for _ in 0..64 {
         match t.step(mm, phys, &Always) {
@@ -51,11 +51,11 @@ fn run(mm: &mut Mm, phys: &mut Phys, op: MmOp) -> Result<Outcome, MmError> {
     panic!("task did not finish");
 }
 
-fn take(seen: &Seen) -> Vec<(Event, u64, u64, bool)> {
+pub(crate) fn take(seen: &Seen) -> Vec<(Event, u64, u64, bool)> {
     std::mem::take(&mut seen.lock().unwrap())
 }
 
-fn mmap(mm: &mut Mm, phys: &mut Phys, addr: u64, pages: u64, kind: MapKind) {
+pub(crate) fn mmap(mm: &mut Mm, phys: &mut Phys, addr: u64, pages: u64, kind: MapKind) {
     run(
         mm,
         phys,
@@ -69,7 +69,7 @@ fn mmap(mm: &mut Mm, phys: &mut Phys, addr: u64, pages: u64, kind: MapKind) {
     .unwrap();
 }
 
-fn write(mm: &mut Mm, phys: &mut Phys, addr: u64, v: u64) {
+pub(crate) fn write(mm: &mut Mm, phys: &mut Phys, addr: u64, v: u64) {
     match run(
         mm,
         phys,
@@ -83,7 +83,7 @@ fn write(mm: &mut Mm, phys: &mut Phys, addr: u64, v: u64) {
     }
 }
 
-fn read(mm: &mut Mm, phys: &mut Phys, addr: u64) -> u64 {
+pub(crate) fn read(mm: &mut Mm, phys: &mut Phys, addr: u64) -> u64 {
     match run(mm, phys, MmOp::Access { addr, write: None }) {
         Ok(Outcome::Value(x)) => x,
         other => panic!("read failed: {other:?}"),
