@@ -670,3 +670,5 @@ mod tests;
 mod tests_maps;
 #[cfg(test)]
 mod tests_phys;
+#[cfg(test)]
+mod tests_tasks;

@@ -1,0 +1,147 @@
+//! Task-level rules the other tests pass over: argument checks, the
+//! mmap lock against a reader already in, device fault-in, and what a task
+//! reports about its open invalidation while it runs.
+
+use crate::tests::{mmap, run, setup, W};
+use crate::*;
+
+struct Always;
+impl Env for Always {
+    fn callbacks_can_run(&self, _: MmId, _: &notifier::Range) -> bool {
+        true
+    }
+}
+
+fn map(mm: &mut Mm, phys: &mut Phys, addr: u64, len: u64) -> Result<Outcome, MmError> {
+    let op = MmOp::Mmap {
+        addr,
+        len,
+        kind: MapKind::AnonPrivate,
+        prot: Prot::ReadWrite,
+    };
+    run(mm, phys, op)
+}
+
+#[test]
+fn mmap_checks_alignment_length_and_the_top() {
+    let (mut mm, mut phys, _seen, _iv) = setup();
+    let top = mm.config.task_size;
+    assert_eq!(
+        map(&mut mm, &mut phys, W + 8, PAGE).err(),
+        Some(MmError::Inval)
+    );
+    assert_eq!(map(&mut mm, &mut phys, W, 0).err(), Some(MmError::Inval));
+    assert_eq!(
+        map(&mut mm, &mut phys, top, PAGE).err(),
+        Some(MmError::Inval)
+    );
+    assert_eq!(
+        map(&mut mm, &mut phys, top - PAGE, 2 * PAGE).err(),
+        Some(MmError::Inval)
+    );
+    assert_eq!(
+        map(&mut mm, &mut phys, W, u64::MAX).err(),
+        Some(MmError::Inval)
+    );
+    // The last page of the address space is fine, and a length rounds up.
+    assert!(map(&mut mm, &mut phys, top - PAGE, PAGE).is_ok());
+    assert!(map(&mut mm, &mut phys, W, PAGE + 1).is_ok());
+    assert_eq!(mm.vma_at(W).map(|v| v.end), Some(W + 2 * PAGE));
+}
+
+#[test]
+fn a_writer_waits_for_a_reader_already_in() {
+    let (mut mm, mut phys, _seen, _iv) = setup();
+    mmap(&mut mm, &mut phys, W, 1, MapKind::AnonPrivate);
+    let mut fault = Task::new(
+        MmOp::Access {
+            addr: W,
+            write: Some(1),
+        },
+        2,
+    );
+    assert!(matches!(
+        fault.step(&mut mm, &mut phys, &Always),
+        TaskStep::Progress
+    ));
+    assert!(mm.lock.writer.is_none() && !mm.lock.readers.is_empty());
+    let mut unmap = Task::new(MmOp::Munmap { addr: W, len: PAGE }, 1);
+    assert!(matches!(
+        unmap.step(&mut mm, &mut phys, &Always),
+        TaskStep::Blocked(Blocked::MmapLock)
+    ));
+    while !matches!(fault.step(&mut mm, &mut phys, &Always), TaskStep::Done(_)) {}
+    while !matches!(unmap.step(&mut mm, &mut phys, &Always), TaskStep::Done(_)) {}
+    assert_eq!(mm.lock, MmapLock::default());
+}
+
+#[test]
+fn fault_in_for_write_maps_the_page_writable() {
+    let (mut mm, mut phys, _seen, _iv) = setup();
+    mmap(&mut mm, &mut phys, W, 2, MapKind::AnonPrivate);
+    run(
+        &mut mm,
+        &mut phys,
+        MmOp::FaultIn {
+            addr: W + PAGE,
+            write: true,
+        },
+    )
+    .unwrap();
+    assert!(
+        matches!(mm.pte(W + PAGE), Some(Pte::Present { writable: true, .. })),
+        "{:?}",
+        mm.pte(W + PAGE)
+    );
+    assert_eq!(mm.pte(W), None, "only the page asked for");
+}
+
+#[test]
+fn a_task_reports_its_open_invalidation_while_it_runs() {
+    let (mut mm, mut phys, _seen, _iv) = setup();
+    mmap(&mut mm, &mut phys, W, 2, MapKind::AnonPrivate);
+    crate::tests::write(&mut mm, &mut phys, W, 9);
+    let mut t = Task::new(
+        MmOp::Munmap {
+            addr: W,
+            len: 2 * PAGE,
+        },
+        1,
+    );
+    assert!(!t.in_invalidation() && t.open_range().is_none() && !t.just_applied());
+    let (mut held, mut applied) = (0, 0);
+    for _ in 0..64 {
+        let before = mm.pte(W);
+        match t.step(&mut mm, &mut phys, &Always) {
+            TaskStep::Done(r) => {
+                r.unwrap();
+                break;
+            }
+            TaskStep::Blocked(b) => panic!("blocked on {b:?}"),
+            TaskStep::Progress => {}
+        }
+        assert_eq!(t.in_invalidation(), t.open_range().is_some());
+        if let Some(r) = t.open_range() {
+            held += 1;
+            assert_eq!(
+                (r.start, r.end, r.event),
+                (W, W + 2 * PAGE, notifier::Event::Unmap)
+            );
+        }
+        if t.just_applied() {
+            // The PTEs changed in this step, inside the open invalidation.
+            applied += 1;
+            assert!(t.in_invalidation());
+            assert!(before.is_some() && mm.pte(W).is_none());
+        } else if !t.in_invalidation() {
+            assert_eq!(
+                mm.pte(W).is_some(),
+                before.is_some(),
+                "PTEs changed outside"
+            );
+        }
+    }
+    assert!(held >= 1, "never held an invalidation");
+    assert_eq!(applied, 1);
+    assert!(!t.in_invalidation() && t.open_range().is_none() && !t.just_applied());
+}
