@@ -2,6 +2,7 @@
 //! mmap lock against a reader already in, device fault-in, and what a task
 //! reports about its open invalidation while it runs.
 
+use crate::task::DEVICE_OP_PAGES;
 use crate::tests::{mmap, run, setup, W};
 use crate::*;
 
@@ -144,4 +145,104 @@ fn a_task_reports_its_open_invalidation_while_it_runs() {
     assert!(held >= 1, "never held an invalidation");
     assert_eq!(applied, 1);
     assert!(!t.in_invalidation() && t.open_range().is_none() && !t.just_applied());
+}
+
+#[test]
+fn device_operations_check_their_range_and_clamp_its_length() {
+    let (mut mm, mut phys, _seen, _iv) = setup();
+    mmap(&mut mm, &mut phys, W, 2, MapKind::AnonPrivate);
+    let none = MmOp::Mmap {
+        addr: W + 4 * PAGE,
+        len: PAGE,
+        kind: MapKind::AnonPrivate,
+        prot: Prot::None,
+    };
+    run(&mut mm, &mut phys, none).unwrap();
+    let migrate = |addr, len| MmOp::DeviceMigrate {
+        addr,
+        len,
+        owner: 1,
+    };
+    // A hole (W + 2 pages) alone, and an unreadable VMA alone, are EINVAL.
+    assert_eq!(
+        run(&mut mm, &mut phys, migrate(W, 3 * PAGE)).err(),
+        Some(MmError::Inval)
+    );
+    assert_eq!(
+        run(&mut mm, &mut phys, migrate(W + 4 * PAGE, PAGE)).err(),
+        Some(MmError::Inval)
+    );
+    assert!(matches!(
+        run(&mut mm, &mut phys, migrate(W, 2 * PAGE)),
+        Ok(Outcome::Pages(2))
+    ));
+
+    // One call handles at most DEVICE_OP_PAGES pages.
+    let big = 0x4000_0000;
+    mmap(
+        &mut mm,
+        &mut phys,
+        big,
+        DEVICE_OP_PAGES + 8,
+        MapKind::AnonPrivate,
+    );
+    let excl = MmOp::MakeExclusive {
+        addr: big,
+        len: (DEVICE_OP_PAGES + 8) * PAGE,
+        owner: 1,
+    };
+    assert!(matches!(
+        run(&mut mm, &mut phys, excl),
+        Ok(Outcome::Pages(n)) if n == DEVICE_OP_PAGES
+    ));
+}
+
+#[test]
+fn only_a_private_write_fault_copies_on_write() {
+    let (mut mm, mut phys, seen, _iv) = setup();
+    mmap(&mut mm, &mut phys, W, 1, MapKind::AnonPrivate);
+    mmap(&mut mm, &mut phys, W + PAGE, 1, MapKind::AnonShared);
+    crate::tests::take(&seen);
+    // A read of a read-only private page (the zero page) breaks nothing.
+    assert_eq!(crate::tests::read(&mut mm, &mut phys, W), 0);
+    assert_eq!(crate::tests::read(&mut mm, &mut phys, W), 0);
+    assert!(crate::tests::take(&seen).is_empty());
+    // Shared pages are written in place, without a COW invalidation.
+    crate::tests::read(&mut mm, &mut phys, W + PAGE);
+    crate::tests::write(&mut mm, &mut phys, W + PAGE, 4);
+    assert!(crate::tests::take(&seen).is_empty());
+    assert_eq!(crate::tests::read(&mut mm, &mut phys, W + PAGE), 4);
+}
+
+#[test]
+fn thp_split_of_small_pages_and_collapse_over_a_pin_are_skipped() {
+    let (mut mm, mut phys, seen, _iv) = setup();
+    let base = 2 * HUGE;
+    mmap(&mut mm, &mut phys, base, HUGE / PAGE, MapKind::AnonPrivate);
+    crate::tests::write(&mut mm, &mut phys, base, 1);
+    crate::tests::take(&seen);
+    assert!(matches!(
+        run(&mut mm, &mut phys, MmOp::ThpSplit { addr: base }),
+        Ok(Outcome::Skipped)
+    ));
+    // A pinned page cannot be copied into a huge page: no collapse.
+    let Some(Pte::Present { frame, .. }) = mm.pte(base) else {
+        panic!("not mapped: {:?}", mm.pte(base));
+    };
+    phys.pin(frame);
+    assert!(matches!(
+        run(&mut mm, &mut phys, MmOp::ThpCollapse { addr: base }),
+        Ok(Outcome::Skipped)
+    ));
+    assert!(
+        crate::tests::take(&seen).is_empty(),
+        "a skip invalidates nothing"
+    );
+    // Shared memory is never collapsed.
+    let shared = 4 * HUGE;
+    mmap(&mut mm, &mut phys, shared, HUGE / PAGE, MapKind::AnonShared);
+    assert_eq!(
+        run(&mut mm, &mut phys, MmOp::ThpCollapse { addr: shared }).err(),
+        Some(MmError::Inval)
+    );
 }
