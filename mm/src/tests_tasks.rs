@@ -246,3 +246,28 @@ fn thp_split_of_small_pages_and_collapse_over_a_pin_are_skipped() {
         Some(MmError::Inval)
     );
 }
+
+#[test]
+fn mremap_dontunmap_needs_private_memory_and_an_unchanged_length() {
+    let (mut mm, mut phys, _seen, _iv) = setup();
+    mmap(&mut mm, &mut phys, W, 2, MapKind::AnonShared);
+    mmap(&mut mm, &mut phys, W + 8 * PAGE, 2, MapKind::AnonPrivate);
+    let remap = |addr, new_len| MmOp::Mremap {
+        addr,
+        old_len: 2 * PAGE,
+        new_len,
+        new_addr: Some(W + 32 * PAGE),
+        dontunmap: true,
+    };
+    assert_eq!(
+        run(&mut mm, &mut phys, remap(W, 2 * PAGE)).err(),
+        Some(MmError::Inval),
+        "shared"
+    );
+    assert_eq!(
+        run(&mut mm, &mut phys, remap(W + 8 * PAGE, 3 * PAGE)).err(),
+        Some(MmError::Inval),
+        "length changed"
+    );
+    assert!(run(&mut mm, &mut phys, remap(W + 8 * PAGE, 2 * PAGE)).is_ok());
+}
