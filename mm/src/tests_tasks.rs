@@ -271,3 +271,40 @@ fn mremap_dontunmap_needs_private_memory_and_an_unchanged_length() {
     );
     assert!(run(&mut mm, &mut phys, remap(W + 8 * PAGE, 2 * PAGE)).is_ok());
 }
+
+#[test]
+fn mremap_fixed_may_touch_but_not_overlap_its_source() {
+    let (mut mm, mut phys, seen, _iv) = setup();
+    let src = W + 8 * PAGE;
+    mmap(&mut mm, &mut phys, src, 2, MapKind::AnonPrivate);
+    let to = |dst, new_len| MmOp::Mremap {
+        addr: src,
+        old_len: 2 * PAGE,
+        new_len,
+        new_addr: Some(dst),
+        dontunmap: false,
+    };
+    for dst in [src - PAGE, src, src + PAGE] {
+        assert_eq!(
+            run(&mut mm, &mut phys, to(dst, 2 * PAGE)).err(),
+            Some(MmError::Inval),
+            "{dst:#x} overlaps"
+        );
+    }
+    crate::tests::take(&seen);
+    // The same length in place changes nothing and invalidates nothing.
+    let same = MmOp::Mremap {
+        addr: src,
+        old_len: 2 * PAGE,
+        new_len: 2 * PAGE,
+        new_addr: None,
+        dontunmap: false,
+    };
+    assert!(run(&mut mm, &mut phys, same).is_ok());
+    assert!(crate::tests::take(&seen).is_empty());
+    // Ending right where the source starts is fine.
+    assert!(run(&mut mm, &mut phys, to(src - 2 * PAGE, 2 * PAGE)).is_ok());
+    mmap(&mut mm, &mut phys, src, 2, MapKind::AnonPrivate);
+    // Starting right where the source ends is fine.
+    assert!(run(&mut mm, &mut phys, to(src + 2 * PAGE, 2 * PAGE)).is_ok());
+}
