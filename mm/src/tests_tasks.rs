@@ -308,3 +308,34 @@ fn mremap_fixed_may_touch_but_not_overlap_its_source() {
     // Starting right where the source ends is fine.
     assert!(run(&mut mm, &mut phys, to(src + 2 * PAGE, 2 * PAGE)).is_ok());
 }
+
+#[test]
+fn mremap_fixed_onto_a_mapping_unmaps_it_first() {
+    let (mut mm, mut phys, seen, _iv) = setup();
+    let (src, dst) = (W, W + 16 * PAGE);
+    mmap(&mut mm, &mut phys, src, 2, MapKind::AnonPrivate);
+    mmap(&mut mm, &mut phys, dst, 4, MapKind::AnonPrivate);
+    crate::tests::write(&mut mm, &mut phys, src + PAGE, 5);
+    crate::tests::write(&mut mm, &mut phys, dst, 6);
+    crate::tests::write(&mut mm, &mut phys, dst + 3 * PAGE, 7);
+    crate::tests::take(&seen);
+    let op = MmOp::Mremap {
+        addr: src,
+        old_len: 2 * PAGE,
+        new_len: 2 * PAGE,
+        new_addr: Some(dst),
+        dontunmap: false,
+    };
+    run(&mut mm, &mut phys, op).unwrap();
+    assert_eq!(
+        crate::tests::take(&seen),
+        vec![
+            (notifier::Event::Unmap, dst, dst + 2 * PAGE, true),
+            (notifier::Event::Unmap, src, src + 2 * PAGE, true)
+        ]
+    );
+    assert_eq!(mm.cpu_view(&phys, dst), Some(0), "the old page is gone");
+    assert_eq!(mm.cpu_view(&phys, dst + PAGE), Some(5));
+    assert_eq!(mm.cpu_view(&phys, dst + 3 * PAGE), Some(7), "outside stays");
+    assert_eq!(mm.cpu_view(&phys, src), None);
+}
