@@ -339,3 +339,76 @@ fn mremap_fixed_onto_a_mapping_unmaps_it_first() {
     assert_eq!(mm.cpu_view(&phys, dst + 3 * PAGE), Some(7), "outside stays");
     assert_eq!(mm.cpu_view(&phys, src), None);
 }
+
+/// Steps `t` until it holds its invalidation, i.e. just before it applies.
+fn step_to_apply(t: &mut Task, mm: &mut Mm, phys: &mut Phys) {
+    for _ in 0..16 {
+        if t.in_invalidation() {
+            return;
+        }
+        assert!(matches!(t.step(mm, phys, &Always), TaskStep::Progress));
+    }
+    panic!("never opened an invalidation");
+}
+
+fn finish(t: &mut Task, mm: &mut Mm, phys: &mut Phys) -> Result<Outcome, MmError> {
+    for _ in 0..16 {
+        if let TaskStep::Done(r) = t.step(mm, phys, &Always) {
+            return r;
+        }
+    }
+    panic!("did not finish");
+}
+
+#[test]
+fn a_pin_taken_after_the_plan_still_stops_reclaim_and_migration() {
+    for op in [MmOp::Reclaim { addr: W }, MmOp::Migrate { addr: W }] {
+        let (mut mm, mut phys, _seen, _iv) = setup();
+        mmap(&mut mm, &mut phys, W, 1, MapKind::AnonPrivate);
+        crate::tests::write(&mut mm, &mut phys, W, 3);
+        let Some(Pte::Present { frame, .. }) = mm.pte(W) else {
+            panic!("not mapped");
+        };
+        let mut t = Task::new(op, 1);
+        step_to_apply(&mut t, &mut mm, &mut phys);
+        // get_user_pages takes no mmap lock in the model: it can land here.
+        phys.pin(frame);
+        finish(&mut t, &mut mm, &mut phys).unwrap();
+        assert!(
+            matches!(mm.pte(W), Some(Pte::Present { frame: f, .. }) if f == frame),
+            "{op:?} moved a pinned page: {:?}",
+            mm.pte(W)
+        );
+    }
+}
+
+#[test]
+fn a_write_to_one_zero_page_mapping_leaves_the_others_zero() {
+    let (mut mm, mut phys, _seen, _iv) = setup();
+    mmap(&mut mm, &mut phys, W, 2, MapKind::AnonPrivate);
+    assert_eq!(crate::tests::read(&mut mm, &mut phys, W), 0);
+    assert_eq!(crate::tests::read(&mut mm, &mut phys, W + PAGE), 0);
+    crate::tests::write(&mut mm, &mut phys, W, 8);
+    assert_eq!(crate::tests::read(&mut mm, &mut phys, W + PAGE), 0);
+    assert_eq!(phys.data(phys.zero()), 0);
+}
+
+#[test]
+fn thp_collapse_keeps_the_content_of_swapped_pages() {
+    let (mut mm, mut phys, _seen, _iv) = setup();
+    let base = 2 * HUGE;
+    mmap(&mut mm, &mut phys, base, HUGE / PAGE, MapKind::AnonPrivate);
+    crate::tests::write(&mut mm, &mut phys, base + 3 * PAGE, 0x33);
+    run(
+        &mut mm,
+        &mut phys,
+        MmOp::Reclaim {
+            addr: base + 3 * PAGE,
+        },
+    )
+    .unwrap();
+    assert!(matches!(mm.pte(base + 3 * PAGE), Some(Pte::Swap { .. })));
+    run(&mut mm, &mut phys, MmOp::ThpCollapse { addr: base }).unwrap();
+    assert!(mm.is_huge(base));
+    assert_eq!(mm.cpu_view(&phys, base + 3 * PAGE), Some(0x33));
+}
