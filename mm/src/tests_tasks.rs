@@ -412,3 +412,107 @@ fn thp_collapse_keeps_the_content_of_swapped_pages() {
     assert!(mm.is_huge(base));
     assert_eq!(mm.cpu_view(&phys, base + 3 * PAGE), Some(0x33));
 }
+
+fn device_migrate(mm: &mut Mm, phys: &mut Phys, addr: u64, pages: u64) -> u64 {
+    let op = MmOp::DeviceMigrate {
+        addr,
+        len: pages * PAGE,
+        owner: 1,
+    };
+    match run(mm, phys, op) {
+        Ok(Outcome::Pages(n)) => n,
+        other => panic!("device migrate: {other:?}"),
+    }
+}
+
+#[test]
+fn device_migration_takes_only_private_unshared_unpinned_pages() {
+    let (mut mm, mut phys, _seen, _iv) = setup();
+    // Shared memory never moves to a device.
+    mmap(&mut mm, &mut phys, W + 16 * PAGE, 2, MapKind::AnonShared);
+    crate::tests::write(&mut mm, &mut phys, W + 16 * PAGE, 1);
+    assert_eq!(device_migrate(&mut mm, &mut phys, W + 16 * PAGE, 2), 0);
+
+    // Zero-page mappings move, writable as their VMA allows.
+    mmap(&mut mm, &mut phys, W, 4, MapKind::AnonPrivate);
+    crate::tests::read(&mut mm, &mut phys, W);
+    // A pinned page and a page shared with a fork child stay.
+    crate::tests::write(&mut mm, &mut phys, W + PAGE, 2);
+    crate::tests::write(&mut mm, &mut phys, W + 2 * PAGE, 3);
+    let Some(Pte::Present { frame: pinned, .. }) = mm.pte(W + PAGE) else {
+        panic!("not mapped");
+    };
+    phys.pin(pinned);
+    let Ok(Outcome::Forked(_child)) = run(&mut mm, &mut phys, MmOp::Fork) else {
+        panic!("fork");
+    };
+    // W + 3 pages is empty: it moves too.
+    assert_eq!(device_migrate(&mut mm, &mut phys, W, 4), 2);
+    assert!(matches!(
+        mm.pte(W),
+        Some(Pte::Device { writable: true, .. })
+    ));
+    assert!(matches!(mm.pte(W + PAGE), Some(Pte::Present { .. })));
+    assert!(matches!(mm.pte(W + 2 * PAGE), Some(Pte::Present { .. })));
+    assert!(matches!(mm.pte(W + 3 * PAGE), Some(Pte::Device { .. })));
+}
+
+#[test]
+fn fork_write_protects_device_pages_too() {
+    let (mut mm, mut phys, _seen, _iv) = setup();
+    mmap(&mut mm, &mut phys, W, 1, MapKind::AnonPrivate);
+    crate::tests::write(&mut mm, &mut phys, W, 4);
+    assert_eq!(device_migrate(&mut mm, &mut phys, W, 1), 1);
+    assert!(matches!(
+        mm.pte(W),
+        Some(Pte::Device { writable: true, .. })
+    ));
+    let Ok(Outcome::Forked(child)) = run(&mut mm, &mut phys, MmOp::Fork) else {
+        panic!("fork");
+    };
+    for (who, m) in [("parent", &mm), ("child", &*child)] {
+        assert!(
+            matches!(
+                m.pte(W),
+                Some(Pte::Device {
+                    writable: false,
+                    ..
+                })
+            ),
+            "{who}: {:?}",
+            m.pte(W)
+        );
+    }
+}
+
+#[test]
+fn collapse_looks_only_at_its_own_2mib() {
+    let (mut mm, mut phys, _seen, _iv) = setup();
+    let base = 2 * HUGE;
+    // The VMA reaches one page past the huge page, and that page is pinned.
+    mmap(
+        &mut mm,
+        &mut phys,
+        base,
+        HUGE / PAGE + 1,
+        MapKind::AnonPrivate,
+    );
+    crate::tests::write(&mut mm, &mut phys, base + HUGE, 9);
+    let Some(Pte::Present { frame, .. }) = mm.pte(base + HUGE) else {
+        panic!("not mapped");
+    };
+    phys.pin(frame);
+    crate::tests::write(&mut mm, &mut phys, base + 7 * PAGE, 7);
+    run(&mut mm, &mut phys, MmOp::ThpCollapse { addr: base }).unwrap();
+    assert!(mm.is_huge(base), "a pin outside the 2 MiB blocked it");
+    // A pin inside the 2 MiB, not on its first page, blocks a new collapse.
+    run(&mut mm, &mut phys, MmOp::ThpSplit { addr: base }).unwrap();
+    let Some(Pte::Present { frame, .. }) = mm.pte(base + 7 * PAGE) else {
+        panic!("not mapped");
+    };
+    phys.pin(frame);
+    assert!(matches!(
+        run(&mut mm, &mut phys, MmOp::ThpCollapse { addr: base }),
+        Ok(Outcome::Skipped)
+    ));
+}

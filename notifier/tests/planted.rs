@@ -14,7 +14,11 @@ fn names_round_trip_and_carry_their_component() {
             Component::Mm => "mm-",
             Component::Mirror => "mirror-",
         };
-        assert!(b.name().starts_with(prefix), "{} is not a {prefix} bug", b.name());
+        assert!(
+            b.name().starts_with(prefix),
+            "{} is not a {prefix} bug",
+            b.name()
+        );
     }
     assert_eq!(PlantedBug::from_name("no-such-bug"), None);
     for c in [Component::Notifier, Component::Mm, Component::Mirror] {
