@@ -516,3 +516,58 @@ fn collapse_looks_only_at_its_own_2mib() {
         Ok(Outcome::Skipped)
     ));
 }
+
+#[test]
+fn make_exclusive_converts_owned_pages_in_place_and_copies_the_rest() {
+    let (mut mm, mut phys, _seen, _iv) = setup();
+    let excl = |addr, pages| MmOp::MakeExclusive {
+        addr,
+        len: pages * PAGE,
+        owner: 1,
+    };
+    // Only private writable memory takes exclusive entries.
+    mmap(&mut mm, &mut phys, W + 16 * PAGE, 1, MapKind::AnonShared);
+    assert!(matches!(
+        run(&mut mm, &mut phys, excl(W + 16 * PAGE, 1)),
+        Ok(Outcome::Pages(0))
+    ));
+    let ro = MmOp::Mmap {
+        addr: W + 20 * PAGE,
+        len: PAGE,
+        kind: MapKind::AnonPrivate,
+        prot: Prot::Read,
+    };
+    run(&mut mm, &mut phys, ro).unwrap();
+    let r = run(&mut mm, &mut phys, excl(W + 20 * PAGE, 1));
+    assert!(!matches!(r, Ok(Outcome::Pages(n)) if n > 0), "{r:?}");
+    assert!(!matches!(
+        mm.pte(W + 20 * PAGE),
+        Some(Pte::Exclusive { .. })
+    ));
+
+    mmap(&mut mm, &mut phys, W, 3, MapKind::AnonPrivate);
+    crate::tests::read(&mut mm, &mut phys, W); // the zero page
+    crate::tests::write(&mut mm, &mut phys, W + PAGE, 5); // shared with the child below
+    let Ok(Outcome::Forked(child)) = run(&mut mm, &mut phys, MmOp::Fork) else {
+        panic!("fork");
+    };
+    crate::tests::write(&mut mm, &mut phys, W + 2 * PAGE, 6); // owned
+    let frame = |m: &Mm, a| m.pte(a).and_then(|p| p.frame()).expect("mapped");
+    let (shared, owned) = (frame(&mm, W + PAGE), frame(&mm, W + 2 * PAGE));
+    assert!(matches!(
+        run(&mut mm, &mut phys, excl(W, 3)),
+        Ok(Outcome::Pages(3))
+    ));
+    assert_eq!(
+        frame(&mm, W + 2 * PAGE),
+        owned,
+        "an owned page converts in place"
+    );
+    assert_ne!(frame(&mm, W + PAGE), shared, "a shared page is copied");
+    assert_ne!(frame(&mm, W), phys.zero(), "the zero page is copied");
+    assert_eq!(frame(&child, W + PAGE), shared);
+    assert_eq!(mm.cpu_view(&phys, W + PAGE), Some(5));
+    for a in [W, W + PAGE, W + 2 * PAGE] {
+        assert!(matches!(mm.pte(a), Some(Pte::Exclusive { owner: 1, .. })));
+    }
+}

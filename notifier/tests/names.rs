@@ -1,7 +1,21 @@
-//! The planted-bug registry: names are unique, round-trip, and say which
-//! crate carries the bug, so a target picks exactly the bugs it can find.
+//! Names used in `.ops` files, reports and on command lines: unique, and
+//! they round-trip. A planted bug's name also says which crate carries it,
+//! so a target picks exactly the bugs it can find.
 
-use notifier::{Component, PlantedBug};
+use notifier::{Component, Event, PlantedBug};
+
+#[test]
+fn event_names_round_trip() {
+    let mut seen = std::collections::BTreeSet::new();
+    for e in Event::ALL {
+        assert!(!e.name().is_empty());
+        assert!(seen.insert(e.name()), "duplicate name {}", e.name());
+        assert_eq!(Event::from_name(e.name()), Some(e));
+        assert_eq!(e.to_string(), e.name());
+    }
+    assert_eq!(Event::from_name("unmap"), Some(Event::Unmap));
+    assert_eq!(Event::from_name("no-such-event"), None);
+}
 
 #[test]
 fn names_round_trip_and_carry_their_component() {
