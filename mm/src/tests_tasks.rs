@@ -571,3 +571,21 @@ fn make_exclusive_converts_owned_pages_in_place_and_copies_the_rest() {
         assert!(matches!(mm.pte(a), Some(Pte::Exclusive { owner: 1, .. })));
     }
 }
+
+#[test]
+fn make_exclusive_leaves_pinned_pages_alone() {
+    let (mut mm, mut phys, _seen, _iv) = setup();
+    mmap(&mut mm, &mut phys, W, 1, MapKind::AnonPrivate);
+    crate::tests::write(&mut mm, &mut phys, W, 5);
+    let Some(Pte::Present { frame, .. }) = mm.pte(W) else {
+        panic!("not mapped");
+    };
+    phys.pin(frame);
+    let op = MmOp::MakeExclusive {
+        addr: W,
+        len: PAGE,
+        owner: 1,
+    };
+    assert!(matches!(run(&mut mm, &mut phys, op), Ok(Outcome::Pages(0))));
+    assert!(matches!(mm.pte(W), Some(Pte::Present { frame: f, .. }) if f == frame));
+}
