@@ -589,3 +589,104 @@ fn make_exclusive_leaves_pinned_pages_alone() {
     assert!(matches!(run(&mut mm, &mut phys, op), Ok(Outcome::Pages(0))));
     assert!(matches!(mm.pte(W), Some(Pte::Present { frame: f, .. }) if f == frame));
 }
+
+#[test]
+fn ksm_merges_only_equal_private_unshared_unpinned_pages() {
+    // Each case: pages a and b prepared by `setup`, then a KSM merge that
+    // must leave b's frame where it was.
+    type Prep = fn(&mut Mm, &mut Phys) -> (u64, u64);
+    let cases: [(&str, Prep); 6] = [
+        ("different data", |mm, p| {
+            crate::tests::write(mm, p, W, 1);
+            crate::tests::write(mm, p, W + PAGE, 2);
+            (W, W + PAGE)
+        }),
+        ("same page", |mm, p| {
+            crate::tests::write(mm, p, W, 1);
+            (W, W + 8)
+        }),
+        ("b pinned", |mm, p| {
+            crate::tests::write(mm, p, W, 1);
+            crate::tests::write(mm, p, W + PAGE, 1);
+            let f = mm.pte(W + PAGE).and_then(|x| x.frame()).unwrap();
+            p.pin(f);
+            (W, W + PAGE)
+        }),
+        ("a shared", |mm, p| {
+            mmap(mm, p, W + 8 * PAGE, 1, MapKind::AnonShared);
+            crate::tests::write(mm, p, W + 8 * PAGE, 1);
+            crate::tests::write(mm, p, W + PAGE, 1);
+            (W + 8 * PAGE, W + PAGE)
+        }),
+        ("b shared", |mm, p| {
+            mmap(mm, p, W + 8 * PAGE, 1, MapKind::AnonShared);
+            crate::tests::write(mm, p, W + 8 * PAGE, 1);
+            crate::tests::write(mm, p, W, 1);
+            (W, W + 8 * PAGE)
+        }),
+        ("zero page", |mm, p| {
+            crate::tests::read(mm, p, W);
+            crate::tests::read(mm, p, W + PAGE);
+            (W, W + PAGE)
+        }),
+    ];
+    for (what, prep) in cases {
+        let (mut mm, mut phys, _seen, _iv) = setup();
+        mmap(&mut mm, &mut phys, W, 2, MapKind::AnonPrivate);
+        let (a, b) = prep(&mut mm, &mut phys);
+        let before = mm.pte(b);
+        let _ = run(&mut mm, &mut phys, MmOp::Ksm { a, b });
+        let fb = mm.pte(b).and_then(|x| x.frame());
+        assert_eq!(fb, before.and_then(|x| x.frame()), "{what}: b was merged");
+    }
+
+    // b mapped twice (a fork child shares it) is not merged either.
+    let (mut mm, mut phys, _seen, _iv) = setup();
+    mmap(&mut mm, &mut phys, W, 2, MapKind::AnonPrivate);
+    crate::tests::write(&mut mm, &mut phys, W + PAGE, 1);
+    let Ok(Outcome::Forked(_child)) = run(&mut mm, &mut phys, MmOp::Fork) else {
+        panic!("fork");
+    };
+    crate::tests::write(&mut mm, &mut phys, W, 1);
+    let fb = mm.pte(W + PAGE).and_then(|x| x.frame());
+    let _ = run(&mut mm, &mut phys, MmOp::Ksm { a: W, b: W + PAGE });
+    assert_eq!(mm.pte(W + PAGE).and_then(|x| x.frame()), fb);
+}
+
+#[test]
+fn mremap_moves_only_its_pages_and_keeps_the_file_offset() {
+    let (mut mm, mut phys, _seen, _iv) = setup();
+    mmap(&mut mm, &mut phys, W, 4, MapKind::File(6));
+    for p in 0..4 {
+        crate::tests::write(&mut mm, &mut phys, W + p * PAGE, 0x70 + p);
+    }
+    let dst = W + 32 * PAGE;
+    let op = MmOp::Mremap {
+        addr: W + PAGE,
+        old_len: PAGE,
+        new_len: PAGE,
+        new_addr: Some(dst),
+        dontunmap: false,
+    };
+    run(&mut mm, &mut phys, op).unwrap();
+    assert_eq!(mm.vma_at(dst).map(|v| v.pgoff), Some(1));
+    assert_eq!(mm.cpu_view(&phys, dst), Some(0x71));
+    assert_eq!(mm.pte(dst + PAGE), None, "only one page moved");
+    assert_eq!(
+        mm.cpu_view(&phys, W + 2 * PAGE),
+        Some(0x72),
+        "the rest stays"
+    );
+    assert!(mm.pte(W + 2 * PAGE).is_some());
+    // Re-faulted after a zap, the moved page comes from file page 1.
+    run(
+        &mut mm,
+        &mut phys,
+        MmOp::Dontneed {
+            addr: dst,
+            len: PAGE,
+        },
+    )
+    .unwrap();
+    assert_eq!(crate::tests::read(&mut mm, &mut phys, dst), 0x71);
+}
