@@ -690,3 +690,48 @@ fn mremap_moves_only_its_pages_and_keeps_the_file_offset() {
     .unwrap();
     assert_eq!(crate::tests::read(&mut mm, &mut phys, dst), 0x71);
 }
+
+#[test]
+fn a_read_fault_in_never_makes_a_page_writable() {
+    let (mut mm, mut phys, _seen, _iv) = setup();
+    mmap(&mut mm, &mut phys, W, 1, MapKind::AnonPrivate);
+    crate::tests::read(&mut mm, &mut phys, W);
+    let op = MmOp::FaultIn {
+        addr: W,
+        write: false,
+    };
+    run(&mut mm, &mut phys, op).unwrap();
+    assert!(
+        matches!(mm.pte(W), Some(Pte::Present { frame, writable: false }) if frame == phys.zero()),
+        "{:?}",
+        mm.pte(W)
+    );
+    crate::tests::write(&mut mm, &mut phys, W, 3);
+    assert_eq!(phys.data(phys.zero()), 0);
+}
+
+#[test]
+fn a_write_after_the_fork_child_exits_reuses_the_page() {
+    let (mut mm, mut phys, _seen, _iv) = setup();
+    mmap(&mut mm, &mut phys, W, 1, MapKind::AnonPrivate);
+    crate::tests::write(&mut mm, &mut phys, W, 3);
+    let frame = mm.pte(W).and_then(|p| p.frame()).unwrap();
+    let Ok(Outcome::Forked(mut child)) = run(&mut mm, &mut phys, MmOp::Fork) else {
+        panic!("fork");
+    };
+    run(&mut child, &mut phys, MmOp::Exit).unwrap();
+    assert_eq!(phys.frame(frame).mapcount, 1);
+    let op = MmOp::FaultIn {
+        addr: W + 8,
+        write: true,
+    };
+    run(&mut mm, &mut phys, op).unwrap();
+    assert_eq!(
+        mm.pte(W),
+        Some(Pte::Present {
+            frame,
+            writable: true
+        }),
+        "the only mapping is made writable in place"
+    );
+}

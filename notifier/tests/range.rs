@@ -30,3 +30,22 @@ fn display_shows_event_bounds_blocking_and_owner() {
         "migrate 0x1000..0x3000 nonblock owner=3"
     );
 }
+
+/// A classic subscriber that keeps every default accepts every invalidation.
+#[test]
+fn a_classic_subscriber_with_the_defaults_accepts() {
+    use notifier::{ClassicOps, Config, Subscriptions};
+    struct Quiet;
+    impl ClassicOps for Quiet {}
+    let s = Subscriptions::new(Config::default()).unwrap();
+    s.register(std::sync::Arc::new(Quiet)).unwrap();
+    for r in [
+        Range::new(0x1000, 0x2000, Event::Unmap),
+        Range::new(0x1000, 0x2000, Event::Clear).non_blockable(),
+    ] {
+        let inv = s.invalidate_range_start(&r).expect("refused");
+        s.invalidate_range_end(inv);
+    }
+    s.release().unwrap();
+    assert!(s.is_quiescent());
+}
