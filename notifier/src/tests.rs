@@ -596,44 +596,6 @@ fn release_invalidates_intervals_once_then_releases_classic() {
 }
 
 #[test]
-fn blocking_calls_from_a_callback_are_rejected() {
-    let s = Arc::new(Subscriptions::new(Config::default()).unwrap());
-    let seen: Arc<Mutex<Vec<Error>>> = Arc::default();
-    let other = s.insert(8 * P, P, cb(&Arc::default(), false)).unwrap();
-    let (s2, seen2, other2) = (s.clone(), seen.clone(), other.clone());
-    let _iv = s
-        .insert(
-            0,
-            P,
-            Arc::new(move |iv: &Interval, _: &Range, seq: u64| {
-                iv.set_seq(seq).unwrap();
-                let mut v = seen2.lock().unwrap();
-                v.push(s2.remove(&other2).unwrap_err());
-                v.push(s2.read_begin(&other2).unwrap_err());
-                // Another interval's seq is not this callback's to set.
-                v.push(other2.set_seq(seq).unwrap_err());
-                true
-            }),
-        )
-        .unwrap();
-    let inv = s.invalidate_range_start(&unmap(0, P)).unwrap();
-    s.invalidate_range_end(inv);
-    assert_eq!(
-        *seen.lock().unwrap(),
-        vec![
-            Error::InCallback,
-            Error::InCallback,
-            Error::SetSeqOutsideCallback(other.id())
-        ]
-    );
-    assert_eq!(other.phase(), Phase::InTree);
-    assert_eq!(
-        other.set_seq(1).unwrap_err(),
-        Error::SetSeqOutsideCallback(other.id())
-    );
-}
-
-#[test]
 fn unregister_unknown_classic_is_an_error() {
     let (s, _) = core();
     assert_eq!(
@@ -707,6 +669,49 @@ impl<T> Bounded<T> {
             Err(RecvTimeoutError::Timeout) => panic!("{what}: still blocked after {HANG_BOUND:?}"),
         }
     }
+}
+
+#[test]
+fn blocking_calls_from_a_callback_are_rejected() {
+    // A core that lets them through deadlocks on itself: bound it.
+    spawn_bounded(blocking_calls_from_a_callback).join("a blocking call from a callback");
+}
+
+fn blocking_calls_from_a_callback() {
+    let s = Arc::new(Subscriptions::new(Config::default()).unwrap());
+    let seen: Arc<Mutex<Vec<Error>>> = Arc::default();
+    let other = s.insert(8 * P, P, cb(&Arc::default(), false)).unwrap();
+    let (s2, seen2, other2) = (s.clone(), seen.clone(), other.clone());
+    let _iv = s
+        .insert(
+            0,
+            P,
+            Arc::new(move |iv: &Interval, _: &Range, seq: u64| {
+                iv.set_seq(seq).unwrap();
+                let mut v = seen2.lock().unwrap();
+                v.push(s2.remove(&other2).unwrap_err());
+                v.push(s2.read_begin(&other2).unwrap_err());
+                // Another interval's seq is not this callback's to set.
+                v.push(other2.set_seq(seq).unwrap_err());
+                true
+            }),
+        )
+        .unwrap();
+    let inv = s.invalidate_range_start(&unmap(0, P)).unwrap();
+    s.invalidate_range_end(inv);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            Error::InCallback,
+            Error::InCallback,
+            Error::SetSeqOutsideCallback(other.id())
+        ]
+    );
+    assert_eq!(other.phase(), Phase::InTree);
+    assert_eq!(
+        other.set_seq(1).unwrap_err(),
+        Error::SetSeqOutsideCallback(other.id())
+    );
 }
 
 #[test]
