@@ -735,3 +735,25 @@ fn a_write_after_the_fork_child_exits_reuses_the_page() {
         "the only mapping is made writable in place"
     );
 }
+
+#[test]
+fn write_protecting_one_page_of_a_huge_mapping_splits_it() {
+    for offset in [0, PAGE] {
+        let (mut mm, mut phys, _seen, _iv) = setup();
+        let base = 2 * HUGE;
+        mmap(&mut mm, &mut phys, base, HUGE / PAGE, MapKind::AnonPrivate);
+        mmap(&mut mm, &mut phys, W, 1, MapKind::AnonPrivate);
+        crate::tests::write(&mut mm, &mut phys, base + offset, 5);
+        crate::tests::write(&mut mm, &mut phys, W, 5);
+        run(&mut mm, &mut phys, MmOp::ThpCollapse { addr: base }).unwrap();
+        assert!(mm.is_huge(base));
+        // KSM write-protects the page it keeps, inside the huge mapping.
+        let ksm = MmOp::Ksm {
+            a: base + offset,
+            b: W,
+        };
+        run(&mut mm, &mut phys, ksm).unwrap();
+        assert!(!mm.is_huge(base), "offset {offset:#x}: still huge");
+        assert_eq!(mm.pte(W), mm.pte(base + offset), "merged");
+    }
+}
