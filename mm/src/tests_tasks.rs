@@ -503,6 +503,13 @@ fn collapse_looks_only_at_its_own_2mib() {
     };
     phys.pin(frame);
     crate::tests::write(&mut mm, &mut phys, base + 7 * PAGE, 7);
+    // And a pinned page just below it, in a VMA of its own.
+    mmap(&mut mm, &mut phys, base - PAGE, 1, MapKind::AnonPrivate);
+    crate::tests::write(&mut mm, &mut phys, base - PAGE, 8);
+    let Some(Pte::Present { frame, .. }) = mm.pte(base - PAGE) else {
+        panic!("not mapped");
+    };
+    phys.pin(frame);
     run(&mut mm, &mut phys, MmOp::ThpCollapse { addr: base }).unwrap();
     assert!(mm.is_huge(base), "a pin outside the 2 MiB blocked it");
     // A pin inside the 2 MiB, not on its first page, blocks a new collapse.
