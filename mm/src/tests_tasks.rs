@@ -602,7 +602,7 @@ fn ksm_merges_only_equal_private_unshared_unpinned_pages() {
     // Each case: pages a and b prepared by `setup`, then a KSM merge that
     // must leave b's frame where it was.
     type Prep = fn(&mut Mm, &mut Phys) -> (u64, u64);
-    let cases: [(&str, Prep); 6] = [
+    let cases: [(&str, Prep); 7] = [
         ("different data", |mm, p| {
             crate::tests::write(mm, p, W, 1);
             crate::tests::write(mm, p, W + PAGE, 2);
@@ -634,6 +634,11 @@ fn ksm_merges_only_equal_private_unshared_unpinned_pages() {
         ("zero page", |mm, p| {
             crate::tests::read(mm, p, W);
             crate::tests::read(mm, p, W + PAGE);
+            (W, W + PAGE)
+        }),
+        ("into the zero page", |mm, p| {
+            crate::tests::read(mm, p, W);
+            crate::tests::write(mm, p, W + PAGE, 0);
             (W, W + PAGE)
         }),
     ];
