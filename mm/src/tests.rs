@@ -51,6 +51,19 @@ pub(crate) fn run(mm: &mut Mm, phys: &mut Phys, op: MmOp) -> Result<Outcome, MmE
     panic!("task did not finish");
 }
 
+/// Steps an already started task to its end; a wrong mm that never
+/// finishes or blocks fails here instead of looping for ever.
+pub(crate) fn finish_task(t: &mut Task, mm: &mut Mm, phys: &mut Phys) -> Result<Outcome, MmError> {
+    for _ in 0..64 {
+        match t.step(mm, phys, &Always) {
+            TaskStep::Done(r) => return r,
+            TaskStep::Progress => {}
+            TaskStep::Blocked(b) => panic!("blocked on {b:?}"),
+        }
+    }
+    panic!("task did not finish in 64 steps");
+}
+
 pub(crate) fn take(seen: &Seen) -> Vec<(Event, u64, u64, bool)> {
     std::mem::take(&mut seen.lock().unwrap())
 }
@@ -477,7 +490,7 @@ fn writers_exclude_readers_in_the_mmap_lock_model() {
         fault.step(&mut mm, &mut phys, &Always),
         TaskStep::Blocked(Blocked::MmapLock)
     ));
-    while !matches!(unmap.step(&mut mm, &mut phys, &Always), TaskStep::Done(_)) {}
+    finish_task(&mut unmap, &mut mm, &mut phys).unwrap();
     assert_eq!(mm.lock, MmapLock::default());
     assert!(matches!(
         fault.step(&mut mm, &mut phys, &Always),
@@ -493,7 +506,8 @@ fn cpu_ptes_change_only_between_start_and_end() {
     let before = mm.pte(W);
     let mut t = Task::new(MmOp::Migrate { addr: W }, 0);
     let mut steps = Vec::new();
-    loop {
+    for n in 0.. {
+        assert!(n < 64, "task did not finish");
         let invalidating = mm.notifier.snapshot().active > 0;
         let r = t.step(&mut mm, &mut phys, &Always);
         steps.push((invalidating, mm.pte(W) != before));
@@ -553,13 +567,7 @@ fn a_write_fault_racing_ksm_never_writes_through_the_merged_frame() {
         }
         run(&mut mm, &mut phys, MmOp::Ksm { a: W, b: W + PAGE }).unwrap();
         assert_eq!(mm.pte(W), mm.pte(W + PAGE), "merged ({steps_before_merge})");
-        let out = loop {
-            match store.step(&mut mm, &mut phys, &Always) {
-                TaskStep::Done(r) => break r,
-                TaskStep::Progress => {}
-                TaskStep::Blocked(b) => panic!("blocked on {b:?}"),
-            }
-        };
+        let out = finish_task(&mut store, &mut mm, &mut phys);
         assert!(matches!(out, Ok(Outcome::Value(7))));
         assert_eq!(
             read(&mut mm, &mut phys, W),

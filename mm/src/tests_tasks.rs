@@ -71,8 +71,8 @@ fn a_writer_waits_for_a_reader_already_in() {
         unmap.step(&mut mm, &mut phys, &Always),
         TaskStep::Blocked(Blocked::MmapLock)
     ));
-    while !matches!(fault.step(&mut mm, &mut phys, &Always), TaskStep::Done(_)) {}
-    while !matches!(unmap.step(&mut mm, &mut phys, &Always), TaskStep::Done(_)) {}
+    crate::tests::finish_task(&mut fault, &mut mm, &mut phys).unwrap();
+    crate::tests::finish_task(&mut unmap, &mut mm, &mut phys).unwrap();
     assert_eq!(mm.lock, MmapLock::default());
 }
 
