@@ -752,6 +752,7 @@ fn blocking_read_begin_and_remove_wake_on_real_threads() {
     assert!(!iv.read_retry(seq));
     assert_eq!(remover.join("remove after the end"), Phase::Removed);
     assert!(s.is_quiescent());
+    assert_eq!(s.snapshot().waiters, 0, "a woken waiter is still counted");
 }
 
 #[test]
