@@ -769,3 +769,19 @@ fn write_protecting_one_page_of_a_huge_mapping_splits_it() {
         assert_eq!(mm.pte(W), mm.pte(base + offset), "merged");
     }
 }
+
+#[test]
+fn write_protecting_a_huge_page_leaves_its_neighbour_huge() {
+    let (mut mm, mut phys, _seen, _iv) = setup();
+    let (lo, hi) = (2 * HUGE, 3 * HUGE);
+    for base in [lo, hi] {
+        mmap(&mut mm, &mut phys, base, HUGE / PAGE, MapKind::AnonPrivate);
+        crate::tests::write(&mut mm, &mut phys, base, 5);
+        run(&mut mm, &mut phys, MmOp::ThpCollapse { addr: base }).unwrap();
+    }
+    mmap(&mut mm, &mut phys, W, 1, MapKind::AnonPrivate);
+    crate::tests::write(&mut mm, &mut phys, W, 5);
+    run(&mut mm, &mut phys, MmOp::Ksm { a: hi, b: W }).unwrap();
+    assert!(!mm.is_huge(hi));
+    assert!(mm.is_huge(lo), "the huge page below was split too");
+}
