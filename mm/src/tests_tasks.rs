@@ -785,3 +785,39 @@ fn write_protecting_a_huge_page_leaves_its_neighbour_huge() {
     assert!(!mm.is_huge(hi));
     assert!(mm.is_huge(lo), "the huge page below was split too");
 }
+
+#[test]
+fn clear_refs_over_a_whole_huge_mapping_keeps_it_huge() {
+    let (mut mm, mut phys, _seen, _iv) = setup();
+    let base = 2 * HUGE;
+    mmap(&mut mm, &mut phys, base, HUGE / PAGE, MapKind::AnonPrivate);
+    crate::tests::write(&mut mm, &mut phys, base + PAGE, 5);
+    run(&mut mm, &mut phys, MmOp::ThpCollapse { addr: base }).unwrap();
+    run(&mut mm, &mut phys, MmOp::ClearRefs).unwrap();
+    assert!(mm.is_huge(base), "protected whole, it stays huge");
+    assert!(matches!(
+        mm.pte(base + PAGE),
+        Some(Pte::Present {
+            writable: false,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn fork_looks_up_each_pte_in_its_own_vma() {
+    // Private memory at the bottom of the address space, where a lookup
+    // with a wrong page number for the shared page above would land.
+    let (mut mm, mut phys, _seen, _iv) = setup();
+    mmap(&mut mm, &mut phys, 0, 2, MapKind::AnonPrivate);
+    mmap(&mut mm, &mut phys, W, 1, MapKind::AnonShared);
+    crate::tests::write(&mut mm, &mut phys, W, 3);
+    let Ok(Outcome::Forked(child)) = run(&mut mm, &mut phys, MmOp::Fork) else {
+        panic!("fork");
+    };
+    assert!(
+        matches!(child.pte(W), Some(Pte::Present { writable: true, .. })),
+        "{:?}",
+        child.pte(W)
+    );
+}
