@@ -409,7 +409,6 @@ impl Mm {
         let core = notifier::Config {
             initial_seq: config.initial_seq,
             task_size: config.task_size,
-            #[cfg(feature = "planted-bugs")]
             planted: config.planted,
         };
         Mm {
@@ -670,3 +669,9 @@ fn drop_pte(phys: &mut Phys, pte: Pte) {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_maps;
+#[cfg(test)]
+mod tests_phys;
+#[cfg(test)]
+mod tests_tasks;

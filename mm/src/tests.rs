@@ -7,7 +7,7 @@ use notifier::{Event, Interval, Range};
 
 use crate::*;
 
-const W: u64 = 0x10_0000; // a window base, away from 0
+pub(crate) const W: u64 = 0x10_0000; // a window base, away from 0
 
 struct Always;
 impl Env for Always {
@@ -16,9 +16,9 @@ impl Env for Always {
     }
 }
 
-type Seen = Arc<Mutex<Vec<(Event, u64, u64, bool)>>>;
+pub(crate) type Seen = Arc<Mutex<Vec<(Event, u64, u64, bool)>>>;
 
-fn setup() -> (Mm, Phys, Seen, Interval) {
+pub(crate) fn setup() -> (Mm, Phys, Seen, Interval) {
     let mm = Mm::new(MmId(0), MmConfig::default());
     let seen: Seen = Arc::default();
     let s2 = seen.clone();
@@ -39,7 +39,7 @@ fn setup() -> (Mm, Phys, Seen, Interval) {
     (mm, Phys::new(), seen, iv)
 }
 
-fn run(mm: &mut Mm, phys: &mut Phys, op: MmOp) -> Result<Outcome, MmError> {
+pub(crate) fn run(mm: &mut Mm, phys: &mut Phys, op: MmOp) -> Result<Outcome, MmError> {
     let mut t = Task::new(op, 0);
     for _ in 0..64 {
         match t.step(mm, phys, &Always) {
@@ -51,11 +51,24 @@ fn run(mm: &mut Mm, phys: &mut Phys, op: MmOp) -> Result<Outcome, MmError> {
     panic!("task did not finish");
 }
 
-fn take(seen: &Seen) -> Vec<(Event, u64, u64, bool)> {
+/// Steps an already started task to its end; a wrong mm that never
+/// finishes or blocks fails here instead of looping for ever.
+pub(crate) fn finish_task(t: &mut Task, mm: &mut Mm, phys: &mut Phys) -> Result<Outcome, MmError> {
+    for _ in 0..64 {
+        match t.step(mm, phys, &Always) {
+            TaskStep::Done(r) => return r,
+            TaskStep::Progress => {}
+            TaskStep::Blocked(b) => panic!("blocked on {b:?}"),
+        }
+    }
+    panic!("task did not finish in 64 steps");
+}
+
+pub(crate) fn take(seen: &Seen) -> Vec<(Event, u64, u64, bool)> {
     std::mem::take(&mut seen.lock().unwrap())
 }
 
-fn mmap(mm: &mut Mm, phys: &mut Phys, addr: u64, pages: u64, kind: MapKind) {
+pub(crate) fn mmap(mm: &mut Mm, phys: &mut Phys, addr: u64, pages: u64, kind: MapKind) {
     run(
         mm,
         phys,
@@ -69,7 +82,7 @@ fn mmap(mm: &mut Mm, phys: &mut Phys, addr: u64, pages: u64, kind: MapKind) {
     .unwrap();
 }
 
-fn write(mm: &mut Mm, phys: &mut Phys, addr: u64, v: u64) {
+pub(crate) fn write(mm: &mut Mm, phys: &mut Phys, addr: u64, v: u64) {
     match run(
         mm,
         phys,
@@ -83,7 +96,7 @@ fn write(mm: &mut Mm, phys: &mut Phys, addr: u64, v: u64) {
     }
 }
 
-fn read(mm: &mut Mm, phys: &mut Phys, addr: u64) -> u64 {
+pub(crate) fn read(mm: &mut Mm, phys: &mut Phys, addr: u64) -> u64 {
     match run(mm, phys, MmOp::Access { addr, write: None }) {
         Ok(Outcome::Value(x)) => x,
         other => panic!("read failed: {other:?}"),
@@ -477,7 +490,7 @@ fn writers_exclude_readers_in_the_mmap_lock_model() {
         fault.step(&mut mm, &mut phys, &Always),
         TaskStep::Blocked(Blocked::MmapLock)
     ));
-    while !matches!(unmap.step(&mut mm, &mut phys, &Always), TaskStep::Done(_)) {}
+    finish_task(&mut unmap, &mut mm, &mut phys).unwrap();
     assert_eq!(mm.lock, MmapLock::default());
     assert!(matches!(
         fault.step(&mut mm, &mut phys, &Always),
@@ -493,7 +506,8 @@ fn cpu_ptes_change_only_between_start_and_end() {
     let before = mm.pte(W);
     let mut t = Task::new(MmOp::Migrate { addr: W }, 0);
     let mut steps = Vec::new();
-    loop {
+    for n in 0.. {
+        assert!(n < 64, "task did not finish");
         let invalidating = mm.notifier.snapshot().active > 0;
         let r = t.step(&mut mm, &mut phys, &Always);
         steps.push((invalidating, mm.pte(W) != before));
@@ -553,13 +567,7 @@ fn a_write_fault_racing_ksm_never_writes_through_the_merged_frame() {
         }
         run(&mut mm, &mut phys, MmOp::Ksm { a: W, b: W + PAGE }).unwrap();
         assert_eq!(mm.pte(W), mm.pte(W + PAGE), "merged ({steps_before_merge})");
-        let out = loop {
-            match store.step(&mut mm, &mut phys, &Always) {
-                TaskStep::Done(r) => break r,
-                TaskStep::Progress => {}
-                TaskStep::Blocked(b) => panic!("blocked on {b:?}"),
-            }
-        };
+        let out = finish_task(&mut store, &mut mm, &mut phys);
         assert!(matches!(out, Ok(Outcome::Value(7))));
         assert_eq!(
             read(&mut mm, &mut phys, W),

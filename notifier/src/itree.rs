@@ -538,10 +538,18 @@ impl<T> IntervalTree<T> {
         self.fix_up(from, barrier);
     }
 
-    /// Height of the whole tree (0 when empty).
+    /// Height of the whole tree (0 when empty), walked from the links
+    /// rather than read from the stored heights it is meant to check.
     #[cfg(test)]
     fn height(&self) -> u32 {
-        self.height_of(self.root)
+        fn depth(nodes: &[Node], i: u32) -> u32 {
+            if i == NIL {
+                return 0;
+            }
+            let n = &nodes[i as usize];
+            1 + depth(nodes, n.left).max(depth(nodes, n.right))
+        }
+        depth(&self.nodes, self.root)
     }
 
     /// Panics if any structural invariant is violated: BST order on
@@ -936,7 +944,17 @@ mod tests {
     fn sequential_inserts_stay_balanced() {
         let mut t = IntervalTree::with_capacity(1 << 14);
         let n = 1u64 << 14;
-        let hs: Vec<_> = (0..n).map(|i| t.insert(i * 4, i * 4 + 1, i, i)).collect();
+        let hs: Vec<_> = (0..n)
+            .map(|i| {
+                // Checked as it grows, so an unbalanced tree fails at once
+                // instead of crawling through 2^14 list inserts.
+                if i.is_power_of_two() {
+                    let bound = 1 + (1.45 * ((i + 2) as f64).log2()) as u32;
+                    assert!(t.height() <= bound, "height {} at {i}", t.height());
+                }
+                t.insert(i * 4, i * 4 + 1, i, i)
+            })
+            .collect();
         t.check_invariants();
         // A perfectly balanced tree of 2^14 nodes has height 15; AVL allows
         // up to 1.44x, a degenerate list would be 16384.

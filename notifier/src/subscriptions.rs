@@ -70,8 +70,9 @@ pub struct Config {
     pub initial_seq: u64,
     /// Exclusive top of the address space (the kernel's `TASK_SIZE`).
     pub task_size: u64,
-    /// The planted bug to enable, if any.
-    #[cfg(feature = "planted-bugs")]
+    /// The planted bug to enable, if any. Present in every build so that a
+    /// crate constructing a `Config` compiles whatever feature set Cargo
+    /// unifies; the core only reads it with the `planted-bugs` feature.
     pub planted: Option<PlantedBug>,
 }
 
@@ -80,7 +81,6 @@ impl Default for Config {
         Config {
             initial_seq: 2,
             task_size: u64::MAX,
-            #[cfg(feature = "planted-bugs")]
             planted: None,
         }
     }

@@ -596,44 +596,6 @@ fn release_invalidates_intervals_once_then_releases_classic() {
 }
 
 #[test]
-fn blocking_calls_from_a_callback_are_rejected() {
-    let s = Arc::new(Subscriptions::new(Config::default()).unwrap());
-    let seen: Arc<Mutex<Vec<Error>>> = Arc::default();
-    let other = s.insert(8 * P, P, cb(&Arc::default(), false)).unwrap();
-    let (s2, seen2, other2) = (s.clone(), seen.clone(), other.clone());
-    let _iv = s
-        .insert(
-            0,
-            P,
-            Arc::new(move |iv: &Interval, _: &Range, seq: u64| {
-                iv.set_seq(seq).unwrap();
-                let mut v = seen2.lock().unwrap();
-                v.push(s2.remove(&other2).unwrap_err());
-                v.push(s2.read_begin(&other2).unwrap_err());
-                // Another interval's seq is not this callback's to set.
-                v.push(other2.set_seq(seq).unwrap_err());
-                true
-            }),
-        )
-        .unwrap();
-    let inv = s.invalidate_range_start(&unmap(0, P)).unwrap();
-    s.invalidate_range_end(inv);
-    assert_eq!(
-        *seen.lock().unwrap(),
-        vec![
-            Error::InCallback,
-            Error::InCallback,
-            Error::SetSeqOutsideCallback(other.id())
-        ]
-    );
-    assert_eq!(other.phase(), Phase::InTree);
-    assert_eq!(
-        other.set_seq(1).unwrap_err(),
-        Error::SetSeqOutsideCallback(other.id())
-    );
-}
-
-#[test]
 fn unregister_unknown_classic_is_an_error() {
     let (s, _) = core();
     assert_eq!(
@@ -671,6 +633,87 @@ fn seq_wraps_around_u64_max() {
     }
 }
 
+/// How long a real-thread test waits for a step a correct core takes in
+/// microseconds. Only a wrong core ever reaches it: the test then fails
+/// instead of hanging, and a correct core's verdict never depends on it.
+const HANG_BOUND: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A thread whose result is awaited for at most [`HANG_BOUND`].
+struct Bounded<T> {
+    rx: std::sync::mpsc::Receiver<T>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+fn spawn_bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Bounded<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    Bounded { rx, handle }
+}
+
+impl<T> Bounded<T> {
+    fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+
+    fn join(self, what: &str) -> T {
+        use std::sync::mpsc::RecvTimeoutError;
+        match self.rx.recv_timeout(HANG_BOUND) {
+            Ok(v) => v,
+            // The thread panicked: report its panic, not a timeout.
+            Err(RecvTimeoutError::Disconnected) => match self.handle.join() {
+                Err(e) => std::panic::resume_unwind(e),
+                Ok(()) => unreachable!("{what}: thread ended without a result"),
+            },
+            Err(RecvTimeoutError::Timeout) => panic!("{what}: still blocked after {HANG_BOUND:?}"),
+        }
+    }
+}
+
+#[test]
+fn blocking_calls_from_a_callback_are_rejected() {
+    // A core that lets them through deadlocks on itself: bound it.
+    spawn_bounded(blocking_calls_from_a_callback).join("a blocking call from a callback");
+}
+
+fn blocking_calls_from_a_callback() {
+    let s = Arc::new(Subscriptions::new(Config::default()).unwrap());
+    let seen: Arc<Mutex<Vec<Error>>> = Arc::default();
+    let other = s.insert(8 * P, P, cb(&Arc::default(), false)).unwrap();
+    let (s2, seen2, other2) = (s.clone(), seen.clone(), other.clone());
+    let _iv = s
+        .insert(
+            0,
+            P,
+            Arc::new(move |iv: &Interval, _: &Range, seq: u64| {
+                iv.set_seq(seq).unwrap();
+                let mut v = seen2.lock().unwrap();
+                v.push(s2.remove(&other2).unwrap_err());
+                v.push(s2.read_begin(&other2).unwrap_err());
+                // Another interval's seq is not this callback's to set.
+                v.push(other2.set_seq(seq).unwrap_err());
+                true
+            }),
+        )
+        .unwrap();
+    let inv = s.invalidate_range_start(&unmap(0, P)).unwrap();
+    s.invalidate_range_end(inv);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            Error::InCallback,
+            Error::InCallback,
+            Error::SetSeqOutsideCallback(other.id())
+        ]
+    );
+    assert_eq!(other.phase(), Phase::InTree);
+    assert_eq!(
+        other.set_seq(1).unwrap_err(),
+        Error::SetSeqOutsideCallback(other.id())
+    );
+}
+
 #[test]
 fn blocking_read_begin_and_remove_wake_on_real_threads() {
     let s = Arc::new(Subscriptions::new(Config::default()).unwrap());
@@ -678,24 +721,38 @@ fn blocking_read_begin_and_remove_wake_on_real_threads() {
     let iv = s.insert(0, P, cb(&log, false)).unwrap();
     let inv = s.invalidate_range_start(&unmap(0, P)).unwrap();
     let (s1, iv1) = (s.clone(), iv.clone());
-    let reader = std::thread::spawn(move || {
+    let reader = spawn_bounded(move || {
         let seq = s1.read_begin(&iv1).unwrap();
         (seq, s1.is_invalidating())
     });
     let (s2, iv2) = (s.clone(), iv.clone());
-    let remover = std::thread::spawn(move || {
+    let remover = spawn_bounded(move || {
         s2.remove(&iv2).unwrap();
         iv2.phase()
     });
+    // Both must block until the end: returning earlier is the bug, and
+    // never blocking (or never counting as a waiter) must not hang here.
+    let deadline = std::time::Instant::now() + HANG_BOUND;
     while s.snapshot().waiters < 2 {
+        assert!(
+            !reader.is_finished(),
+            "read_begin returned mid-invalidation"
+        );
+        assert!(!remover.is_finished(), "remove returned mid-invalidation");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waiters stuck at {} after {HANG_BOUND:?}",
+            s.snapshot().waiters
+        );
         std::thread::yield_now();
     }
     s.invalidate_range_end(inv);
-    let (seq, invalidating) = reader.join().unwrap();
+    let (seq, invalidating) = reader.join("read_begin after the end");
     assert!(!invalidating);
     assert!(!iv.read_retry(seq));
-    assert_eq!(remover.join().unwrap(), Phase::Removed);
+    assert_eq!(remover.join("remove after the end"), Phase::Removed);
     assert!(s.is_quiescent());
+    assert_eq!(s.snapshot().waiters, 0, "a woken waiter is still counted");
 }
 
 #[test]

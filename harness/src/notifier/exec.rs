@@ -171,7 +171,6 @@ pub(crate) fn run_notifier(program: &Program, opts: &RunOptions) -> Outcome {
     let cfg = notifier::Config {
         initial_seq: program.config.initial_seq,
         task_size: program.config.task_size,
-        #[cfg(feature = "planted-bugs")]
         planted: opts.planted,
     };
     let core = Subscriptions::new(cfg).expect("validated config");
