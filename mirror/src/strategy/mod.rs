@@ -412,6 +412,12 @@ fn parse_size(size: &str) -> Option<u8> {
     u8::try_from(n.trailing_zeros() + shift).ok()
 }
 
+/// Whether `iv` is in the tree now, so that every invalidation that starts
+/// from now on calls it (not pending insert, not pending removal).
+pub fn in_tree(iv: &Interval) -> bool {
+    iv.phase() == notifier::Phase::InTree
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,10 +455,4 @@ mod tests {
         .check()
         .is_err());
     }
-}
-
-/// Whether `iv` is in the tree now, so that every invalidation that starts
-/// from now on calls it (not pending insert, not pending removal).
-pub fn in_tree(iv: &Interval) -> bool {
-    iv.phase() == notifier::Phase::InTree
 }
