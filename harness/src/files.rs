@@ -69,6 +69,15 @@ pub fn load_program(path: &Path, target: Target) -> Result<Program, String> {
 /// Writes `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let err = |e: std::io::Error| format!("{}: {e}", path.display());
+    // A device or pipe (`-o /dev/null`, `-o /dev/stdout`) is written in
+    // place: renaming over it would replace the device node with a file.
+    if fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+        return fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(bytes))
+            .map_err(err);
+    }
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -112,4 +121,18 @@ pub fn write_regression(
     let path = dir.join(format!("{:016x}.ops", fnv64(text::print(p).as_bytes())));
     write_atomic(&path, body.as_bytes())?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn writing_to_a_device_leaves_the_device_in_place() {
+        let null = std::path::Path::new("/dev/null");
+        if !null.exists() {
+            return;
+        }
+        super::write_atomic(null, b"x").unwrap();
+        let m = std::fs::metadata(null).unwrap();
+        assert!(!m.is_file(), "/dev/null became a regular file");
+    }
 }
