@@ -1884,8 +1884,14 @@ pub(crate) mod tests {
         for b in 0..=u8::MAX {
             seen.insert(strategy_code(b));
             seen.insert(match devices_code(b)[0] {
-                Some(d) if d.kind == ODP.kind => odp(shift_code(size_param(ODP).unwrap(), b)),
-                d => d.unwrap_or(FULLVA),
+                Some(d) => match size_param(d) {
+                    Some(p) => StrategySpec {
+                        param: shift_code(p, b),
+                        ..d
+                    },
+                    None => d,
+                },
+                None => FULLVA,
             });
         }
         let all = every_strategy();

@@ -10,19 +10,60 @@ use crate::program::{
 
 pub(crate) type Devices = [Option<StrategySpec>; DEVICES as usize];
 
-/// Strategy kinds the codec chooses from: the registry's built-in ones.
-pub(crate) const KINDS_N: u8 = mirror::strategy::BUILTIN.len() as u8;
+/// What the low three bits of a kind byte name (KIND8), as registry
+/// indices, and what each named before its kind was built in: codes 0-4
+/// are the five 2019-2020 designs; 5 and 6 the GPU SVM designs (`gpusvm`,
+/// `kfd`), which were `fullva` and `perfault` again before; 7 is `odp`
+/// again, or the first kind registered by another crate. The fallback keeps
+/// the corpus decoding while a kind is missing from the registry.
+const KIND8: [(u8, u8); 8] = [
+    (0, 0),
+    (1, 1),
+    (2, 2),
+    (3, 3),
+    (4, 4),
+    (5, 0),
+    (6, 1),
+    (2, 2),
+];
 
-/// A strategy kind by three bits (KIND8): registry order, the first ones
-/// twice; a sized kind at its default size, a stand-in until its `shift`
-/// byte is read.
-pub(crate) fn kind8(b: u8) -> StrategySpec {
-    StrategySpec::of((b & 7) % KINDS_N)
+/// A second device's kind in a pair config (h = 20..=29): each built-in
+/// kind, then the GPU SVM designs, then three of the first ones again.
+const PAIR10: [(u8, u8); 10] = [
+    (0, 0),
+    (1, 1),
+    (2, 2),
+    (3, 3),
+    (4, 4),
+    (5, 0),
+    (6, 1),
+    (2, 2),
+    (3, 3),
+    (4, 4),
+];
+
+/// The kind of a code: its own if it is built in, else its fallback.
+fn builtin((kind, fallback): (u8, u8)) -> StrategySpec {
+    if usize::from(kind) < mirror::strategy::BUILTIN.len() {
+        StrategySpec::of(kind)
+    } else {
+        StrategySpec::of(fallback)
+    }
 }
 
-/// Each strategy kind once (KIND5).
-pub(crate) fn kind_n(i: u8) -> StrategySpec {
-    StrategySpec::of(i % KINDS_N)
+/// The kinds registered by other crates, after the built-in ones.
+fn extras() -> std::ops::Range<u8> {
+    let first = mirror::strategy::BUILTIN.len() as u8;
+    first..mirror::strategy::kinds().len() as u8
+}
+
+/// A strategy kind by three bits (KIND8); a sized kind at its default
+/// size, a stand-in until its `shift` byte is read.
+pub(crate) fn kind8(b: u8) -> StrategySpec {
+    match (b & 7, extras().next()) {
+        (7, Some(first)) => StrategySpec::default_of(first).unwrap_or(StrategySpec::of(2)),
+        (k, _) => builtin(KIND8[usize::from(k)]),
+    }
 }
 
 /// The devices a mirror program opens on `m0` before its first step, sized
@@ -31,10 +72,11 @@ pub(crate) fn devices_code(b: u8) -> Devices {
     let k = kind8(b);
     match b >> 3 {
         0..=19 => [Some(k), None],
-        h @ 20..=29 => [Some(k), Some(kind_n(h - 20))],
+        h @ 20..=29 => [Some(k), Some(builtin(PAIR10[usize::from(h - 20)]))],
         h => {
-            let i = ((b & 7) + 8 * (h - 30)) % (KINDS_N + 1);
-            [None, (i > 0).then(|| kind_n(i - 1))]
+            // Only `m1` gets a device: none, or one of the first five kinds.
+            let i = ((b & 7) + 8 * (h - 30)) % 6;
+            [None, (i > 0).then(|| StrategySpec::of(i - 1))]
         }
     }
 }
@@ -61,10 +103,18 @@ pub(crate) fn slot2_code(b: u8) -> u8 {
     u8::from(b & 7 == 7)
 }
 
-/// An `open`'s strategy: the kind by the low three bits, an ODP chunk
-/// shift by the rest.
+/// An `open`'s strategy: the kind by the low three bits, a size (or,
+/// for code 7, which registered kind) by the rest.
 pub(crate) fn strategy_code(b: u8) -> StrategySpec {
-    let k = kind8(b);
+    let extra = extras();
+    let k = match b & 7 {
+        7 if !extra.is_empty() => {
+            let n = extra.end - extra.start;
+            return StrategySpec::default_of(extra.start + (b >> 3) % n)
+                .unwrap_or(StrategySpec::of(2));
+        }
+        _ => kind8(b),
+    };
     match size_param(k) {
         Some(p) => StrategySpec {
             param: shift_code(p, b >> 3),
