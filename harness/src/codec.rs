@@ -17,14 +17,17 @@
 //!   task_size   0..=191 MAX | ..=215 1<<47 | ..=239 1<<32 | ..=254 MIN_TASK_SIZE
 //!               | 255 ESC (8 bytes LE, raised to MIN_TASK_SIZE)
 //!   devices     mirror target only (the notifier target reads no byte and has
-//!               none): b, then one `shift` byte for each ODP device (d0 first).
+//!               none): b, then one `shift` byte for each sized device (d0 first).
 //!               k = KIND8[b & 7], h = b >> 3: 0..=19 [k, none]
-//!               | ..=29 [k, KIND5[(h - 20) % 5]]
+//!               | ..=29 [k, PAIR10[h - 20]]
 //!               | 30, 31 [none, [none, fullva, perfault, odp, vma, regcache][
 //!                              ((b & 7) + 8 * (h - 30)) % 6]]
-//!   KIND8       [fullva, perfault, odp, vma, regcache, fullva, perfault, odp]
-//!   KIND5       [fullva, perfault, odp, vma, regcache]
-//!               (the strategy registry's built-in kinds by index i % 5)
+//!   KIND8       [fullva, perfault, odp, vma, regcache, gpusvm, kfd, EXTRA]
+//!               EXTRA: the first kind registered by another crate, else odp
+//!   PAIR10      [fullva, perfault, odp, vma, regcache, gpusvm, kfd, odp, vma,
+//!               regcache]
+//!               (a code whose kind is missing from the registry means what it
+//!               meant before that kind existed: gpusvm fullva, kfd perfault)
 //!   shift       ODP chunk shift 14 + ((s + 7) % 17): 0 is 2 MiB (21), and
 //!               every shift 14..=30 has a code (any sized kind alike:
 //!               min + ((s + default - min) % n) over its n sizes)
@@ -84,8 +87,10 @@
 //!   exit        mm b                     exit iff b < 64, else `read` of point
 //!                                        code b: exit ends the process, so
 //!                                        keep it to about one step in 256
-//!   open        dev mm strategy          strategy = KIND8[b & 7], an ODP
-//!                                        chunk shift by `shift` of b >> 3
+//!   open        dev mm strategy          strategy = KIND8[b & 7], a sized
+//!                                        kind's size by `shift` of b >> 3;
+//!                                        code 7 with registered kinds: the
+//!                                        registered kind (b >> 3) % count
 //!   dread       dev point
 //!   dwrite      dev point value
 //!   snapshot, dmigrate, dexclusive, devict, dregister

@@ -13,6 +13,7 @@
 #![deny(missing_docs)]
 
 pub mod bench;
+pub mod cli;
 pub mod codec;
 pub mod engine;
 pub mod files;

@@ -39,6 +39,9 @@ pub struct SoakOptions {
     pub targets: Vec<Target>,
     /// Mirror strategy pairs as well as single strategies.
     pub pairs: bool,
+    /// Mirror rows only for these registry kinds (a pair if either is one
+    /// of them); empty: every kind.
+    pub strategies: Vec<u8>,
     /// Seed of round 0; round `r` uses `first_seed + r`.
     pub first_seed: u64,
     /// Stop after this many rounds.
@@ -69,6 +72,7 @@ impl Default for SoakOptions {
         SoakOptions {
             targets: Target::ALL.to_vec(),
             pairs: true,
+            strategies: Vec::new(),
             first_seed: 1,
             rounds: None,
             seconds: None,
@@ -218,10 +222,19 @@ pub fn rows(opts: &SoakOptions) -> Vec<Row> {
     for &target in &opts.targets {
         match target {
             Target::Notifier => v.push(Row { target, pin: None }),
-            Target::Mirror => v.extend(DevicePin::all(opts.pairs).into_iter().map(|p| Row {
-                target,
-                pin: Some(p),
-            })),
+            Target::Mirror => v.extend(
+                DevicePin::all(opts.pairs)
+                    .into_iter()
+                    .filter(|p| {
+                        let kinds = [Some(p.d0.kind), p.d1.map(|s| s.kind)];
+                        opts.strategies.is_empty()
+                            || kinds.iter().flatten().any(|k| opts.strategies.contains(k))
+                    })
+                    .map(|p| Row {
+                        target,
+                        pin: Some(p),
+                    }),
+            ),
         }
     }
     v
@@ -451,6 +464,10 @@ pub struct SoakArgs {
     /// Single mirror strategies only, no pairs.
     #[arg(long)]
     pub no_pairs: bool,
+    /// Mirror rows only for this strategy, alone and in pairs (repeatable;
+    /// a name as in `.ops` files, e.g. one registered by another crate).
+    #[arg(long)]
+    pub strategy: Vec<String>,
     /// Where reproducers go, as <dir>/<target>/<hash>.ops
     /// (default: <repo>/target/soak).
     #[arg(long)]
@@ -538,9 +555,16 @@ pub fn cli(args: &SoakArgs) -> Result<ExitCode, String> {
         .regressions
         .clone()
         .unwrap_or_else(|| root.join("target/soak"));
+    let mut strategies = Vec::new();
+    for name in &args.strategy {
+        let s = mirror::StrategySpec::from_arg(name)
+            .ok_or_else(|| format!("soak: unknown strategy '{name}'"))?;
+        strategies.push(s.kind);
+    }
     let opts = SoakOptions {
         targets,
         pairs: !args.no_pairs,
+        strategies,
         first_seed: args.first_seed,
         rounds: args.rounds,
         seconds,

@@ -8,6 +8,7 @@ use notifier::PlantedBug;
 
 use crate::codec;
 use crate::outcome::{Divergence, DivergenceKind, Outcome, RunOptions};
+use crate::pin::DevicePin;
 use crate::program::{Program, Target};
 use crate::report;
 
@@ -96,6 +97,12 @@ pub fn decode_for(target: Target, data: &[u8]) -> Program {
 /// Runs `data` as a `target` program; panics with the full report on a
 /// divergence, and only then.
 pub fn run_bytes(target: Target, data: &[u8]) {
+    check(&decode_for(target, data));
+}
+
+/// Runs `p` as an engine does; panics with the full report on a
+/// divergence, and only then.
+fn check(p: &Program) {
     // Engines mutate seeds: their `expect` lines no longer hold, and are
     // not what a fuzz target checks.
     let opts = RunOptions {
@@ -103,11 +110,25 @@ pub fn run_bytes(target: Target, data: &[u8]) {
         planted: planted_from_env(),
         expect: false,
     };
-    let p = decode_for(target, data);
-    if run(&p, &opts).divergence.is_some() {
-        let report = report::render(&p, &opts).unwrap_or_default();
+    if run(p, &opts).divergence.is_some() {
+        let report = report::render(p, &opts).unwrap_or_default();
         panic!("{report}");
     }
+}
+
+/// The `mirror` target with the devices' strategies pinned, whatever the
+/// bytes ask for: the fuzz target of a crate that registers a strategy of
+/// its own ([`mirror::strategy::register`]).
+///
+/// ```no_run
+/// use harness::pin::DevicePin;
+/// let lru = mirror::StrategySpec::from_arg("lru").expect("registered first");
+/// harness::targets::mirror_pinned(b"some input", &DevicePin::single(lru));
+/// ```
+pub fn mirror_pinned(data: &[u8], pin: &DevicePin) {
+    let mut p = decode_for(Target::Mirror, data);
+    pin.apply(&mut p);
+    check(&p);
 }
 
 /// The `notifier` target: the core against `ReferenceNotifier`.

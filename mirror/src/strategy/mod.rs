@@ -254,12 +254,77 @@ pub const BUILTIN: [StrategyKind; 5] = [
 
 static EXTRA: RwLock<Vec<StrategyKind>> = RwLock::new(Vec::new());
 
-/// Adds a strategy kind after the built-in ones; returns its index.
-/// Programs name it by that index and by its name.
-pub fn register(kind: StrategyKind) -> u8 {
+/// Why [`register`] refused a kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RegisterError {
+    /// The name is empty or has a character other than `a-z`, `0-9`, `-`
+    /// (it must read back from an `.ops` config line).
+    BadName(String),
+    /// A built-in strategy, or a different kind registered earlier, has
+    /// this name.
+    Taken(String),
+    /// Its parameter's range is empty or its default outside it.
+    BadParam(String),
+    /// 256 kinds are registered already.
+    Full,
+}
+
+impl fmt::Display for RegisterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RegisterError::BadName(n) => {
+                write!(f, "strategy name '{n}' must be non-empty a-z, 0-9, '-'")
+            }
+            RegisterError::Taken(n) => write!(f, "strategy name '{n}' is taken"),
+            RegisterError::BadParam(n) => write!(f, "strategy '{n}': parameter range is empty"),
+            RegisterError::Full => write!(f, "256 strategies are registered already"),
+        }
+    }
+}
+
+impl std::error::Error for RegisterError {}
+
+/// Adds a strategy kind, written in any crate, after the built-in ones;
+/// returns its registry index. Registering a kind of the same name and
+/// parameter again returns the same index (the first constructor stays), so a fuzz target may call it
+/// on every input. From then on `.ops` files name it, `mnfuzz fuzz
+/// --strategy NAME` pins devices to it, and the codec reaches the first
+/// one registered through device code 7 (see the harness's codec).
+///
+/// ```
+/// use mirror::strategy::{self, StrategyKind};
+/// # fn build(_: u8, _: strategy::Planted) -> Box<dyn strategy::Strategy> { unimplemented!() }
+/// let kind = StrategyKind { name: "my-cache", param: None, build };
+/// let i = strategy::register(kind).unwrap();
+/// assert_eq!(strategy::register(kind), Ok(i));
+/// assert_eq!(strategy::StrategySpec::from_name("my-cache").map(|s| s.kind), Some(i));
+/// assert!(strategy::register(StrategyKind { name: "odp", ..kind }).is_err());
+/// ```
+pub fn register(kind: StrategyKind) -> Result<u8, RegisterError> {
+    let name = kind.name;
+    let good = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+    if name.is_empty() || !name.chars().all(good) {
+        return Err(RegisterError::BadName(name.into()));
+    }
+    if let Some(p) = kind.param {
+        if p.min > p.max || !(p.min..=p.max).contains(&p.default) || p.max > 62 {
+            return Err(RegisterError::BadParam(name.into()));
+        }
+    }
+    if BUILTIN.iter().any(|k| k.name == name) {
+        return Err(RegisterError::Taken(name.into()));
+    }
     let mut extra = EXTRA.write().unwrap_or_else(|e| e.into_inner());
+    if let Some(i) = extra.iter().position(|k| k.name == name) {
+        return if extra[i].param == kind.param {
+            Ok((BUILTIN.len() + i) as u8)
+        } else {
+            Err(RegisterError::Taken(name.into()))
+        };
+    }
+    let i = u8::try_from(BUILTIN.len() + extra.len()).map_err(|_| RegisterError::Full)?;
     extra.push(kind);
-    u8::try_from(BUILTIN.len() + extra.len() - 1).expect("fewer than 256 strategies")
+    Ok(i)
 }
 
 /// Every registered kind, built-in ones first.
@@ -365,6 +430,15 @@ impl StrategySpec {
         };
         let st = StrategySpec { kind, param };
         (st.name() == s).then_some(st)
+    }
+
+    /// Like [`StrategySpec::from_name`], but a sized kind's bare name
+    /// (`odp`) means its default size: what command-line options accept.
+    pub fn from_arg(s: &str) -> Option<StrategySpec> {
+        StrategySpec::from_name(s).or_else(|| {
+            let i = kinds().iter().position(|k| k.name == s)?;
+            StrategySpec::default_of(u8::try_from(i).ok()?)
+        })
     }
 
     /// Every valid spec: each kind with each of its parameters.
