@@ -58,8 +58,9 @@ pub const KIND_NOZAP: StrategyKind = StrategyKind {
 /// Registers `lru` and `lru-nozap` (again: a no-op) and returns `lru` at
 /// its default block size.
 pub fn register() -> Result<StrategySpec, RegisterError> {
-    strategy::register(KIND_NOZAP)?;
+    // `lru` first: the codec reaches the first registered kind unpinned.
     let kind = strategy::register(KIND)?;
+    strategy::register(KIND_NOZAP)?;
     Ok(StrategySpec::default_of(kind).expect("just registered"))
 }
 

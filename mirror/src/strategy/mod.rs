@@ -22,6 +22,58 @@
 //! A strategy is named by a [`StrategySpec`]: an index into the registry
 //! ([`kinds`]) and a parameter. Its name in `.ops` files is the kind's name,
 //! with `:SIZE` for a kind that takes a size.
+//!
+//! # A strategy of your own
+//!
+//! Another crate implements [`Strategy`] and [`register`]s a
+//! [`StrategyKind`]; from then on `.ops` files, the codec, the engines,
+//! replay, minimization and soak run it like a built-in one
+//! (`harness::cli::main` is the whole command line, and
+//! `harness::targets::mirror_pinned` a fuzz target for it). The smallest
+//! correct strategy puts one interval over the address space at open and
+//! leaves everything else to the shared code:
+//!
+//! ```
+//! use mirror::strategy::{self, in_tree, Cover, FaultReq, Notify, Strategy, StrategyKind};
+//! use mirror::MirrorError;
+//! use mm::Mm;
+//! use notifier::Interval;
+//!
+//! #[derive(Debug)]
+//! struct Whole(Option<Interval>);
+//!
+//! impl Strategy for Whole {
+//!     fn open(&mut self, mm: &Mm, n: &Notify<'_>) -> Result<(), MirrorError> {
+//!         self.0 = Some(n.insert(mm, 0, mm.config.task_size)?);
+//!         Ok(())
+//!     }
+//!     fn interval(&mut self, _: FaultReq, _: &Mm, _: &Notify<'_>) -> Result<Cover, MirrorError> {
+//!         let iv = self.0.clone().ok_or(MirrorError::Segv(mm::MmError::Fault))?;
+//!         Ok(Cover { iv, hold: None })
+//!     }
+//!     // The own-migration fixup maps only pages an interval in the tree covers.
+//!     fn covers(&self, _page: u64) -> bool {
+//!         self.0.as_ref().is_some_and(in_tree)
+//!     }
+//!     fn clear(&mut self) {
+//!         self.0 = None;
+//!     }
+//! }
+//!
+//! let kind = StrategyKind {
+//!     name: "whole",
+//!     param: None,
+//!     build: |_, _| Box::new(Whole(None)),
+//! };
+//! let i = strategy::register(kind).unwrap();
+//! assert_eq!(strategy::StrategySpec::from_name("whole").unwrap().kind, i);
+//! ```
+//!
+//! A strategy that creates intervals on demand also decides what a fault
+//! gives back ([`Strategy::fault_end`]), what its deferred work removes
+//! ([`Strategy::run_work`]) and what commit must re-check
+//! ([`Strategy::commit_ok`]); `examples/own-strategy` in the repository is
+//! one, fuzzed in CI.
 
 use std::any::Any;
 use std::fmt;
