@@ -82,6 +82,9 @@ pub struct Dev {
     pub faults: u64,
     // Deferred work, run by a logical thread of its own (`dN work`).
     work: VecDeque<Work>,
+    // Ranges whose teardown waits for the device's next fault (only with
+    // a planted bug: a correct callback tears down before it returns).
+    lazy_zaps: Vec<(u64, u64)>,
 }
 
 /// A mirror's state behind its mutex: the shared part and the strategy's.
@@ -227,11 +230,15 @@ impl Callback {
             }
         }
         if !own {
-            st.dev.zap(
-                range.start,
-                range.end,
-                !self.planted(PlantedBug::HugeNotSplit),
-            );
+            if self.planted(PlantedBug::UnmapDeferred) {
+                st.dev.lazy_zaps.push((range.start, range.end));
+            } else {
+                st.dev.zap(
+                    range.start,
+                    range.end,
+                    !self.planted(PlantedBug::HugeNotSplit),
+                );
+            }
         }
         if let Some((iv, _)) = iv {
             st.strategy.invalidated(&mut st.dev, iv, range);
@@ -733,9 +740,15 @@ impl Fault {
         }
         match std::mem::replace(&mut self.state, State::Done) {
             State::Begin => {
-                if !self.counted {
-                    self.counted = true;
-                    lock(&m.state).dev.faults += 1;
+                {
+                    let mut st = lock(&m.state);
+                    if !self.counted {
+                        self.counted = true;
+                        st.dev.faults += 1;
+                    }
+                    for (start, end) in std::mem::take(&mut st.dev.lazy_zaps) {
+                        st.dev.zap(start, end, true);
+                    }
                 }
                 let iv = match self.interval(m, mm) {
                     Ok(iv) => iv,

@@ -1114,6 +1114,9 @@ fn migrate_to_device(mm: &mut Mm, phys: &mut Phys, r: Range, owner: u64) -> u64 
             continue;
         }
         let mut page = v.start;
+        if mm.planted(PlantedBug::MigrateUnclamped) {
+            page = mm.vma_at(v.start).map_or(v.start, |whole| whole.start);
+        }
         while page < v.end {
             let pick = match mm.pte(page) {
                 None => Some((0, v.write)),

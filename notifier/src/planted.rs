@@ -49,6 +49,16 @@ pub enum PlantedBug {
     /// class of "drm/amdkfd: handle VMA remove race"; first seen as a false
     /// alarm of the clean code, issue 21).
     VmaCommitUnchecked,
+    /// mirror, shared callback: an invalidation leaves the device PTEs in
+    /// place and the next fault of the device tears them down, so the
+    /// device keeps its mappings after the notifier returned (modelled on
+    /// "drm/xe/userptr: Unmap userptrs in the mmu notifier").
+    UnmapDeferred,
+    /// mm, device migration: each VMA's pages are walked from the VMA's own
+    /// start instead of the requested range's, so pages before the range
+    /// are migrated under an invalidation that does not cover them
+    /// (modelled on "drm/nouveau/svm: fix vma range check for migration").
+    MigrateUnclamped,
 }
 
 /// Which crate carries a planted bug; a target finds the bugs of the crates it runs.
@@ -64,7 +74,7 @@ pub enum Component {
 
 impl PlantedBug {
     /// Every planted bug of the core.
-    pub const ALL: [PlantedBug; 16] = [
+    pub const ALL: [PlantedBug; 18] = [
         PlantedBug::ReleaseTwice,
         PlantedBug::InsertEvenSeq,
         PlantedBug::InsertNoMakeOdd,
@@ -81,12 +91,16 @@ impl PlantedBug {
         PlantedBug::RegcacheNoWait,
         PlantedBug::HugeNotSplit,
         PlantedBug::VmaCommitUnchecked,
+        PlantedBug::UnmapDeferred,
+        PlantedBug::MigrateUnclamped,
     ];
 
     /// The crate the bug lives in.
     pub fn component(self) -> Component {
         match self {
-            PlantedBug::MprotectNoInvalidate | PlantedBug::ForkNoInvalidate => Component::Mm,
+            PlantedBug::MprotectNoInvalidate
+            | PlantedBug::ForkNoInvalidate
+            | PlantedBug::MigrateUnclamped => Component::Mm,
             PlantedBug::MirrorSkipSetSeq
             | PlantedBug::ReadRetryUnlocked
             | PlantedBug::OwnerSkipWrong
@@ -94,7 +108,8 @@ impl PlantedBug {
             | PlantedBug::VmaDeferredInterval
             | PlantedBug::RegcacheNoWait
             | PlantedBug::HugeNotSplit
-            | PlantedBug::VmaCommitUnchecked => Component::Mirror,
+            | PlantedBug::VmaCommitUnchecked
+            | PlantedBug::UnmapDeferred => Component::Mirror,
             _ => Component::Notifier,
         }
     }
@@ -118,6 +133,8 @@ impl PlantedBug {
             PlantedBug::RegcacheNoWait => "mirror-regcache-no-wait",
             PlantedBug::HugeNotSplit => "mirror-huge-not-split",
             PlantedBug::VmaCommitUnchecked => "mirror-vma-commit-unchecked",
+            PlantedBug::UnmapDeferred => "mirror-unmap-deferred",
+            PlantedBug::MigrateUnclamped => "mm-migrate-unclamped",
         }
     }
 
