@@ -215,15 +215,7 @@ pub fn run_cmd(cmd: Cmd) -> Result<ExitCode, String> {
             let corpus = corpus.unwrap_or_else(|| Path::new("corpus").join(target.name()));
             let regressions =
                 regressions.unwrap_or_else(|| Path::new("corpus/regressions").join(target.name()));
-            let mut seeds = Vec::new();
-            if corpus.exists() {
-                for f in program_files(&corpus)? {
-                    if f.extension().is_some_and(|e| e == "ops") {
-                        continue;
-                    }
-                    seeds.push(std::fs::read(&f).map_err(|e| format!("{}: {e}", f.display()))?);
-                }
-            }
+            let seeds = crate::files::seed_inputs(&corpus)?;
             eprintln!(
                 "mnfuzz: fuzzing {} with seed {seed}, {jobs} job(s), {} seed input(s){}{}",
                 target.name(),

@@ -41,6 +41,20 @@ pub fn program_files(path: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(out)
 }
 
+/// The byte inputs of a seed corpus directory, in path order (every file
+/// but `.ops` text); none if the directory does not exist. The order is
+/// part of a run's determinism: engines mutate seeds in this order.
+pub fn seed_inputs(dir: &Path) -> Result<Vec<Vec<u8>>, String> {
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    program_files(dir)?
+        .into_iter()
+        .filter(|f| f.extension().is_none_or(|e| e != "ops"))
+        .map(|f| fs::read(&f).map_err(|e| format!("{}: {e}", f.display())))
+        .collect()
+}
+
 /// The target a byte input belongs to: the nearest directory named after a
 /// target (`corpus/mirror/x.bin`), else `default`.
 pub fn target_for_path(path: &Path, default: Target) -> Target {

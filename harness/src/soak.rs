@@ -24,7 +24,7 @@ use notifier::PlantedBug;
 
 use crate::engine::{fuzz, EngineOptions, Finding};
 use crate::exec::{run, RunOptions};
-use crate::files::{load_program, program_files, write_regression};
+use crate::files::{load_program, write_regression};
 use crate::pin::DevicePin;
 use crate::program::Target;
 
@@ -504,15 +504,7 @@ fn repo_root() -> PathBuf {
 
 /// The byte seeds of `corpus/<target>/`, in name order.
 fn seed_corpus(root: &Path, target: Target) -> Result<Vec<Vec<u8>>, String> {
-    let dir = root.join("corpus").join(target.name());
-    if !dir.is_dir() {
-        return Ok(Vec::new());
-    }
-    program_files(&dir)?
-        .into_iter()
-        .filter(|f| f.extension().is_none_or(|e| e != "ops"))
-        .map(|f| std::fs::read(&f).map_err(|e| format!("{}: {e}", f.display())))
-        .collect()
+    crate::files::seed_inputs(&root.join("corpus").join(target.name()))
 }
 
 /// Runs `mnfuzz soak`: prints the table on stdout; exit 1 on any finding.

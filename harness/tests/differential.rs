@@ -60,16 +60,9 @@ fn seed_corpus(target: Target) -> Vec<Vec<u8>> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../corpus")
         .join(target.name());
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "bin"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|p| std::fs::read(p).expect("seed"))
-        .collect()
+    let seeds = harness::files::seed_inputs(&dir).expect("the seed corpus");
+    assert!(!seeds.is_empty(), "no seeds under {}", dir.display());
+    seeds
 }
 
 /// Runs the engine with `bug` planted, seed 1, at most `cap` executions;

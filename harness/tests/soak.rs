@@ -3,7 +3,7 @@
 //! soak with reproducers that replay. Bounded by rounds and executions,
 //! never by time.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use harness::exec::RunOptions;
@@ -15,16 +15,9 @@ fn seed_corpus(target: Target) -> Vec<Vec<u8>> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../corpus")
         .join(target.name());
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "bin"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|p| std::fs::read(p).expect("seed"))
-        .collect()
+    let seeds = harness::files::seed_inputs(&dir).expect("the seed corpus");
+    assert!(!seeds.is_empty(), "no seeds under {}", dir.display());
+    seeds
 }
 
 fn corpus() -> Vec<(Target, Vec<Vec<u8>>)> {
@@ -131,6 +124,7 @@ mod planted {
     use super::*;
     use harness::exec::run;
     use harness::pin::DevicePin;
+    use std::path::PathBuf;
 
     /// A scratch directory, removed when dropped.
     struct Scratch(PathBuf);

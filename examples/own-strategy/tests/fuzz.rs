@@ -19,12 +19,7 @@ fn repo() -> PathBuf {
 /// pin turns every device in them into the strategy under test.
 fn seeds() -> Vec<Vec<u8>> {
     let dir = repo().join("corpus/mirror");
-    let mut v = Vec::new();
-    for f in program_files(&dir).expect("the seed corpus") {
-        if f.extension().is_some_and(|e| e == "bin") {
-            v.push(std::fs::read(&f).expect("a readable seed"));
-        }
-    }
+    let v = harness::files::seed_inputs(&dir).expect("the seed corpus");
     assert!(v.len() > 20, "seeds under {}", dir.display());
     v
 }
