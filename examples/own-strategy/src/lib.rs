@@ -124,10 +124,7 @@ impl Lru {
 impl Strategy for Lru {
     // Intervals come with faults; a released mm takes none.
     fn open(&mut self, mm: &Mm, _n: &Notify<'_>) -> Result<(), MirrorError> {
-        if mm.notifier.snapshot().released {
-            return Err(MirrorError::Notifier(notifier::Error::Released));
-        }
-        Ok(())
+        strategy::refuse_released(mm)
     }
 
     fn interval(&mut self, f: FaultReq, mm: &Mm, n: &Notify<'_>) -> Result<Cover, MirrorError> {

@@ -538,6 +538,15 @@ fn parse_size(size: &str) -> Option<u8> {
     u8::try_from(n.trailing_zeros() + shift).ok()
 }
 
+/// What `open` answers for a strategy whose intervals come later: a
+/// released mm takes no new interval.
+pub fn refuse_released(mm: &Mm) -> Result<(), MirrorError> {
+    if mm.notifier.snapshot().released {
+        return Err(MirrorError::Notifier(notifier::Error::Released));
+    }
+    Ok(())
+}
+
 /// Whether `iv` is in the tree now, so that every invalidation that starts
 /// from now on calls it (not pending insert, not pending removal).
 pub fn in_tree(iv: &Interval) -> bool {

@@ -62,10 +62,7 @@ struct RegCache {
 impl Strategy for RegCache {
     // Intervals come with registrations.
     fn open(&mut self, mm: &Mm, _n: &Notify<'_>) -> Result<(), MirrorError> {
-        if mm.notifier.snapshot().released {
-            return Err(MirrorError::Notifier(notifier::Error::Released));
-        }
-        Ok(())
+        super::refuse_released(mm)
     }
 
     fn interval(&mut self, f: FaultReq, _mm: &Mm, _n: &Notify<'_>) -> Result<Cover, MirrorError> {

@@ -47,10 +47,7 @@ struct Vma {
 impl Strategy for Vma {
     // Intervals come with faults.
     fn open(&mut self, mm: &Mm, _n: &Notify<'_>) -> Result<(), MirrorError> {
-        if mm.notifier.snapshot().released {
-            return Err(MirrorError::Notifier(notifier::Error::Released));
-        }
-        Ok(())
+        super::refuse_released(mm)
     }
 
     fn interval(&mut self, f: FaultReq, mm: &Mm, n: &Notify<'_>) -> Result<Cover, MirrorError> {
