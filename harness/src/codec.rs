@@ -20,14 +20,16 @@
 //!               none): b, then one `shift` byte for each sized device (d0 first).
 //!               k = KIND8[b & 7], h = b >> 3: 0..=19 [k, none]
 //!               | ..=29 [k, PAIR10[h - 20]]
-//!               | 30, 31 [none, [none, fullva, perfault, odp, vma, regcache][
-//!                              ((b & 7) + 8 * (h - 30)) % 6]]
+//!               | 30, 31 [none, M1ROW[(b & 7) + 8 * (h - 30)]]
 //!   KIND8       [fullva, perfault, odp, vma, regcache, gpusvm, kfd, EXTRA]
 //!               EXTRA: the first kind registered by another crate, else odp
 //!   PAIR10      [fullva, perfault, odp, vma, regcache, gpusvm, kfd, odp, vma,
 //!               regcache]
-//!               (a code whose kind is missing from the registry means what it
-//!               meant before that kind existed: gpusvm fullva, kfd perfault)
+//!   M1ROW       [none, fullva, perfault, odp, vma, regcache, gpusvm, fullva,
+//!               perfault, odp, vma, regcache, kfd, fullva, perfault, odp]
+//!               (codes name kinds by name; a code whose kind is missing from
+//!               the registry means what it meant before that kind existed:
+//!               gpusvm fullva, kfd perfault; in M1ROW none)
 //!   shift       ODP chunk shift 14 + ((s + 7) % 17): 0 is 2 MiB (21), and
 //!               every shift 14..=30 has a code (any sized kind alike:
 //!               min + ((s + default - min) % n) over its n sizes)

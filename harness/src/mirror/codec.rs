@@ -10,44 +10,74 @@ use crate::program::{
 
 pub(crate) type Devices = [Option<StrategySpec>; DEVICES as usize];
 
-/// What the low three bits of a kind byte name (KIND8), as registry
-/// indices, and what each named before its kind was built in: codes 0-4
-/// are the five 2019-2020 designs; 5 and 6 the GPU SVM designs (`gpusvm`,
-/// `kfd`), which were `fullva` and `perfault` again before; 7 is `odp`
-/// again, or the first kind registered by another crate. The fallback keeps
-/// the corpus decoding while a kind is missing from the registry.
-const KIND8: [(u8, u8); 8] = [
-    (0, 0),
-    (1, 1),
-    (2, 2),
-    (3, 3),
-    (4, 4),
-    (5, 0),
-    (6, 1),
-    (2, 2),
+/// What a code names: a built-in kind by its name (names, not registry
+/// indices, so that the order in which kinds were built in never matters),
+/// and what the code named before that kind was built in, as a registry
+/// index (`None` for no device). The fallback keeps the corpus decoding
+/// while a kind is missing from the registry.
+type Code = (&'static str, Option<u8>);
+
+/// The low three bits of a kind byte: codes 0-4 are the five 2019-2020
+/// designs; 5 and 6 the GPU SVM designs (`gpusvm`, `kfd`), which were
+/// `fullva` and `perfault` again before; 7 is `odp` again, or the first
+/// kind registered by another crate.
+const KIND8: [Code; 8] = [
+    ("fullva", Some(0)),
+    ("perfault", Some(1)),
+    ("odp", Some(2)),
+    ("vma", Some(3)),
+    ("regcache", Some(4)),
+    ("gpusvm", Some(0)),
+    ("kfd", Some(1)),
+    ("odp", Some(2)),
 ];
 
 /// A second device's kind in a pair config (h = 20..=29): each built-in
 /// kind, then the GPU SVM designs, then three of the first ones again.
-const PAIR10: [(u8, u8); 10] = [
-    (0, 0),
-    (1, 1),
-    (2, 2),
-    (3, 3),
-    (4, 4),
-    (5, 0),
-    (6, 1),
-    (2, 2),
-    (3, 3),
-    (4, 4),
+const PAIR10: [Code; 10] = [
+    ("fullva", Some(0)),
+    ("perfault", Some(1)),
+    ("odp", Some(2)),
+    ("vma", Some(3)),
+    ("regcache", Some(4)),
+    ("gpusvm", Some(0)),
+    ("kfd", Some(1)),
+    ("odp", Some(2)),
+    ("vma", Some(3)),
+    ("regcache", Some(4)),
 ];
 
-/// The kind of a code: its own if it is built in, else its fallback.
-fn builtin((kind, fallback): (u8, u8)) -> StrategySpec {
-    if usize::from(kind) < mirror::strategy::BUILTIN.len() {
-        StrategySpec::of(kind)
-    } else {
-        StrategySpec::of(fallback)
+/// The device of `m1` alone (h = 30..=31, by `(b & 7) + 8 * (h - 30)`):
+/// none, the five first kinds, and so on round; two of the repeated
+/// "none" codes became the GPU SVM designs.
+const M1ROW: [Code; 16] = [
+    ("", None),
+    ("fullva", Some(0)),
+    ("perfault", Some(1)),
+    ("odp", Some(2)),
+    ("vma", Some(3)),
+    ("regcache", Some(4)),
+    ("gpusvm", None),
+    ("fullva", Some(0)),
+    ("perfault", Some(1)),
+    ("odp", Some(2)),
+    ("vma", Some(3)),
+    ("regcache", Some(4)),
+    ("kfd", None),
+    ("fullva", Some(0)),
+    ("perfault", Some(1)),
+    ("odp", Some(2)),
+];
+
+/// The kind of a code: the built-in kind of its name if there is one, else
+/// its fallback.
+fn builtin((name, fallback): Code) -> Option<StrategySpec> {
+    match mirror::strategy::BUILTIN
+        .iter()
+        .position(|k| k.name == name)
+    {
+        Some(i) => Some(StrategySpec::of(i as u8)),
+        None => fallback.map(StrategySpec::of),
     }
 }
 
@@ -62,7 +92,7 @@ fn extras() -> std::ops::Range<u8> {
 pub(crate) fn kind8(b: u8) -> StrategySpec {
     match (b & 7, extras().next()) {
         (7, Some(first)) => StrategySpec::default_of(first).unwrap_or(StrategySpec::of(2)),
-        (k, _) => builtin(KIND8[usize::from(k)]),
+        (k, _) => builtin(KIND8[usize::from(k)]).unwrap_or(StrategySpec::of(0)),
     }
 }
 
@@ -72,12 +102,8 @@ pub(crate) fn devices_code(b: u8) -> Devices {
     let k = kind8(b);
     match b >> 3 {
         0..=19 => [Some(k), None],
-        h @ 20..=29 => [Some(k), Some(builtin(PAIR10[usize::from(h - 20)]))],
-        h => {
-            // Only `m1` gets a device: none, or one of the first five kinds.
-            let i = ((b & 7) + 8 * (h - 30)) % 6;
-            [None, (i > 0).then(|| StrategySpec::of(i - 1))]
-        }
+        h @ 20..=29 => [Some(k), builtin(PAIR10[usize::from(h - 20)])],
+        h => [None, builtin(M1ROW[usize::from((b & 7) + 8 * (h - 30))])],
     }
 }
 
