@@ -35,6 +35,7 @@ run() {
   # Exit 2 means missed mutants and 3 timeouts: the score is the result, so
   # report it rather than stop; any other failure (baseline red) stops.
   local rc=0
+  mkdir -p "$out/$pkg"
   cargo mutants -p "$pkg" "${common[@]}" --output "$out/$pkg" "$@" || rc=$?
   case "$rc" in 0|2|3) ;; *) exit "$rc" ;; esac
   for f in caught missed timeout unviable; do

@@ -63,6 +63,7 @@ pub mod itree;
 pub mod planted;
 mod range;
 mod subscriptions;
+mod sync;
 
 pub use error::{Culprit, Error, InvalidateError};
 pub use planted::{Component, PlantedBug};

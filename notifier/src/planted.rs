@@ -59,6 +59,24 @@ pub enum PlantedBug {
     /// are migrated under an invalidation that does not cover them
     /// (modelled on "drm/nouveau/svm: fix vma range check for migration").
     MigrateUnclamped,
+    /// The last end of a cycle makes the seq even and wakes the waiters,
+    /// then drops the core lock and takes it again to apply the deferred
+    /// list: a `remove` that waited returns while its interval is still in
+    /// the tree, and a cycle starting in between calls it (the race of
+    /// "mm/mmu_notifier.c: fix race in mmu_interval_notifier_remove()",
+    /// where remove returned while the end still walked the deferred list).
+    /// Real threads only.
+    EndDeferredLate,
+    /// The last end of a cycle wakes the waiters before it makes the seq
+    /// even, in a critical section of its own: they see the old seq, sleep
+    /// again, and are never woken (a lost wake-up). Real threads only.
+    WakeBeforeSeq,
+    /// `read_begin` reads the global seq under the core lock, drops it,
+    /// then loads the interval's seq with a relaxed load: a cycle that
+    /// starts in between has set the interval's seq to the odd global one,
+    /// which no longer matches, so the read does not wait and its
+    /// `read_retry` stays false across the collision. Real threads only.
+    ReadBeginUnlocked,
 }
 
 /// Which crate carries a planted bug; a target finds the bugs of the crates it runs.
@@ -73,7 +91,8 @@ pub enum Component {
 }
 
 impl PlantedBug {
-    /// Every planted bug of the core.
+    /// Every planted bug that a split-phase target can find (the fuzz
+    /// targets and the hunt run these; see also [`PlantedBug::CONCURRENT`]).
     pub const ALL: [PlantedBug; 18] = [
         PlantedBug::ReleaseTwice,
         PlantedBug::InsertEvenSeq,
@@ -93,6 +112,17 @@ impl PlantedBug {
         PlantedBug::VmaCommitUnchecked,
         PlantedBug::UnmapDeferred,
         PlantedBug::MigrateUnclamped,
+    ];
+
+    /// The planted bugs that only real concurrency exposes: each lives
+    /// between two critical sections of one step of the core, which a
+    /// split-phase target runs as one atomic unit. The loom models
+    /// (`notifier/tests/loom.rs`) find them; [`PlantedBug::ALL`] does not
+    /// list them, because no split-phase target can.
+    pub const CONCURRENT: [PlantedBug; 3] = [
+        PlantedBug::EndDeferredLate,
+        PlantedBug::WakeBeforeSeq,
+        PlantedBug::ReadBeginUnlocked,
     ];
 
     /// The crate the bug lives in.
@@ -135,11 +165,17 @@ impl PlantedBug {
             PlantedBug::VmaCommitUnchecked => "mirror-vma-commit-unchecked",
             PlantedBug::UnmapDeferred => "mirror-unmap-deferred",
             PlantedBug::MigrateUnclamped => "mm-migrate-unclamped",
+            PlantedBug::EndDeferredLate => "notifier-end-deferred-late",
+            PlantedBug::WakeBeforeSeq => "notifier-wake-before-seq",
+            PlantedBug::ReadBeginUnlocked => "notifier-read-begin-unlocked",
         }
     }
 
     /// Looks a bug up by [`PlantedBug::name`].
     pub fn from_name(s: &str) -> Option<PlantedBug> {
-        PlantedBug::ALL.into_iter().find(|b| b.name() == s)
+        PlantedBug::ALL
+            .into_iter()
+            .chain(PlantedBug::CONCURRENT)
+            .find(|b| b.name() == s)
     }
 }

@@ -3,8 +3,9 @@
 
 use std::cell::Cell;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use crate::sync::{AtomicU64, AtomicU8, Condvar, Mutex, MutexGuard, Ordering};
 
 use crate::error::{Culprit, Error, InvalidateError};
 use crate::itree::{Handle, IntervalTree};
@@ -141,10 +142,10 @@ impl fmt::Debug for Interval {
     }
 }
 
-thread_local! {
+crate::sync::thread_local! {
     // The interval whose callback this thread is running, innermost last.
-    static IN_CALLBACK: Cell<Option<(u64, IntervalId)>> = const { Cell::new(None) };
-    static CALLBACK_DEPTH: Cell<u32> = const { Cell::new(0) };
+    static IN_CALLBACK: Cell<Option<(u64, IntervalId)>> = Cell::new(None);
+    static CALLBACK_DEPTH: Cell<u32> = Cell::new(0);
 }
 
 struct CallbackScope {
@@ -349,7 +350,8 @@ impl Invalidation {
     }
 }
 
-static NEXT_OWNER: AtomicU64 = AtomicU64::new(1);
+// An id, not protocol state: std's atomic (a loom one cannot be static).
+static NEXT_OWNER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// The notifier core of one address space (the kernel's
 /// `mmu_notifier_subscriptions`). `Send + Sync`; share it with an `Arc`.
@@ -575,6 +577,18 @@ impl Subscriptions {
             return Err(Error::NotRegistered(iv.inner.id));
         }
         let st = self.lock();
+        if self.planted(PlantedBug::ReadBeginUnlocked) {
+            // Two critical sections where one is needed: a cycle can start
+            // and set this interval's seq in between.
+            let global = st.seq;
+            drop(st);
+            let seq = iv.inner.seq.load(Ordering::Relaxed);
+            return Ok(if seq == global {
+                ReadBegin::Wait(SeqWait { seq })
+            } else {
+                ReadBegin::Ready(seq)
+            });
+        }
         let seq = iv.inner.seq.load(Ordering::Acquire);
         if seq == st.seq {
             Ok(ReadBegin::Wait(SeqWait { seq }))
@@ -701,7 +715,25 @@ impl Subscriptions {
         if st.active != 0 || !st.invalidating() {
             return;
         }
+        let woke_early = self.planted(PlantedBug::WakeBeforeSeq);
+        if woke_early {
+            // Waiters woken before the seq they wait on has moved go back
+            // to sleep, and nobody wakes them again.
+            drop(st);
+            self.wq.notify_all();
+            st = self.lock();
+        }
         st.seq = st.seq.wrapping_add(1);
+        if self.planted(PlantedBug::EndDeferredLate) {
+            // The cycle looks over (a remove waiting on it returns) while
+            // its deferred removals are not applied yet.
+            let wake = st.waiters > 0;
+            drop(st);
+            if wake {
+                self.wq.notify_all();
+            }
+            st = self.lock();
+        }
         let deferred = std::mem::take(&mut st.deferred);
         for (d, iv) in deferred {
             match d {
@@ -717,7 +749,7 @@ impl Subscriptions {
         // sees the new seq and does not sleep. notify_all is a futex
         // syscall even with no one waiting, about half of a one-interval
         // start + end.
-        let wake = st.waiters > 0;
+        let wake = st.waiters > 0 && !woke_early;
         drop(st);
         if wake {
             self.wq.notify_all();

@@ -20,7 +20,7 @@ fn event_names_round_trip() {
 #[test]
 fn names_round_trip_and_carry_their_component() {
     let mut seen = std::collections::BTreeSet::new();
-    for b in PlantedBug::ALL {
+    for b in PlantedBug::ALL.into_iter().chain(PlantedBug::CONCURRENT) {
         assert!(seen.insert(b.name()), "duplicate name {}", b.name());
         assert_eq!(PlantedBug::from_name(b.name()), Some(b));
         let prefix = match b.component() {
@@ -35,6 +35,10 @@ fn names_round_trip_and_carry_their_component() {
         );
     }
     assert_eq!(PlantedBug::from_name("no-such-bug"), None);
+    for b in PlantedBug::CONCURRENT {
+        assert!(!PlantedBug::ALL.contains(&b), "{} in both lists", b.name());
+        assert_eq!(b.component(), Component::Notifier);
+    }
     for c in [Component::Notifier, Component::Mm, Component::Mirror] {
         assert!(PlantedBug::ALL.iter().any(|b| b.component() == c), "{c:?}");
     }
