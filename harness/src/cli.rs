@@ -373,6 +373,9 @@ pub fn run_cmd(cmd: Cmd) -> Result<ExitCode, String> {
             for b in notifier::PlantedBug::ALL {
                 println!("{}", b.name());
             }
+            for b in notifier::PlantedBug::CONCURRENT {
+                println!("{}  (real threads only: the loom models find it)", b.name());
+            }
             if !cfg!(feature = "planted-bugs") {
                 eprintln!("(this build cannot plant them: rebuild with --features planted-bugs)");
             }

@@ -142,8 +142,8 @@ impl fmt::Debug for Interval {
     }
 }
 
-crate::sync::thread_local! {
-    // The interval whose callback this thread is running, innermost last.
+// The interval whose callback this thread is running, innermost last.
+crate::sync::thread_local_const! {
     static IN_CALLBACK: Cell<Option<(u64, IntervalId)>> = Cell::new(None);
     static CALLBACK_DEPTH: Cell<u32> = Cell::new(0);
 }

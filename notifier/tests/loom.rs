@@ -22,7 +22,7 @@ use loom::sync::{Arc, Mutex};
 use loom::thread;
 
 use notifier::{
-    ClassicOps, Config, Event, InvalidateError, Interval, PlantedBug, Range, Subscriptions,
+    ClassicOps, Config, Event, Interval, InvalidateError, PlantedBug, Range, Subscriptions,
     PAGE_SIZE,
 };
 
@@ -117,7 +117,10 @@ fn assert_fresh(drv: &Driver, cpu: &Cpu) {
 }
 
 fn shared() -> (Driver, Cpu) {
-    (Arc::new(Mutex::new(Shadow::default())), Arc::new(AtomicU64::new(0)))
+    (
+        Arc::new(Mutex::new(Shadow::default())),
+        Arc::new(AtomicU64::new(0)),
+    )
 }
 
 /// Runs `model` under loom, counting the interleavings explored.
@@ -343,7 +346,13 @@ fn failing(bug: PlantedBug) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     for (name, _) in MODELS {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "loom_child", "--nocapture", "--test-threads", "1"])
+            .args([
+                "--exact",
+                "loom_child",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
             .env(CHILD, format!("{} {name}", bug.name()))
             .env("RUST_BACKTRACE", "0")
             .stdout(Stdio::null())
