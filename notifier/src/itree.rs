@@ -755,11 +755,19 @@ mod tests {
     }
 
     /// (start, last, order) triples of an overlap query.
+    /// Also checks the iterator's size hints: before, they bound the
+    /// answer (the upper one by the tree's size); once it is exhausted,
+    /// they are exact.
     fn q<T>(t: &IntervalTree<T>, start: u64, last: u64) -> Vec<(u64, u64, u64)> {
-        let v: Vec<_> = t
-            .overlapping(start, last)
-            .map(|e| (e.start, e.last, e.order))
-            .collect();
+        let mut it = t.overlapping(start, last);
+        let (lo, hi) = it.size_hint();
+        let v: Vec<_> = it.by_ref().map(|e| (e.start, e.last, e.order)).collect();
+        assert!(
+            lo <= v.len() && hi.is_some_and(|h| v.len() <= h && h <= t.len()),
+            "size_hint ({lo}, {hi:?}) for {} hits of [{start}, {last}]",
+            v.len()
+        );
+        assert_eq!(it.size_hint(), (0, Some(0)), "exhausted size_hint");
         assert_eq!(
             t.any_overlap(start, last),
             !v.is_empty(),
@@ -786,6 +794,21 @@ mod tests {
         let c: IntervalTree<u64> = IntervalTree::with_capacity(16);
         assert!(c.is_empty());
         c.check_invariants();
+    }
+
+    #[test]
+    fn iter_len_counts_down() {
+        let mut t = IntervalTree::new();
+        for i in 0..5u64 {
+            t.insert(i * 10, i * 10 + 5, i, i);
+        }
+        let mut it = t.iter();
+        for left in (0..5).rev() {
+            assert!(it.next().is_some());
+            assert_eq!(it.len(), left);
+        }
+        assert!(it.next().is_none());
+        assert_eq!(it.len(), 0);
     }
 
     #[test]
