@@ -52,7 +52,13 @@
 //! part and returns [`InvalidateError::WouldBlock`]. Classic subscribers
 //! ([`ClassicOps`]) see every invalidation after the intervals. When one of
 //! them refuses, the ones already started get their end, and the interval
-//! part is rolled back as well. [`Subscriptions::release`] gives the
+//! part is rolled back as well.
+//!
+//! An interval's ops may be **two-pass** ([`IntervalOps::invalidate_start`]):
+//! the first pass does what the callback does but may return a [`Finish`]
+//! (wait for a device TLB flush it issued); the core runs every finish
+//! after walking all overlapping intervals, before the start returns, and
+//! also when a non-blockable start is refused. [`Subscriptions::release`] gives the
 //! intervals exactly one [`Event::Release`] invalidation of the whole
 //! address space, and then releases the classic subscribers.
 
@@ -69,8 +75,9 @@ pub use error::{Culprit, Error, InvalidateError};
 pub use planted::{Component, PlantedBug};
 pub use range::{Event, Owner, Range};
 pub use subscriptions::{
-    in_callback, ClassicId, ClassicOps, Config, Deferred, Interval, IntervalId, IntervalOps,
-    Invalidation, Phase, ReadBegin, RemoveWait, SeqWait, Snapshot, Subscriptions,
+    in_callback, ClassicId, ClassicOps, Config, Deferred, Finish, Interval, IntervalId,
+    IntervalOps, Invalidation, Phase, ReadBegin, RemoveWait, SeqWait, Snapshot, Start,
+    Subscriptions,
 };
 
 /// The page size of the simulated machine.

@@ -32,7 +32,8 @@ impl fmt::Display for ClassicId {
     }
 }
 
-/// The driver side of an interval: the `invalidate` callback.
+/// The driver side of an interval: the `invalidate` callback, or its
+/// two-pass form.
 pub trait IntervalOps: Send + Sync {
     /// Called for every invalidation that overlaps the interval, with the
     /// core lock dropped. The callback takes the driver lock, calls
@@ -40,6 +41,47 @@ pub trait IntervalOps: Send + Sync {
     /// range and unlocks. It may return false only when `!range.blockable`
     /// and it would have to sleep.
     fn invalidate(&self, interval: &Interval, range: &Range, cur_seq: u64) -> bool;
+
+    /// The two-pass form (the kernel's `invalidate_start`, 2026): what the
+    /// core actually calls. It does what [`IntervalOps::invalidate`] does,
+    /// but may leave the last part of the teardown (waiting for a device
+    /// TLB flush it issued) to a [`Finish`]: the core runs every collected
+    /// finish after walking all overlapping intervals and before
+    /// `invalidate_range_start` returns, so that flushes overlap. The
+    /// device may use the old pages until its finish ran. The default is
+    /// one pass: [`IntervalOps::invalidate`], with nothing to finish.
+    fn invalidate_start(&self, interval: &Interval, range: &Range, cur_seq: u64) -> Start {
+        if self.invalidate(interval, range, cur_seq) {
+            Start::Done
+        } else {
+            Start::Refused
+        }
+    }
+}
+
+/// The second pass of a two-pass interval callback. Runs like a callback:
+/// blocking calls of the core from it fail with [`Error::InCallback`].
+pub type Finish = Box<dyn FnOnce() + Send>;
+
+/// What the first pass of an interval callback returns.
+pub enum Start {
+    /// The teardown is complete.
+    Done,
+    /// The rest of the teardown, run after the walk.
+    Finish(Finish),
+    /// Refused: allowed only when `!range.blockable`. The finishes already
+    /// collected still run; then the core ends its part.
+    Refused,
+}
+
+impl fmt::Debug for Start {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Start::Done => "Done",
+            Start::Finish(_) => "Finish",
+            Start::Refused => "Refused",
+        })
+    }
 }
 
 impl<F> IntervalOps for F
@@ -694,17 +736,29 @@ impl Subscriptions {
     }
 
     // Returns the first interval that refused, having skipped the rest.
+    // The finishes collected run after the walk, refused or not.
     fn call_intervals(&self, hits: &[Interval], range: &Range, cur_seq: u64) -> Option<IntervalId> {
+        let mut finishes: Vec<(IntervalId, Finish)> = Vec::new();
+        let mut refused = None;
         for iv in hits {
-            let ok = {
+            let start = {
                 let _scope = CallbackScope::enter(Some((self.owner, iv.inner.id)));
-                iv.inner.ops.invalidate(iv, range, cur_seq)
+                iv.inner.ops.invalidate_start(iv, range, cur_seq)
             };
-            if !ok {
-                return Some(iv.inner.id);
+            match start {
+                Start::Done => {}
+                Start::Finish(f) => finishes.push((iv.inner.id, f)),
+                Start::Refused => {
+                    refused = Some(iv.inner.id);
+                    break;
+                }
             }
         }
-        None
+        for (id, finish) in finishes {
+            let _scope = CallbackScope::enter(Some((self.owner, id)));
+            finish();
+        }
+        refused
     }
 
     // The interval half of invalidate_range_end.

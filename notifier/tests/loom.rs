@@ -277,15 +277,87 @@ fn refusal_with_classic(planted: Option<PlantedBug>) {
     subs.remove(&iv).unwrap();
 }
 
+/// A two-pass driver with a device TLB: the first pass zaps the PTE and
+/// issues the flush, the finish completes it (drops the translation). A
+/// fault that commits fills the TLB too.
+struct TwoPass {
+    drv: Driver,
+    tlb: Arc<Mutex<Option<u64>>>,
+}
+
+impl notifier::IntervalOps for TwoPass {
+    fn invalidate(&self, iv: &Interval, r: &Range, seq: u64) -> bool {
+        if let notifier::Start::Finish(f) = self.invalidate_start(iv, r, seq) {
+            f();
+        }
+        true
+    }
+
+    fn invalidate_start(&self, iv: &Interval, _: &Range, seq: u64) -> notifier::Start {
+        let mut d = self.drv.lock().unwrap();
+        iv.set_seq(seq).unwrap();
+        d.pte = None;
+        let tlb = self.tlb.clone();
+        notifier::Start::Finish(Box::new(move || *tlb.lock().unwrap() = None))
+    }
+}
+
+/// Two-pass callbacks against a fault: once invalidate_range_start has
+/// returned, the device holds no translation of the range (between the
+/// passes it may); and no stale PTE after the end.
+fn two_pass_vs_fault(planted: Option<PlantedBug>) {
+    let subs = core(planted);
+    let (drv, cpu) = shared();
+    let tlb = Arc::new(Mutex::new(None));
+    let ops = TwoPass {
+        drv: drv.clone(),
+        tlb: tlb.clone(),
+    };
+    let iv = subs.insert(0, PAGE_SIZE, std::sync::Arc::new(ops)).unwrap();
+    let t = {
+        let (subs, drv, cpu, iv, tlb) = (
+            subs.clone(),
+            drv.clone(),
+            cpu.clone(),
+            iv.clone(),
+            tlb.clone(),
+        );
+        thread::spawn(move || {
+            if fault(&subs, &iv, &drv, &cpu) {
+                // The device uses its new PTE: the translation is cached
+                // under the driver lock, so only while the PTE is there.
+                let d = drv.lock().unwrap();
+                *tlb.lock().unwrap() = d.pte;
+            }
+        })
+    };
+    let inv = subs
+        .invalidate_range_start(&Range::new(0, PAGE_SIZE, Event::Clear))
+        .unwrap();
+    if let Some(v) = *tlb.lock().unwrap() {
+        // A translation now must come from a fault that sampled after the
+        // change began: there is none yet, the change comes next.
+        panic!("the device still translates to version {v} after the start returned");
+    }
+    cpu.fetch_add(1, SeqCst);
+    subs.invalidate_range_end(inv);
+    assert_fresh(&drv, &cpu);
+    t.join().unwrap();
+    assert_fresh(&drv, &cpu);
+    assert!(subs.is_quiescent());
+    subs.remove(&iv).unwrap();
+}
+
 /// A model: a short program over the blocking API, run under loom.
 type Model = fn(Option<PlantedBug>);
 
-const MODELS: [(&str, Model); 5] = [
+const MODELS: [(&str, Model); 6] = [
     ("insert_remove", insert_remove),
     ("read_vs_invalidate", read_vs_invalidate),
     ("remove_during_cycle", remove_during_cycle),
     ("release_vs_fault", release_vs_fault),
     ("refusal_with_classic", refusal_with_classic),
+    ("two_pass_vs_fault", two_pass_vs_fault),
 ];
 
 #[test]
@@ -306,6 +378,11 @@ fn loom_remove_during_cycle() {
 #[test]
 fn loom_release_vs_fault() {
     check("release_vs_fault", None, release_vs_fault);
+}
+
+#[test]
+fn loom_two_pass_vs_fault() {
+    check("two_pass_vs_fault", None, two_pass_vs_fault);
 }
 
 #[test]
