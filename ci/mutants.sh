@@ -27,7 +27,7 @@ export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-1}"
 # -j 1: the machine is shared. --timeout: a mutant that makes a test block
 # for ever is a TIMEOUT, not a hang; the real-thread tests' own bounds are
 # shorter, so most such mutants already fail the test.
-common=(-j 1 --profile mutants --timeout 45)
+common=(-j 1 --profile mutants)
 
 run() {
   local pkg="$1"; shift
@@ -45,8 +45,13 @@ run() {
 
 # Each crate with its own tests (mm and notifier have direct tests for every
 # rule they implement). The mirror is tested mostly through the harness.
-if [[ "$crate" == notifier || "$crate" == all ]]; then run notifier "$@"; fi
-if [[ "$crate" == mm || "$crate" == all ]]; then run mm "$@"; fi
+if [[ "$crate" == notifier || "$crate" == all ]]; then run notifier --timeout 45 "$@"; fi
+if [[ "$crate" == mm || "$crate" == all ]]; then run mm --timeout 45 "$@"; fi
+# The mirror has few tests of its own: the harness's unit tests (the
+# executor, the oracles' checks) and the corpus replay (every scenario and
+# regression with its expect lines) are its tests. They take about 40 s
+# unoptimized, hence the longer timeout; the harness's differential and
+# soak tests would take minutes per mutant.
 if [[ "$crate" == mirror || "$crate" == all ]]; then
-  run mirror --test-package mirror,harness "$@"
+  run mirror --timeout 240 --test-package mirror,harness "$@" -- --lib --test corpus
 fi
