@@ -61,6 +61,8 @@
 //!               | ..=225 0 | ..=229 2 MiB | ..=243 ts-start | ..=254 u64::MAX | 255 ESC
 //! flags   nonblock iff b & 7 == 7; owner = None if b >> 3 < 24, else Some((b >> 3) % 4)
 //! cb      refuse = b & 15: 0..=11 Never | ..=14 NonBlockable | 15 Always;
+//!         two_pass iff b & 15 is 10, 11 or 14 (never with Always: nothing
+//!         to finish);
 //!         set_seq = b >> 4: 0..=13 Always | 14 Never | 15 SkipFor(event byte follows)
 //!
 //! mirror steps: every mm op starts with an mm byte, every device op with a
@@ -488,6 +490,12 @@ pub(crate) fn refuse_code(b: u8) -> Refuse {
     }
 }
 
+/// Whether a callback byte's interval is two-pass: a fifth of the codes of
+/// each refusal that can accept.
+pub(crate) fn two_pass_code(b: u8) -> bool {
+    matches!(b & 15, 10 | 11 | 14)
+}
+
 /// The `set_seq` half of a callback byte, before the event byte of `SkipFor`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum SeqHead {
@@ -585,6 +593,7 @@ impl Reader<'_, '_> {
         CallbackModel {
             refuse: refuse_code(b),
             set_seq,
+            two_pass: two_pass_code(b),
         }
     }
 
@@ -883,7 +892,14 @@ pub(crate) fn push_callback(out: &mut Vec<u8>, cb: CallbackModel) {
         SetSeq::Never => SeqHead::Never,
         SetSeq::SkipFor(_) => SeqHead::Skip,
     };
-    out.push(first_code(|b| refuse_code(b) == cb.refuse && seq_head_code(b) == head).unwrap_or(0));
+    out.push(
+        first_code(|b| {
+            refuse_code(b) == cb.refuse
+                && seq_head_code(b) == head
+                && two_pass_code(b) == cb.two_pass
+        })
+        .unwrap_or(0),
+    );
     if let SetSeq::SkipFor(e) = cb.set_seq {
         push_event(out, e);
     }
@@ -1006,7 +1022,14 @@ pub(crate) mod tests {
             Just(SetSeq::Never),
             any_event().prop_map(SetSeq::SkipFor),
         ];
-        (any_refuse(), set_seq).prop_map(|(refuse, set_seq)| CallbackModel { refuse, set_seq })
+        (any_refuse(), set_seq, any::<bool>()).prop_map(|(refuse, set_seq, two_pass)| {
+            CallbackModel {
+                refuse,
+                set_seq,
+                // A callback that always refuses has nothing to finish.
+                two_pass: two_pass && refuse != Refuse::Always,
+            }
+        })
     }
 
     fn any_notifier_op() -> impl Strategy<Value = Op> {
@@ -1314,6 +1337,7 @@ pub(crate) mod tests {
                     cb: CallbackModel {
                         refuse: Refuse::NonBlockable,
                         set_seq: SetSeq::SkipFor(Event::Migrate),
+                        two_pass: false,
                     },
                 },
                 6,
@@ -1634,6 +1658,7 @@ pub(crate) mod tests {
                         cb: CallbackModel {
                             refuse: Refuse::Always,
                             set_seq: SetSeq::SkipFor(Event::SoftDirty),
+                            two_pass: false,
                         },
                     },
                 },

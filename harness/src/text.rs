@@ -321,10 +321,14 @@ fn write_operands(s: &mut String, op: &Op) -> fmt::Result {
             write!(s, " i{slot} {start:#x} +{len:#x}")?;
             write_refuse(s, cb.refuse)?;
             match cb.set_seq {
-                SetSeq::Always => Ok(()),
-                SetSeq::Never => write!(s, " no-seq"),
-                SetSeq::SkipFor(e) => write!(s, " no-seq:{}", e.name()),
+                SetSeq::Always => {}
+                SetSeq::Never => write!(s, " no-seq")?,
+                SetSeq::SkipFor(e) => write!(s, " no-seq:{}", e.name())?,
             }
+            if cb.two_pass {
+                write!(s, " two-pass")?;
+            }
+            Ok(())
         }
         Op::Remove { slot } | Op::ReadBegin { slot } => write!(s, " i{slot}"),
         Op::Start {
@@ -821,9 +825,16 @@ fn parse_notifier_op(l: &mut Line<'_>, kw: Tok<'_>) -> Result<Op, ParseError> {
             let len = l.num(len.rest(1), "length")?;
             let mut cb = CallbackModel::GOOD;
             let (mut refuse_seen, mut seq_seen) = (false, false);
+            let mut two_pass_at = None;
             while let Some(w) = l.peek() {
                 l.pos += 1;
-                if let Some(r) = Line::refuse_word(w) {
+                if w.text == "two-pass" {
+                    if cb.two_pass {
+                        return Err(l.at(w, "duplicate `two-pass`".to_string()));
+                    }
+                    cb.two_pass = true;
+                    two_pass_at = Some(w);
+                } else if let Some(r) = Line::refuse_word(w) {
                     if refuse_seen {
                         return Err(l.at(w, format!("duplicate refuse word `{}`", w.text)));
                     }
@@ -842,11 +853,18 @@ fn parse_notifier_op(l: &mut Line<'_>, kw: Tok<'_>) -> Result<Op, ParseError> {
                     return Err(l.at(
                         w,
                         format!(
-                            "unexpected `{}` (callback words: refuse, refuse-nb, no-seq, no-seq:EVENT)",
+                            "unexpected `{}` (callback words: refuse, refuse-nb, no-seq, no-seq:EVENT, two-pass)",
                             w.text
                         ),
                     ));
                 }
+            }
+            if let (Some(w), Refuse::Always) = (two_pass_at, cb.refuse) {
+                return Err(l.at(
+                    w,
+                    "`two-pass` with `refuse`: a callback that always refuses has nothing to finish"
+                        .to_string(),
+                ));
             }
             Op::Insert {
                 slot,
@@ -1401,6 +1419,7 @@ mod tests {
                         cb: CallbackModel {
                             refuse: Refuse::NonBlockable,
                             set_seq: SetSeq::SkipFor(Event::ProtectionVma),
+                            two_pass: false,
                         },
                     },
                 },
@@ -1454,6 +1473,7 @@ mod tests {
                         cb: CallbackModel {
                             refuse: Refuse::Always,
                             set_seq: SetSeq::Never,
+                            two_pass: false,
                         },
                     },
                 },
@@ -1534,6 +1554,7 @@ t2 release
                         cb: CallbackModel {
                             refuse: Refuse::NonBlockable,
                             set_seq: SetSeq::Never,
+                            two_pass: false,
                         },
                     },
                 },
@@ -1713,6 +1734,18 @@ t2 release
             4,
             26,
             "duplicate",
+        );
+        check(
+            &format!("{h}t1 insert i0 0 +1 two-pass two-pass"),
+            4,
+            28,
+            "duplicate `two-pass`",
+        );
+        check(
+            &format!("{h}t1 insert i0 0 +1 two-pass refuse"),
+            4,
+            19,
+            "nothing to finish",
         );
         check(
             &format!("{h}t1 insert i0 0 +1 sometimes"),

@@ -59,6 +59,11 @@ pub enum PlantedBug {
     /// are migrated under an invalidation that does not cover them
     /// (modelled on "drm/nouveau/svm: fix vma range check for migration").
     MigrateUnclamped,
+    /// A non-blockable start refused by an interval drops the finishes of
+    /// the two-pass intervals it already called, so their teardown (a
+    /// device TLB flush) never completes (DESIGN §2, the refusal rule of
+    /// "allow two-pass struct mmu_interval_notifiers").
+    FinishSkippedOnRefusal,
     /// The last end of a cycle makes the seq even and wakes the waiters,
     /// then drops the core lock and takes it again to apply the deferred
     /// list: a `remove` that waited returns while its interval is still in
@@ -93,7 +98,7 @@ pub enum Component {
 impl PlantedBug {
     /// Every planted bug that a split-phase target can find (the fuzz
     /// targets and the hunt run these; see also [`PlantedBug::CONCURRENT`]).
-    pub const ALL: [PlantedBug; 18] = [
+    pub const ALL: [PlantedBug; 19] = [
         PlantedBug::ReleaseTwice,
         PlantedBug::InsertEvenSeq,
         PlantedBug::InsertNoMakeOdd,
@@ -112,6 +117,7 @@ impl PlantedBug {
         PlantedBug::VmaCommitUnchecked,
         PlantedBug::UnmapDeferred,
         PlantedBug::MigrateUnclamped,
+        PlantedBug::FinishSkippedOnRefusal,
     ];
 
     /// The planted bugs that only real concurrency exposes: each lives
@@ -165,6 +171,7 @@ impl PlantedBug {
             PlantedBug::VmaCommitUnchecked => "mirror-vma-commit-unchecked",
             PlantedBug::UnmapDeferred => "mirror-unmap-deferred",
             PlantedBug::MigrateUnclamped => "mm-migrate-unclamped",
+            PlantedBug::FinishSkippedOnRefusal => "notifier-finish-skipped-on-refusal",
             PlantedBug::EndDeferredLate => "notifier-end-deferred-late",
             PlantedBug::WakeBeforeSeq => "notifier-wake-before-seq",
             PlantedBug::ReadBeginUnlocked => "notifier-read-begin-unlocked",

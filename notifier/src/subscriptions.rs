@@ -754,6 +754,9 @@ impl Subscriptions {
                 }
             }
         }
+        if refused.is_some() && self.planted(PlantedBug::FinishSkippedOnRefusal) {
+            finishes.clear();
+        }
         for (id, finish) in finishes {
             let _scope = CallbackScope::enter(Some((self.owner, id)));
             finish();

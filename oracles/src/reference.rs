@@ -35,6 +35,8 @@ pub struct CallbackModel {
     pub refuse: Refuse,
     /// Whether it calls `set_seq`; `Some(e)` skips it for event `e` only.
     pub set_seq: SetSeq,
+    /// Two-pass: an accepting call returns a finish, run after the walk.
+    pub two_pass: bool,
 }
 
 /// Whether an accepting callback calls `set_seq`.
@@ -53,6 +55,7 @@ impl CallbackModel {
     pub const GOOD: CallbackModel = CallbackModel {
         refuse: Refuse::Never,
         set_seq: SetSeq::Always,
+        two_pass: false,
     };
 
     /// Whether an accepted call for `range` updates the interval's seq.
@@ -76,6 +79,11 @@ pub enum Expected {
         range: Range,
         /// What the callback returns.
         accepted: bool,
+    },
+    /// The finish of an interval's two-pass callback.
+    Finish {
+        /// Which interval.
+        id: IntervalId,
     },
     /// A classic subscriber's `invalidate_range_start`.
     ClassicStart {
@@ -416,6 +424,8 @@ impl ReferenceNotifier {
         calls: &mut Vec<Expected>,
     ) -> Option<IntervalId> {
         let cycle = self.current_cycle();
+        let mut finishes = Vec::new();
+        let mut refused = None;
         for &i in hits {
             let iv = &mut self.intervals[i];
             let accepted = !iv.cb.refuse.refuses(range);
@@ -425,13 +435,21 @@ impl ReferenceNotifier {
                 accepted,
             });
             if !accepted {
-                return Some(iv.id);
+                refused = Some(iv.id);
+                break;
             }
             if iv.cb.sets_seq(range) {
                 iv.mark = Mark::Cycle(cycle);
             }
+            if iv.cb.two_pass {
+                finishes.push(iv.id);
+            }
         }
-        None
+        // Every finish collected runs after the walk, refused or not.
+        for id in finishes {
+            calls.push(Expected::Finish { id });
+        }
+        refused
     }
 
     fn interval_end(&mut self) {

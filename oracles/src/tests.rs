@@ -78,6 +78,7 @@ fn refusals_roll_back_and_classic_release_follows_interval_release() {
             CallbackModel {
                 refuse: Refuse::NonBlockable,
                 set_seq: SetSeq::Always,
+                two_pass: false,
             },
         )
         .unwrap();

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use notifier::{
     ClassicOps, Culprit, Interval, IntervalId, InvalidateError, Invalidation, Owner, Range,
-    ReadBegin, RemoveWait, SeqWait, Snapshot, Subscriptions,
+    ReadBegin, RemoveWait, SeqWait, Snapshot, Start, Subscriptions,
 };
 use oracles::{
     CallbackModel, Expected, Mark, Membership, ModelInvalidation, ModelRead, ModelRemove,
@@ -36,6 +36,9 @@ enum Observed {
         range: Range,
         accepted: bool,
         cur_seq: u64,
+    },
+    Finish {
+        id: IntervalId,
     },
     ClassicStart {
         id: usize,
@@ -78,21 +81,48 @@ fn lock(log: &Log) -> std::sync::MutexGuard<'_, Vec<Observed>> {
     log.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn interval_cb(model: CallbackModel, log: Log) -> Arc<dyn notifier::IntervalOps> {
-    Arc::new(move |iv: &Interval, range: &Range, cur_seq: u64| {
-        let accepted = !model.refuse.refuses(range);
-        if accepted && model.sets_seq(range) {
+struct IntervalCb {
+    model: CallbackModel,
+    log: Log,
+}
+
+impl notifier::IntervalOps for IntervalCb {
+    fn invalidate(&self, iv: &Interval, range: &Range, cur_seq: u64) -> bool {
+        match self.invalidate_start(iv, range, cur_seq) {
+            Start::Done => true,
+            Start::Finish(f) => {
+                f();
+                true
+            }
+            Start::Refused => false,
+        }
+    }
+
+    fn invalidate_start(&self, iv: &Interval, range: &Range, cur_seq: u64) -> Start {
+        let accepted = !self.model.refuse.refuses(range);
+        if accepted && self.model.sets_seq(range) {
             // Inside the callback, set_seq of its own interval cannot fail.
             let _ = iv.set_seq(cur_seq);
         }
-        lock(&log).push(Observed::Interval {
+        lock(&self.log).push(Observed::Interval {
             id: iv.id(),
             range: *range,
             accepted,
             cur_seq,
         });
-        accepted
-    })
+        match (accepted, self.model.two_pass) {
+            (false, _) => Start::Refused,
+            (true, false) => Start::Done,
+            (true, true) => {
+                let (log, id) = (self.log.clone(), iv.id());
+                Start::Finish(Box::new(move || lock(&log).push(Observed::Finish { id })))
+            }
+        }
+    }
+}
+
+fn interval_cb(model: CallbackModel, log: Log) -> Arc<dyn notifier::IntervalOps> {
+    Arc::new(IntervalCb { model, log })
 }
 
 /// See [`Exec::said`].
@@ -812,6 +842,7 @@ impl Exec<'_> {
                 range,
                 accepted,
             },
+            Observed::Finish { id } => Expected::Finish { id },
             Observed::ClassicStart { id, accepted } => Expected::ClassicStart {
                 id: classic_id(id),
                 accepted,
@@ -918,6 +949,9 @@ fn render_calls(calls: &[Expected]) -> String {
                 if !accepted {
                     s.push_str(" refused");
                 }
+            }
+            Expected::Finish { id } => {
+                let _ = write!(s, "{id} finish");
             }
             Expected::ClassicStart { id, accepted } => {
                 let _ = write!(s, "{id} start{}", if *accepted { "" } else { " refused" });
