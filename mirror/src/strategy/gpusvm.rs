@@ -26,6 +26,7 @@
 //! access), and the range's page arrays (the shared walk samples the
 //! faulting page).
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 
 use mm::{Mm, HUGE, PAGE};
@@ -203,20 +204,16 @@ impl Strategy for GpuSvm {
         }
         let top = base.saturating_add(self.window).min(mm.config.task_size);
         let (start, end) = self.chunk(f.addr, vma.start.max(base), vma.end.min(top), linked);
-        if !self.notifiers.contains_key(&base) {
+        let nf = match self.notifiers.entry(base) {
+            Entry::Occupied(e) => e.into_mut(),
             // Inserted before the walk takes the mmap read lock.
-            let iv = n.insert(mm, base, top - base)?;
-            self.notifiers.insert(
-                base,
-                SvmNotifier {
-                    iv,
-                    ranges: BTreeMap::new(),
-                },
-            );
-        }
+            Entry::Vacant(e) => e.insert(SvmNotifier {
+                iv: n.insert(mm, base, top - base)?,
+                ranges: BTreeMap::new(),
+            }),
+        };
         let id = self.next_id;
         self.next_id += 1;
-        let nf = self.notifiers.get_mut(&base).expect("linked above");
         nf.ranges.insert(
             start,
             SvmRange {
