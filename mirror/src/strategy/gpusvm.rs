@@ -360,3 +360,103 @@ impl Strategy for GpuSvm {
         self.gc.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use mm::{FrameId, MmConfig, MmId};
+
+    use super::*;
+    use crate::DevPte;
+
+    fn svm(shift: u8) -> GpuSvm {
+        GpuSvm {
+            window: 1 << shift,
+            notifiers: BTreeMap::new(),
+            gc: Vec::new(),
+            collect_queued: false,
+            next_id: 0,
+            planted: Planted::default(),
+        }
+    }
+
+    fn range(end: u64, id: u64) -> SvmRange {
+        SvmRange {
+            end,
+            id,
+            valid: true,
+            unmapped: false,
+            partial: false,
+        }
+    }
+
+    /// A notifier over `[base, base + len)` whose callback does nothing.
+    fn notifier(mm: &Mm, base: u64, len: u64) -> SvmNotifier {
+        let ops = Arc::new(|_: &Interval, _: &Range, _: u64| true);
+        SvmNotifier {
+            iv: mm.notifier.insert(base, len, ops).unwrap(),
+            ranges: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn the_largest_chunk_inside_the_vma_and_the_window() {
+        // 64 KiB windows: 2 MiB never fits.
+        let s = svm(16);
+        assert_eq!(s.chunk(0x1f000, 0x10000, 0x20000, None), (0x10000, 0x20000));
+        assert_eq!(s.chunk(0x40000, 0x40000, 0x42000, None), (0x40000, 0x41000));
+        // 2 MiB windows over a 4 MiB VMA.
+        let s = svm(21);
+        assert_eq!(
+            s.chunk(0x3ff000, 0x200000, 0x400000, None),
+            (0x200000, 0x400000)
+        );
+        // 16 KiB windows: only pages.
+        let s = svm(14);
+        assert_eq!(s.chunk(0x11000, 0, 0x100000, None), (0x11000, 0x12000));
+    }
+
+    #[test]
+    fn a_chunk_overlaps_no_range() {
+        let mm = Mm::new(MmId(0), MmConfig::default());
+        let s = svm(21);
+        let mut n = notifier(&mm, 0x200000, 0x200000);
+        n.ranges.insert(0x210000, range(0x211000, 0));
+        let (lo, hi) = (0x200000, 0x400000);
+        assert_eq!(s.chunk(0x200000, lo, hi, Some(&n)), (0x200000, 0x210000));
+        assert_eq!(s.chunk(0x211000, lo, hi, Some(&n)), (0x211000, 0x212000));
+        assert_eq!(s.chunk(0x220000, lo, hi, Some(&n)), (0x220000, 0x230000));
+    }
+
+    #[test]
+    fn a_partial_unmap_is_collected_with_its_notifier() {
+        let mm = Mm::new(MmId(0), MmConfig::default());
+        let spec = crate::StrategySpec::from_name("gpusvm:64k").unwrap();
+        let m = crate::Mirror::open(0, &mm, spec, None).unwrap();
+        let mut s = svm(16);
+        let mut n = notifier(&mm, 0x10000, 0x10000);
+        n.ranges.insert(0x10000, range(0x20000, 7));
+        let iv = n.iv.clone();
+        s.notifiers.insert(0x10000, n);
+        let mut dev = Dev::default();
+        dev.dpt.insert(0x10000, DevPte::small(FrameId(3), true));
+        assert!(s.covers(0x10000) && !s.huge_ok(&iv, 0));
+        assert!(s.commit_ok_for(&iv, Some(7)) && !s.commit_ok_for(&iv, Some(8)));
+        // An unmap of the upper half: the bound range goes whole.
+        s.invalidated(&mut dev, &iv, &Range::new(0x18000, 0x20000, Event::Unmap));
+        assert!(dev.dpt.is_empty());
+        let r = &s.notifiers[&0x10000].ranges[&0x10000];
+        assert!(r.unmapped && r.partial && !r.valid);
+        assert!(!s.covers(0x10000) && !s.commit_ok_for(&iv, Some(7)));
+        assert_eq!((s.gc.len(), dev.work.len()), (1, 1));
+        // The collector: the range, then the notifier (removed later).
+        let item = dev.work.pop_front().unwrap();
+        let collected = s.run_work(&mut dev, item, &mm, &m.notify());
+        assert_eq!(collected.map(|r| r.id()), Err("collected"));
+        assert!(s.notifiers.is_empty() && s.gc.is_empty());
+        let item = dev.work.pop_front().unwrap();
+        let removed = s.run_work(&mut dev, item, &mm, &m.notify());
+        assert_eq!(removed.map(|r| r.id()), Ok(iv.id()));
+    }
+}
