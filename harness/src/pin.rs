@@ -111,13 +111,14 @@ mod tests {
     use crate::targets::decode_for;
 
     #[test]
-    fn five_singles_and_ten_pairs() {
+    fn six_singles_and_fifteen_pairs() {
         let all = DevicePin::all(true);
-        assert_eq!(all.len(), 15);
+        assert_eq!(all.len(), 21);
         let names: std::collections::BTreeSet<String> = all.iter().map(|p| p.name()).collect();
-        assert_eq!(names.len(), 15);
+        assert_eq!(names.len(), 21);
         assert!(names.contains("fullva") && names.contains("vma+regcache"));
-        assert_eq!(DevicePin::all(false).len(), 5);
+        assert!(names.contains("gpusvm") && names.contains("regcache+gpusvm"));
+        assert_eq!(DevicePin::all(false).len(), 6);
     }
 
     /// Every pinned program uses only the pinned strategies, and its

@@ -659,9 +659,11 @@ mod tests {
     #[test]
     fn rows_are_every_target_then_every_strategy_and_pair() {
         let r = rows(&SoakOptions::default());
-        assert_eq!(r.len(), 1 + 5 + 10);
+        assert_eq!(r.len(), 1 + 6 + 15);
         assert_eq!(r[0].strategy(), "-");
         assert_eq!(r[1].strategy(), "fullva");
-        assert_eq!(r[15].strategy(), "vma+regcache");
+        assert_eq!(r[6].strategy(), "gpusvm");
+        assert_eq!(r[19].strategy(), "vma+regcache");
+        assert_eq!(r[21].strategy(), "regcache+gpusvm");
     }
 }

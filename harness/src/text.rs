@@ -546,17 +546,25 @@ impl<'s> Line<'s> {
                 .collect();
             names.extend(more.map(str::to_string));
             let last = names.pop().unwrap_or_default();
-            let sizes: Vec<String> = kinds
+            // One sentence per range of sizes, with each kind's default.
+            let mut ranges: Vec<((u8, u8), Vec<String>)> = Vec::new();
+            for k in &kinds {
+                let Some(p) = k.param else { continue };
+                let eg = format!("{}:{}", k.name, mirror::strategy::size_name(p.default));
+                match ranges.iter_mut().find(|(r, _)| *r == (p.min, p.max)) {
+                    Some((_, egs)) => egs.push(eg),
+                    None => ranges.push(((p.min, p.max), vec![eg])),
+                }
+            }
+            let sizes: Vec<String> = ranges
                 .iter()
-                .filter_map(|k| {
-                    let p = k.param?;
-                    Some(format!(
-                        "SIZE is a power of two from {} to {}, e.g. {}:{}",
-                        mirror::strategy::size_name(p.min),
-                        mirror::strategy::size_name(p.max),
-                        k.name,
-                        mirror::strategy::size_name(p.default),
-                    ))
+                .map(|((min, max), egs)| {
+                    format!(
+                        "SIZE is a power of two from {} to {}, e.g. {}",
+                        mirror::strategy::size_name(*min),
+                        mirror::strategy::size_name(*max),
+                        egs.join(", "),
+                    )
                 })
                 .collect();
             self.at(
@@ -2181,8 +2189,8 @@ t0 m1 exit
             &format!("{h}t0 d0 open m1 gpu"),
             2,
             15,
-            "unknown strategy `gpu` (expected fullva, perfault, odp:SIZE, vma or regcache; \
-             SIZE is a power of two from 16k to 1g, e.g. odp:2m)",
+            "unknown strategy `gpu` (expected fullva, perfault, odp:SIZE, vma, regcache or \
+             gpusvm:SIZE; SIZE is a power of two from 16k to 1g, e.g. odp:2m, gpusvm:64k)",
         );
         check(&format!("{h}t0 d0 open m1"), 2, 14, "missing strategy");
         // Missing operands.
@@ -2326,7 +2334,8 @@ t0 m1 exit
             "config target=mirror devices=fullva,gpu",
             1,
             37,
-            "unknown strategy `gpu` (expected fullva, perfault, odp:SIZE, vma, regcache or none;",
+            "unknown strategy `gpu` (expected fullva, perfault, odp:SIZE, vma, regcache, \
+             gpusvm:SIZE or none;",
         );
         check(
             "config target=mirror devices=fullva,perfault,none",
@@ -2587,7 +2596,7 @@ t0 expect 0x100
         ));
         // Every strategy, in both places.
         let all = StrategySpec::every();
-        assert_eq!(all.len(), 4 + 17);
+        assert_eq!(all.len(), 4 + 17 + 17);
         for st in all {
             let name = st.name();
             assert_eq!(

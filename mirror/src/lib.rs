@@ -708,15 +708,16 @@ impl Fault {
     }
 
     /// Whether the device may map the huge CPU page around `addr` with one
-    /// entry: its interval must cover the 2 MiB whole.
-    fn can_map_huge(&self, mm: &Mm) -> bool {
+    /// entry: its strategy must allow it (by default, its interval must
+    /// cover the 2 MiB whole).
+    fn can_map_huge(&self, m: &Mirror, mm: &Mm) -> bool {
         let base = self.addr / HUGE * HUGE;
         self.reg.is_none()
             && mm.is_huge(base)
             && self
                 .iv
                 .as_ref()
-                .is_some_and(|iv| iv.start() <= base && iv.last() >= base + (HUGE - 1))
+                .is_some_and(|iv| lock(&m.state).strategy.huge_ok(iv, base))
     }
 
     /// Takes one step on behalf of logical thread `me`.
@@ -749,6 +750,8 @@ impl Fault {
                     for (start, end) in std::mem::take(&mut st.dev.lazy_zaps) {
                         st.dev.zap(start, end, true);
                     }
+                    let st = &mut *st;
+                    st.strategy.fault_begin(&mut st.dev);
                 }
                 let iv = match self.interval(m, mm) {
                     Ok(iv) => iv,
@@ -837,7 +840,7 @@ impl Fault {
                     }
                     page = page.saturating_add(PAGE);
                 }
-                self.huge = self.can_map_huge(mm);
+                self.huge = self.can_map_huge(m, mm);
                 if self.huge {
                     let base = self.addr / HUGE * HUGE;
                     match mm.pte(base) {
@@ -870,7 +873,15 @@ impl Fault {
                 // read_retry cannot see an interval that the driver's own
                 // deferred work took out of the tree meanwhile: a PTE
                 // installed under it would never be invalidated.
-                if iv.read_retry(self.seq) || !lock(&m.state).strategy.commit_ok(iv) {
+                // The huge entry is checked again too: what the strategy
+                // allows may have changed since the walk.
+                let ok = || {
+                    let st = lock(&m.state);
+                    let base = self.addr / HUGE * HUGE;
+                    st.strategy.commit_ok_for(iv, self.hold)
+                        && (!self.huge || st.strategy.huge_ok(iv, base))
+                };
+                if iv.read_retry(self.seq) || !ok() {
                     if !unlocked {
                         lock(&m.state).dev.lock = None;
                     }

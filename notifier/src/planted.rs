@@ -82,6 +82,18 @@ pub enum PlantedBug {
     /// which no longer matches, so the read does not wait and its
     /// `read_retry` stays false across the collision. Real threads only.
     ReadBeginUnlocked,
+    /// mirror, GPU SVM: a fault maps the CPU's huge page with one device
+    /// entry whatever its range covers, so the device entry reaches pages
+    /// of other ranges, even of other notifiers' windows, whose
+    /// invalidations never reach it (modelled on "drm/gpusvm: fix
+    /// hmm_pfn_to_map_order() usage", which clips the order to the range).
+    GpuSvmOrderNotClipped,
+    /// mirror, GPU SVM: the callback leaves the bindings of a partially
+    /// unmapped range outside the unmapped part, and the garbage collector
+    /// drops the range without unbinding it, so its device PTEs outlive
+    /// the range and, once its notifier goes, every invalidation (modelled
+    /// on "drm/xe: Add unbind to SVM garbage collector").
+    GpuSvmRangeNotUnbound,
 }
 
 /// Which crate carries a planted bug; a target finds the bugs of the crates it runs.
@@ -98,7 +110,7 @@ pub enum Component {
 impl PlantedBug {
     /// Every planted bug that a split-phase target can find (the fuzz
     /// targets and the hunt run these; see also [`PlantedBug::CONCURRENT`]).
-    pub const ALL: [PlantedBug; 19] = [
+    pub const ALL: [PlantedBug; 21] = [
         PlantedBug::ReleaseTwice,
         PlantedBug::InsertEvenSeq,
         PlantedBug::InsertNoMakeOdd,
@@ -118,6 +130,8 @@ impl PlantedBug {
         PlantedBug::UnmapDeferred,
         PlantedBug::MigrateUnclamped,
         PlantedBug::FinishSkippedOnRefusal,
+        PlantedBug::GpuSvmOrderNotClipped,
+        PlantedBug::GpuSvmRangeNotUnbound,
     ];
 
     /// The planted bugs that only real concurrency exposes: each lives
@@ -145,7 +159,9 @@ impl PlantedBug {
             | PlantedBug::RegcacheNoWait
             | PlantedBug::HugeNotSplit
             | PlantedBug::VmaCommitUnchecked
-            | PlantedBug::UnmapDeferred => Component::Mirror,
+            | PlantedBug::UnmapDeferred
+            | PlantedBug::GpuSvmOrderNotClipped
+            | PlantedBug::GpuSvmRangeNotUnbound => Component::Mirror,
             _ => Component::Notifier,
         }
     }
@@ -175,6 +191,8 @@ impl PlantedBug {
             PlantedBug::EndDeferredLate => "notifier-end-deferred-late",
             PlantedBug::WakeBeforeSeq => "notifier-wake-before-seq",
             PlantedBug::ReadBeginUnlocked => "notifier-read-begin-unlocked",
+            PlantedBug::GpuSvmOrderNotClipped => "mirror-gpusvm-order-not-clipped",
+            PlantedBug::GpuSvmRangeNotUnbound => "mirror-gpusvm-range-not-unbound",
         }
     }
 

@@ -13,7 +13,11 @@
 //! * what its callback does beyond the common teardown
 //!   ([`Strategy::invalidated`], [`Strategy::must_wait`]);
 //! * what deferred work exists and what it does ([`Strategy::run_work`]);
-//! * what commit must check under the driver lock ([`Strategy::commit_ok`]);
+//! * what commit must check under the driver lock ([`Strategy::commit_ok`],
+//!   [`Strategy::commit_ok_for`]) and whether a huge device entry may map
+//!   a huge CPU page ([`Strategy::huge_ok`]);
+//! * what a fault does first ([`Strategy::fault_begin`]: a garbage
+//!   collector);
 //! * which pages its intervals cover for the own-migration fixup
 //!   ([`Strategy::covers`]);
 //! * whether device accesses go through registrations
@@ -79,12 +83,13 @@ use std::any::Any;
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
-use mm::{FrameId, Mm};
+use mm::{FrameId, Mm, HUGE};
 use notifier::{ClassicId, Interval, PlantedBug, Range};
 
 use crate::{interval_ops, Callback, Dev, MirrorError};
 
 pub mod fullva;
+pub mod gpusvm;
 pub mod odp;
 pub mod perfault;
 pub mod regcache;
@@ -204,6 +209,28 @@ pub trait Strategy: Any + fmt::Debug + Send {
         true
     }
 
+    /// Like [`Strategy::commit_ok`], for a fault that holds `hold` (its
+    /// [`Cover::hold`]): what a strategy whose faults each work on one of
+    /// several objects under one interval checks. Asks `commit_ok` unless
+    /// overridden.
+    fn commit_ok_for(&self, iv: &Interval, _hold: Option<u64>) -> bool {
+        self.commit_ok(iv)
+    }
+
+    /// Whether a fault under `iv` may map the huge CPU page at `base` with
+    /// one 2 MiB device entry (asked after the walk and again at commit).
+    /// By default when `iv` covers the 2 MiB whole, so that every change
+    /// of any page of it is heard.
+    fn huge_ok(&self, iv: &Interval, base: u64) -> bool {
+        iv.start() <= base && iv.last() >= base.saturating_add(HUGE - 1)
+    }
+
+    /// A fault (re)starts, before it looks its interval up: work the
+    /// driver does at the top of every fault (a garbage collector). The
+    /// driver lock may be held by another fault between its commit and its
+    /// install, whose interval and hold must stay.
+    fn fault_begin(&mut self, _dev: &mut Dev) {}
+
     /// Whether the callback for `range` would have to wait (for device
     /// accesses in flight).
     fn must_wait(&self, _range: &Range) -> bool {
@@ -296,12 +323,13 @@ impl fmt::Debug for StrategyKind {
 
 /// The built-in strategies, in registry order: the codec's choice tables
 /// are indices into this order, so it must not change.
-pub const BUILTIN: [StrategyKind; 5] = [
+pub const BUILTIN: [StrategyKind; 6] = [
     fullva::KIND,
     perfault::KIND,
     odp::KIND,
     vma::KIND,
     regcache::KIND,
+    gpusvm::KIND,
 ];
 
 static EXTRA: RwLock<Vec<StrategyKind>> = RwLock::new(Vec::new());
@@ -564,8 +592,23 @@ mod tests {
             assert_eq!(StrategySpec::of(i as u8), s);
             assert_eq!(StrategySpec::from_name(&s.name()), Some(s), "{}", k.name);
         }
-        let names: Vec<String> = (0..5).map(|i| StrategySpec::of(i).name()).collect();
-        assert_eq!(names, ["fullva", "perfault", "odp:2m", "vma", "regcache"]);
+        let names: Vec<String> = (0..6).map(|i| StrategySpec::of(i).name()).collect();
+        assert_eq!(
+            names,
+            [
+                "fullva",
+                "perfault",
+                "odp:2m",
+                "vma",
+                "regcache",
+                "gpusvm:64k"
+            ]
+        );
+        let svm = |param| StrategySpec { kind: 5, param };
+        assert_eq!(StrategySpec::from_name("gpusvm:16k"), Some(svm(14)));
+        assert_eq!(StrategySpec::from_name("gpusvm:2m"), Some(svm(21)));
+        assert_eq!(StrategySpec::from_arg("gpusvm"), Some(svm(16)));
+        assert_eq!(StrategySpec::from_name("gpusvm:8k"), None);
         let odp = |param| StrategySpec { kind: 2, param };
         assert_eq!(StrategySpec::from_name("odp:16k"), Some(odp(14)));
         assert_eq!(StrategySpec::from_name("odp:1g"), Some(odp(30)));
