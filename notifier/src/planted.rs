@@ -59,6 +59,19 @@ pub enum PlantedBug {
     /// are migrated under an invalidation that does not cover them
     /// (modelled on "drm/nouveau/svm: fix vma range check for migration").
     MigrateUnclamped,
+    /// mirror, AMD KFD SVM: the deferred-list work goes on with an address
+    /// space that has exited meanwhile (it waited for the mmap lock while
+    /// the process tore it down), and re-inserts intervals into a released
+    /// notifier (modelled on "drm/amdkfd: Ensure mm remain valid in svm
+    /// deferred_list work").
+    KfdWorkAfterExit,
+    /// mirror, AMD KFD SVM: a device fault does not skip a range that is
+    /// still pending on the deferred list (a split parent, or a child to be
+    /// added or unmapped), so it maps pages under an interval the deferred
+    /// work is about to remove or shrink (modelled on the amdkfd fix that
+    /// made svm_range_restore_pages skip ranges pending on the deferred
+    /// list or children, the svm_range_skip_recover check).
+    KfdFaultOnPendingRange,
 }
 
 /// Which crate carries a planted bug; a target finds the bugs of the crates it runs.
@@ -74,7 +87,7 @@ pub enum Component {
 
 impl PlantedBug {
     /// Every planted bug of the core.
-    pub const ALL: [PlantedBug; 18] = [
+    pub const ALL: [PlantedBug; 20] = [
         PlantedBug::ReleaseTwice,
         PlantedBug::InsertEvenSeq,
         PlantedBug::InsertNoMakeOdd,
@@ -93,6 +106,8 @@ impl PlantedBug {
         PlantedBug::VmaCommitUnchecked,
         PlantedBug::UnmapDeferred,
         PlantedBug::MigrateUnclamped,
+        PlantedBug::KfdWorkAfterExit,
+        PlantedBug::KfdFaultOnPendingRange,
     ];
 
     /// The crate the bug lives in.
@@ -109,7 +124,9 @@ impl PlantedBug {
             | PlantedBug::RegcacheNoWait
             | PlantedBug::HugeNotSplit
             | PlantedBug::VmaCommitUnchecked
-            | PlantedBug::UnmapDeferred => Component::Mirror,
+            | PlantedBug::UnmapDeferred
+            | PlantedBug::KfdWorkAfterExit
+            | PlantedBug::KfdFaultOnPendingRange => Component::Mirror,
             _ => Component::Notifier,
         }
     }
@@ -135,6 +152,8 @@ impl PlantedBug {
             PlantedBug::VmaCommitUnchecked => "mirror-vma-commit-unchecked",
             PlantedBug::UnmapDeferred => "mirror-unmap-deferred",
             PlantedBug::MigrateUnclamped => "mm-migrate-unclamped",
+            PlantedBug::KfdWorkAfterExit => "mirror-kfd-work-after-exit",
+            PlantedBug::KfdFaultOnPendingRange => "mirror-kfd-fault-on-pending-range",
         }
     }
 

@@ -85,6 +85,7 @@ use notifier::{ClassicId, Interval, PlantedBug, Range};
 use crate::{interval_ops, Callback, Dev, MirrorError};
 
 pub mod fullva;
+pub mod kfd;
 pub mod odp;
 pub mod perfault;
 pub mod regcache;
@@ -226,6 +227,45 @@ pub trait Strategy: Any + fmt::Debug + Send {
         Err("nothing")
     }
 
+    /// Like [`Strategy::run_work`], for work that can misuse the notifier
+    /// API: `Err` is a driver bug (an interval inserted into a released
+    /// address space…) that the harness reports.
+    fn run_work_checked(
+        &mut self,
+        dev: &mut Dev,
+        item: Work,
+        mm: &Mm,
+        n: &Notify<'_>,
+    ) -> Result<Result<Interval, &'static str>, MirrorError> {
+        Ok(self.run_work(dev, item, mm, n))
+    }
+
+    /// Whether running `item` takes the mmap lock for write: it then waits
+    /// until nobody holds the mmap lock.
+    fn work_takes_mmap_write(&self, _item: &Work) -> bool {
+        false
+    }
+
+    /// Sets attributes on `[addr, addr + len)` (an explicit registration
+    /// of the range with the driver); a strategy without attributes
+    /// refuses with [`MirrorError::Inval`].
+    fn set_attr(
+        &mut self,
+        _dev: &mut Dev,
+        _mm: &Mm,
+        _n: &Notify<'_>,
+        _addr: u64,
+        _len: u64,
+    ) -> Result<(), MirrorError> {
+        Err(MirrorError::Inval)
+    }
+
+    /// Whether the device is stopped (its queues evicted): no access may
+    /// use a device PTE and a fault answers [`MirrorError::Again`].
+    fn device_quiesced(&self) -> bool {
+        false
+    }
+
     /// Whether an interval of this mirror covers `page`, so that a later
     /// change there is heard (the own-migration fixup maps only those).
     /// Only an interval in the tree counts: one inserted while the current
@@ -296,12 +336,14 @@ impl fmt::Debug for StrategyKind {
 
 /// The built-in strategies, in registry order: the codec's choice tables
 /// are indices into this order, so it must not change.
-pub const BUILTIN: [StrategyKind; 5] = [
+pub const BUILTIN: [StrategyKind; 7] = [
     fullva::KIND,
     perfault::KIND,
     odp::KIND,
     vma::KIND,
     regcache::KIND,
+    kfd::KIND,
+    kfd::KIND_NOXNACK,
 ];
 
 static EXTRA: RwLock<Vec<StrategyKind>> = RwLock::new(Vec::new());
@@ -564,8 +606,19 @@ mod tests {
             assert_eq!(StrategySpec::of(i as u8), s);
             assert_eq!(StrategySpec::from_name(&s.name()), Some(s), "{}", k.name);
         }
-        let names: Vec<String> = (0..5).map(|i| StrategySpec::of(i).name()).collect();
-        assert_eq!(names, ["fullva", "perfault", "odp:2m", "vma", "regcache"]);
+        let names: Vec<String> = (0..7).map(|i| StrategySpec::of(i).name()).collect();
+        assert_eq!(
+            names,
+            [
+                "fullva",
+                "perfault",
+                "odp:2m",
+                "vma",
+                "regcache",
+                "kfd",
+                "kfd-noxnack"
+            ]
+        );
         let odp = |param| StrategySpec { kind: 2, param };
         assert_eq!(StrategySpec::from_name("odp:16k"), Some(odp(14)));
         assert_eq!(StrategySpec::from_name("odp:1g"), Some(odp(30)));
