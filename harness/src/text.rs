@@ -258,6 +258,7 @@ fn dev_keyword(op: DevStep) -> &'static str {
         DevStep::Register { .. } => "register",
         DevStep::Unregister { .. } => "unregister",
         DevStep::Work => "work",
+        DevStep::Attr { .. } => "attr",
     }
 }
 
@@ -271,7 +272,8 @@ fn write_dev(s: &mut String, dev: u8, op: DevStep) -> fmt::Result {
         | DevStep::Migrate { addr, len }
         | DevStep::Exclusive { addr, len }
         | DevStep::Evict { addr, len }
-        | DevStep::Register { addr, len } => write!(s, " {addr:#x} +{len:#x}"),
+        | DevStep::Register { addr, len }
+        | DevStep::Attr { addr, len } => write!(s, " {addr:#x} +{len:#x}"),
         DevStep::Work => Ok(()),
     }
 }
@@ -1120,12 +1122,16 @@ fn parse_dev(l: &mut Line<'_>, slot: Tok<'_>) -> Result<Op, ParseError> {
             addr: l.number("address")?,
         },
         "work" => DevStep::Work,
+        "attr" => DevStep::Attr {
+            addr: l.number("address")?,
+            len: l.plus("length", "+LEN")?,
+        },
         other => {
             return Err(l.at(
                 kw,
                 format!(
                     "unknown device op `{other}` (expected open, read, write, snapshot, \
-                     migrate, exclusive, evict, register, unregister or work)"
+                     migrate, exclusive, evict, register, unregister, work or attr)"
                 ),
             ))
         }
