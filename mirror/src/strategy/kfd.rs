@@ -3,7 +3,7 @@
 //!
 //! One interval per *range*, covering it exactly. Ranges come from an
 //! explicit set-attributes op (`dN attr`: the gaps of the span get new
-//! ranges, split at 2 MiB boundaries) and, with XNACK on, from device
+//! ranges, split at 2 MiB boundaries, coarser for a huge span) and, with XNACK on, from device
 //! faults on addresses no range covers (a 2 MiB window clamped to the VMA
 //! and to the neighbouring ranges).
 //!
@@ -34,6 +34,9 @@ use notifier::{Event, Interval, IntervalId, PlantedBug, Range};
 
 use super::{in_tree, Cover, FaultReq, Notify, Planted, Strategy, StrategyKind, Work};
 use crate::{Dev, MirrorError};
+
+/// Most aligned pieces an `attr` span is split into.
+const MAX_ATTR_PIECES: u64 = 64;
 
 /// Its registry entry: XNACK on (recoverable device faults).
 pub const KIND: StrategyKind = StrategyKind {
@@ -469,9 +472,15 @@ impl Strategy for Kfd {
         if at < end {
             gaps.push((at, end));
         }
+        // The kernel splits at its largest range size; here 2 MiB, coarser
+        // for spans of more than MAX_ATTR_PIECES of them.
+        let mut grain = HUGE;
+        while (end - addr) / grain > MAX_ATTR_PIECES {
+            grain <<= 1;
+        }
         for (mut s, e) in gaps {
             while s < e {
-                let piece_end = (s / HUGE * HUGE).saturating_add(HUGE).min(e);
+                let piece_end = (s / grain * grain).saturating_add(grain).min(e);
                 let iv = n.insert(mm, s, piece_end - s)?;
                 self.ranges.push(KRange::new(iv, s, piece_end));
                 s = piece_end;
