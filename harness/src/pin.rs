@@ -111,13 +111,14 @@ mod tests {
     use crate::targets::decode_for;
 
     #[test]
-    fn five_singles_and_ten_pairs() {
+    fn seven_singles_and_twenty_one_pairs() {
         let all = DevicePin::all(true);
-        assert_eq!(all.len(), 15);
+        assert_eq!(all.len(), 7 + 21);
         let names: std::collections::BTreeSet<String> = all.iter().map(|p| p.name()).collect();
-        assert_eq!(names.len(), 15);
+        assert_eq!(names.len(), 28);
         assert!(names.contains("fullva") && names.contains("vma+regcache"));
-        assert_eq!(DevicePin::all(false).len(), 5);
+        assert!(names.contains("kfd-noxnack") && names.contains("kfd+kfd-noxnack"));
+        assert_eq!(DevicePin::all(false).len(), 7);
     }
 
     /// Every pinned program uses only the pinned strategies, and its
@@ -126,7 +127,15 @@ mod tests {
     fn pinned_programs_use_only_the_pin_and_round_trip() {
         let mut rng = Rng::new(11);
         let mut opens = 0;
+        // A strategy that no `open` code names (KIND8 is full) cannot be
+        // carried by the bytes: today only `kfd-noxnack`.
+        let openable: std::collections::HashSet<StrategySpec> =
+            (0..=u8::MAX).map(crate::mirror::codec::strategy_code).collect();
         for pin in DevicePin::all(true) {
+            let carried = openable.contains(&pin.d0) && pin.d1.is_none_or(|b| openable.contains(&b));
+            if !carried {
+                assert!(pin.name().contains("kfd-noxnack"), "{pin:?}");
+            }
             for _ in 0..300 {
                 let n = 8 + rng.below(300);
                 let bytes = rng.bytes(n);
@@ -150,7 +159,9 @@ mod tests {
                         assert!(is_pinned(dev as usize, strategy), "{pin:?} {strategy:?}");
                     }
                 }
-                assert_eq!(decode_for(Target::Mirror, &codec::encode(&p)), p);
+                if carried {
+                    assert_eq!(decode_for(Target::Mirror, &codec::encode(&p)), p);
+                }
             }
         }
         assert!(opens > 100, "only {opens} open steps were pinned");

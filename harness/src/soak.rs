@@ -659,9 +659,10 @@ mod tests {
     #[test]
     fn rows_are_every_target_then_every_strategy_and_pair() {
         let r = rows(&SoakOptions::default());
-        assert_eq!(r.len(), 1 + 5 + 10);
+        assert_eq!(r.len(), 1 + 7 + 21);
         assert_eq!(r[0].strategy(), "-");
         assert_eq!(r[1].strategy(), "fullva");
-        assert_eq!(r[15].strategy(), "vma+regcache");
+        assert_eq!(r[7].strategy(), "kfd-noxnack");
+        assert_eq!(r[28].strategy(), "kfd+kfd-noxnack");
     }
 }

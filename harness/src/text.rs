@@ -30,16 +30,17 @@
 //! `open mM STRATEGY`, `read A`, `write A V`, `snapshot A +LEN`,
 //! `migrate A +LEN` (to device-private memory), `exclusive A +LEN`,
 //! `evict A +LEN` (device-private pages back to system memory),
-//! `register A +LEN`, `unregister A`, `work` (one item of deferred work).
+//! `register A +LEN`, `unregister A`, `work` (one item of deferred work),
+//! `attr A +LEN` (set attributes: registers the range with `kfd`).
 //! A strategy is `fullva`, `perfault`, `odp:SIZE` (a power of two from
-//! `16k` to `1g`), `vma` or `regcache`; `devices=` lists up to two
+//! `16k` to `1g`), `vma`, `regcache`, `kfd` or `kfd-noxnack`; `devices=` lists up to two
 //! strategies or `none` (missing ones are `none`).
 //!
 //! Expectations (`tN expect ...`, mirror target) assert what thread N's
 //! last finished op answered: `ok` (it succeeded), `skipped`, a value `V`
 //! (what a read returned or a write stored, where an mmap or mremap
 //! mapped), `error` or `error:KIND` (`einval`, `efault`, `eperm`,
-//! `exited`, `enoent`, `notifier`), `pages=N` (what a migrate, evict,
+//! `exited`, `enoent`, `notifier`, `eagain`), `pages=N` (what a migrate, evict,
 //! exclusive or register reported) or `[STATE*COUNT ...]` (a snapshot's
 //! page states, run-length encoded: at most 8 runs and 512 pages, `*1`
 //! left out). `tN expect dD faults=N` asserts device D's fault count.
@@ -2154,8 +2155,8 @@ t0 m1 exit
             &format!("{h}t0 d0 open m1 gpu"),
             2,
             15,
-            "unknown strategy `gpu` (expected fullva, perfault, odp:SIZE, vma or regcache; \
-             SIZE is a power of two from 16k to 1g, e.g. odp:2m)",
+            "unknown strategy `gpu` (expected fullva, perfault, odp:SIZE, vma, regcache, kfd or \
+             kfd-noxnack; SIZE is a power of two from 16k to 1g, e.g. odp:2m)",
         );
         check(&format!("{h}t0 d0 open m1"), 2, 14, "missing strategy");
         // Missing operands.
@@ -2299,7 +2300,8 @@ t0 m1 exit
             "config target=mirror devices=fullva,gpu",
             1,
             37,
-            "unknown strategy `gpu` (expected fullva, perfault, odp:SIZE, vma, regcache or none;",
+            "unknown strategy `gpu` (expected fullva, perfault, odp:SIZE, vma, regcache, kfd, \
+             kfd-noxnack or none;",
         );
         check(
             "config target=mirror devices=fullva,perfault,none",
@@ -2560,7 +2562,7 @@ t0 expect 0x100
         ));
         // Every strategy, in both places.
         let all = StrategySpec::every();
-        assert_eq!(all.len(), 4 + 17);
+        assert_eq!(all.len(), 6 + 17);
         for st in all {
             let name = st.name();
             assert_eq!(
@@ -2661,7 +2663,7 @@ t0 expect 0x100
             2,
             7,
             "unknown device op `evicts` (expected open, read, write, snapshot, migrate, \
-             exclusive, evict, register, unregister or work)",
+             exclusive, evict, register, unregister, work or attr)",
         );
         // Expectations.
         check(
@@ -2684,11 +2686,11 @@ t0 expect 0x100
             "unknown expectation `none`",
         );
         check(
-            &format!("{h}t0 expect error:eagain"),
+            &format!("{h}t0 expect error:eintr"),
             2,
             17,
-            "unknown error kind `eagain` (expected one of einval, efault, eperm, exited, \
-             enoent, notifier)",
+            "unknown error kind `eintr` (expected one of einval, efault, eperm, exited, \
+             enoent, notifier, eagain)",
         );
         check(
             &format!("{h}t0 expect error:"),
