@@ -31,7 +31,8 @@
 //! `migrate A +LEN` (to device-private memory), `exclusive A +LEN`,
 //! `evict A +LEN` (device-private pages back to system memory),
 //! `register A +LEN`, `unregister A`, `work` (one item of deferred work),
-//! `attr A +LEN` (set attributes: registers the range with `kfd`).
+//! `attr A +LEN` (set attributes: registers the range with a strategy that
+//! has attributes; EINVAL for the others).
 //! A strategy is `fullva`, `perfault`, `odp:SIZE` (a power of two from
 //! `16k` to `1g`), `vma`, `regcache`, `kfd` or `kfd-noxnack`; `devices=` lists up to two
 //! strategies or `none` (missing ones are `none`).

@@ -516,7 +516,8 @@ pub enum DeferredStep {
     Progress,
     /// Waiting for the driver lock or for an interval removal.
     Blocked,
-    /// Finished; an error is a misuse of the notifier API by the driver.
+    /// Finished; an error is a misuse of the notifier API (or of an exited
+    /// address space) by the driver.
     Done(Result<&'static str, MirrorError>),
 }
 
@@ -537,11 +538,16 @@ impl Deferred {
         let st = &mut *guard;
         // The work changes what faults look up: it takes the driver lock,
         // which a fault holds from commit to install.
-        // Work that takes the mmap lock for write waits for every holder.
-        let mmap_busy = || mm.lock.writer.is_some() || !mm.lock.readers.is_empty();
-        if st.dev.lock.is_some() || (st.strategy.work_takes_mmap_write(&item) && mmap_busy()) {
+        // Work that takes the mmap lock for write waits for every holder,
+        // and may take it only while the address space lives.
+        let takes_mmap = st.strategy.work_takes_mmap_write(&item, mm);
+        let mmap_busy = mm.lock.writer.is_some() || !mm.lock.readers.is_empty();
+        if st.dev.lock.is_some() || (takes_mmap && mmap_busy) {
             self.item = Some(item);
             return DeferredStep::Blocked;
+        }
+        if takes_mmap && mm.exited {
+            return DeferredStep::Done(Err(MirrorError::Segv(mm::MmError::Exited)));
         }
         let iv = match st
             .strategy

@@ -1118,8 +1118,13 @@ impl World<'_> {
                             DivergenceKind::Result,
                             None,
                             format!("t{t} d{d} work"),
-                            format!("the driver's deferred work misused the notifier: {e}"),
-                            "a driver removes each of its intervals once".into(),
+                            format!(
+                                "the driver's deferred work misused the notifier or the \
+                                 address space: {e}"
+                            ),
+                            "a driver removes each of its intervals once, and locks only a \
+                             live address space"
+                                .into(),
                         ));
                     }
                 }

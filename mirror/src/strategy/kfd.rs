@@ -421,8 +421,10 @@ impl Strategy for Kfd {
         }
     }
 
-    fn work_takes_mmap_write(&self, item: &Work) -> bool {
-        item.is::<ListWork>()
+    // Only with a reference on the address space (mmget_not_zero): once
+    // the process has exited the work gives up instead.
+    fn work_takes_mmap_write(&self, item: &Work, mm: &Mm) -> bool {
+        item.is::<ListWork>() && (!mm.exited || self.planted.is(PlantedBug::KfdWorkAfterExit))
     }
 
     // svm_range_set_attr: every page must be mapped; new ranges fill the

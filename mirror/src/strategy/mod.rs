@@ -240,9 +240,12 @@ pub trait Strategy: Any + fmt::Debug + Send {
         Ok(self.run_work(dev, item, mm, n))
     }
 
-    /// Whether running `item` takes the mmap lock for write: it then waits
-    /// until nobody holds the mmap lock.
-    fn work_takes_mmap_write(&self, _item: &Work) -> bool {
+    /// Whether running `item` takes the mmap lock of `mm` for write: it
+    /// then waits until nobody holds the mmap lock. Taking the lock of an
+    /// address space that has exited is a use after free (the work must
+    /// hold a reference, mmget_not_zero, and give up without one): the
+    /// shared code reports it.
+    fn work_takes_mmap_write(&self, _item: &Work, _mm: &Mm) -> bool {
         false
     }
 
