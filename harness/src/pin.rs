@@ -129,10 +129,12 @@ mod tests {
         let mut opens = 0;
         // A strategy that no `open` code names (KIND8 is full) cannot be
         // carried by the bytes: today only `kfd-noxnack`.
-        let openable: std::collections::HashSet<StrategySpec> =
-            (0..=u8::MAX).map(crate::mirror::codec::strategy_code).collect();
+        let openable: std::collections::HashSet<StrategySpec> = (0..=u8::MAX)
+            .map(crate::mirror::codec::strategy_code)
+            .collect();
         for pin in DevicePin::all(true) {
-            let carried = openable.contains(&pin.d0) && pin.d1.is_none_or(|b| openable.contains(&b));
+            let carried =
+                openable.contains(&pin.d0) && pin.d1.is_none_or(|b| openable.contains(&b));
             if !carried {
                 assert!(pin.name().contains("kfd-noxnack"), "{pin:?}");
             }

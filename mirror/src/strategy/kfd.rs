@@ -140,8 +140,11 @@ struct Kfd {
     planted: Planted,
 }
 
+/// A span `(start, end)`.
+type Span = (u64, u64);
+
 /// `(start, end)` minus `(us, ue)`: the head and the tail that stay.
-fn cut(start: u64, end: u64, us: u64, ue: u64) -> (Option<(u64, u64)>, Option<(u64, u64)>) {
+fn cut(start: u64, end: u64, us: u64, ue: u64) -> (Option<Span>, Option<Span>) {
     let head = (start < us.min(end)).then(|| (start, us.min(end)));
     let tail = (ue.max(start) < end).then(|| (ue.max(start), end));
     (head, tail)
@@ -437,7 +440,7 @@ impl Strategy for Kfd {
         addr: u64,
         len: u64,
     ) -> Result<(), MirrorError> {
-        let aligned = addr % PAGE == 0 && len % PAGE == 0 && len > 0;
+        let aligned = addr.is_multiple_of(PAGE) && len.is_multiple_of(PAGE) && len > 0;
         let end = addr
             .checked_add(len)
             .filter(|&e| aligned && e <= mm.config.task_size)
@@ -459,9 +462,8 @@ impl Strategy for Kfd {
         if overlapping().any(|r| r.op.is_some()) {
             return Err(MirrorError::Again);
         }
-        let mut taken: Vec<(u64, u64)> = overlapping()
-            .map(|r| (r.iv.start(), r.iv.last()))
-            .collect();
+        let mut taken: Vec<(u64, u64)> =
+            overlapping().map(|r| (r.iv.start(), r.iv.last())).collect();
         taken.sort_unstable();
         let mut gaps = Vec::new();
         let mut at = addr;
@@ -496,9 +498,9 @@ impl Strategy for Kfd {
     }
 
     fn covers(&self, page: u64) -> bool {
-        self.ranges.iter().any(|r| {
-            r.op.is_none() && in_tree(&r.iv) && r.start <= page && page < r.end
-        })
+        self.ranges
+            .iter()
+            .any(|r| r.op.is_none() && in_tree(&r.iv) && r.start <= page && page < r.end)
     }
 
     fn clear(&mut self) {
