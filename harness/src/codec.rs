@@ -23,13 +23,14 @@
 //!               | 30, 31 [none, M1ROW[(b & 7) + 8 * (h - 30)]]
 //!   KIND8       [fullva, perfault, odp, vma, regcache, gpusvm, kfd, EXTRA]
 //!               EXTRA: the first kind registered by another crate, else odp
-//!   PAIR10      [fullva, perfault, odp, vma, regcache, gpusvm, kfd, odp, vma,
-//!               regcache]
+//!   PAIR10      [fullva, perfault, odp, vma, regcache, gpusvm, kfd,
+//!               kfd-noxnack, vma, regcache]
 //!   M1ROW       [none, fullva, perfault, odp, vma, regcache, gpusvm, fullva,
-//!               perfault, odp, vma, regcache, kfd, fullva, perfault, odp]
+//!               perfault, odp, vma, regcache, kfd, kfd-noxnack, perfault, odp]
 //!               (codes name kinds by name; a code whose kind is missing from
 //!               the registry means what it meant before that kind existed:
-//!               gpusvm fullva, kfd perfault; in M1ROW none)
+//!               gpusvm fullva, kfd perfault; in M1ROW none; kfd-noxnack odp
+//!               in PAIR10, fullva in M1ROW)
 //!   shift       ODP chunk shift 14 + ((s + 7) % 17): 0 is 2 MiB (21), and
 //!               every shift 14..=30 has a code (any sized kind alike:
 //!               min + ((s + default - min) % n) over its n sizes)
@@ -41,7 +42,7 @@
 //!   kinds       weights out of 64: start 14, end 10, read_begin 12, commit 6,
 //!               insert 10, remove 5, check_retry 2, register 2, unregister 2,
 //!               release 1
-//!   (mirror)    `step` (a turn that queues nothing) has weight 6 and no operands
+//!   (mirror)    `step` (a turn that queues nothing) has weight 4 and no operands
 //!   insert      slot span cb             slot = b % SLOTS
 //!   remove, read_begin                   slot
 //!   commit, check_retry                  (none: the thread's latest fault)
@@ -71,7 +72,8 @@
 //!               step 5, munmap 3, mprotect 2, reclaim 2, mremap 2, dontneed 2,
 //!               migrate 2, clear_refs 2, snapshot 2, dmigrate 2, fork 1, ksm 1,
 //!               collapse 1, split 1, oom_reap 1, exit 1, open 1 (the older
-//!               kinds' weights scaled to 56 by largest remainder), then
+//!               kinds' weights scaled to 56 by largest remainder; step's
+//!               last entry, tag 55, is dattr 1), then
 //!               dexclusive 2, devict 2, dregister 1, dunregister 1, dwork 1,
 //!               expect 1
 //!   mmap        mm mspan map             map: b & 7: 0..=4 anon | 5 shared
@@ -97,14 +99,15 @@
 //!                                        registered kind (b >> 3) % count
 //!   dread       dev point
 //!   dwrite      dev point value
-//!   snapshot, dmigrate, dexclusive, devict, dregister
+//!   snapshot, dmigrate, dexclusive, devict, dregister, dattr
 //!                                        dev mspan
 //!   dunregister dev point
 //!   dwork       dev
 //!   expect      e [operands]             (no mm or dev byte) form by e & 7:
 //!               0, 7 ok | 1 skipped | 2 error, kind by (e >> 3) % 7:
 //!               0 any | k ErrKind::ALL[k - 1] | 3 value: value | 4 pages: value
-//!               | 5 faults: d((e >> 3) & 1), value | 6 states: runs
+//!               | 5 faults: d((e >> 3) & 1), value | 6 states: runs;
+//!               e = 255 alone is error:eagain (the kind added last)
 //!   runs        n = b % 9 runs, each `state count`: state = PageState::ALL[b % 12],
 //!               count 0..=254 b + 1 | 255 ESC (raw % 512 + 1); adjacent runs of
 //!               one state merge, pages past 512 are dropped
@@ -187,6 +190,7 @@ pub(crate) enum Kind {
     DevUnregister,
     DevWork,
     Expect,
+    DevAttr,
     Yield,
 }
 
@@ -210,7 +214,9 @@ pub(crate) const KIND_WEIGHTS: [(Kind, usize); 10] = [
 /// Each mirror kind's share of the 64 entries of [`MIRROR_KINDS`]. The
 /// kinds before the device-memory ops had 64 entries between them; their
 /// weights are scaled to 56 by largest remainder, which keeps their order.
-pub(crate) const MIRROR_KIND_WEIGHTS: [(Kind, usize); 28] = [
+/// `dattr` took the last of `step`'s five entries (tag 55), which no
+/// corpus input used.
+pub(crate) const MIRROR_KIND_WEIGHTS: [(Kind, usize); 29] = [
     (Kind::MmRead, 5),
     (Kind::MmWrite, 5),
     (Kind::DevRead, 5),
@@ -232,7 +238,8 @@ pub(crate) const MIRROR_KIND_WEIGHTS: [(Kind, usize); 28] = [
     (Kind::OomReap, 1),
     (Kind::Exit, 1),
     (Kind::DevOpen, 1),
-    (Kind::Yield, 5),
+    (Kind::Yield, 4),
+    (Kind::DevAttr, 1),
     (Kind::DevExclusive, 2),
     (Kind::DevEvict, 2),
     (Kind::DevRegister, 1),
@@ -340,6 +347,7 @@ pub(crate) fn kind_of(op: &Op) -> Kind {
             DevStep::Register { .. } => Kind::DevRegister,
             DevStep::Unregister { .. } => Kind::DevUnregister,
             DevStep::Work => Kind::DevWork,
+            DevStep::Attr { .. } => Kind::DevAttr,
         },
         Op::Expect(_) => Kind::Expect,
     }
@@ -1069,8 +1077,17 @@ pub(crate) mod tests {
         ]
     }
 
+    /// Every strategy an `open` can name (all but `kfd-noxnack`, which
+    /// only a second device of the config can have).
     fn any_strategy() -> impl Strategy<Value = StrategySpec> {
-        proptest::sample::select(StrategySpec::every())
+        let opens: Vec<StrategySpec> = (0..=u8::MAX).map(strategy_code).collect();
+        let every = StrategySpec::every();
+        proptest::sample::select(
+            every
+                .into_iter()
+                .filter(|s| opens.contains(s))
+                .collect::<Vec<_>>(),
+        )
     }
 
     fn any_prot() -> impl Strategy<Value = Prot> {
@@ -1172,6 +1189,7 @@ pub(crate) mod tests {
             (any_addr(), any_addr()).prop_map(|(addr, len)| DevStep::Register { addr, len }),
             any_addr().prop_map(|addr| DevStep::Unregister { addr }),
             Just(DevStep::Work),
+            (any_addr(), any_addr()).prop_map(|(addr, len)| DevStep::Attr { addr, len }),
         ]
     }
 
@@ -1835,8 +1853,8 @@ pub(crate) mod tests {
             .filter(|(d, _)| d[1].is_some())
             .map(|(_, n)| n)
             .sum();
-        // m1 alone: every code but "none" and `kfd` (not built in).
-        assert_eq!(d1_open, 80 + 14, "{counts:?}");
+        // m1 alone: every code but "none".
+        assert_eq!(d1_open, 80 + 15, "{counts:?}");
         assert_eq!(counts[&[Some(FULLVA), None]], 20);
         assert_eq!(counts[&[Some(GPUSVM), None]], 20);
         // A missing shift byte is the 2 MiB chunk.
@@ -1846,8 +1864,13 @@ pub(crate) mod tests {
         let all: Vec<Option<StrategySpec>> = std::iter::once(None)
             .chain(every_strategy().into_iter().map(Some))
             .collect();
+        let noxnack = StrategySpec::from_name("kfd-noxnack");
         for &d0 in &all {
             for &d1 in &all {
+                // No devices code opens `kfd-noxnack` as d0 (KIND8 is full).
+                if d0.is_some() && d0 == noxnack {
+                    continue;
+                }
                 let mut p = mirror(1, vec![]);
                 p.config.devices = [d0, d1];
                 let bytes = encode(&p);
@@ -1934,11 +1957,27 @@ pub(crate) mod tests {
                 },
                 None => FULLVA,
             });
+            // A second device: `kfd-noxnack` has no code of its own in
+            // KIND8 (all eight are taken), only in PAIR10 and M1ROW.
+            if let Some(d) = devices_code(b)[1].filter(|d| size_param(*d).is_none()) {
+                seen.insert(d);
+            }
         }
         let all = every_strategy();
         assert_eq!(seen.len(), all.len());
+        let opens: std::collections::HashSet<StrategySpec> =
+            (0..=u8::MAX).map(strategy_code).collect();
+        let no_open: Vec<String> = all
+            .iter()
+            .filter(|s| !opens.contains(s))
+            .map(|s| s.name())
+            .collect();
+        assert_eq!(no_open, ["kfd-noxnack"]);
         for s in all {
             assert!(seen.contains(&s), "{s:?}");
+            if !opens.contains(&s) {
+                continue;
+            }
             let p = mirror(
                 1,
                 vec![Step {
@@ -2411,6 +2450,7 @@ pub(crate) mod tests {
             Kind::DevRegister => "dregister",
             Kind::DevUnregister => "dunregister",
             Kind::DevWork => "dwork",
+            Kind::DevAttr => "dattr",
             Kind::Expect => "expect",
             Kind::Yield => "step",
             k => panic!("{k:?} is not a mirror kind"),

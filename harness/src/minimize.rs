@@ -567,6 +567,7 @@ fn addresses(op: &mut Op) -> Vec<&mut u64> {
             | DevStep::Exclusive { addr, .. }
             | DevStep::Evict { addr, .. }
             | DevStep::Register { addr, .. }
+            | DevStep::Attr { addr, .. }
             | DevStep::Unregister { addr } => vec![addr],
             DevStep::Open { .. } | DevStep::Work => vec![],
         },
@@ -594,7 +595,8 @@ fn lengths(op: &mut Op) -> Vec<&mut u64> {
                 | DevStep::Migrate { len, .. }
                 | DevStep::Exclusive { len, .. }
                 | DevStep::Evict { len, .. }
-                | DevStep::Register { len, .. },
+                | DevStep::Register { len, .. }
+                | DevStep::Attr { len, .. },
             ..
         } => vec![len],
         _ => vec![],

@@ -111,14 +111,15 @@ mod tests {
     use crate::targets::decode_for;
 
     #[test]
-    fn six_singles_and_fifteen_pairs() {
+    fn eight_singles_and_twenty_eight_pairs() {
         let all = DevicePin::all(true);
-        assert_eq!(all.len(), 21);
+        assert_eq!(all.len(), 8 + 28);
         let names: std::collections::BTreeSet<String> = all.iter().map(|p| p.name()).collect();
-        assert_eq!(names.len(), 21);
+        assert_eq!(names.len(), 36);
         assert!(names.contains("fullva") && names.contains("vma+regcache"));
         assert!(names.contains("gpusvm") && names.contains("regcache+gpusvm"));
-        assert_eq!(DevicePin::all(false).len(), 6);
+        assert!(names.contains("kfd-noxnack") && names.contains("kfd+kfd-noxnack"));
+        assert_eq!(DevicePin::all(false).len(), 8);
     }
 
     /// Every pinned program uses only the pinned strategies, and its
@@ -127,7 +128,17 @@ mod tests {
     fn pinned_programs_use_only_the_pin_and_round_trip() {
         let mut rng = Rng::new(11);
         let mut opens = 0;
+        // A strategy that no `open` code names (KIND8 is full) cannot be
+        // carried by the bytes: today only `kfd-noxnack`.
+        let openable: std::collections::HashSet<StrategySpec> = (0..=u8::MAX)
+            .map(crate::mirror::codec::strategy_code)
+            .collect();
         for pin in DevicePin::all(true) {
+            let carried =
+                openable.contains(&pin.d0) && pin.d1.is_none_or(|b| openable.contains(&b));
+            if !carried {
+                assert!(pin.name().contains("kfd-noxnack"), "{pin:?}");
+            }
             for _ in 0..300 {
                 let n = 8 + rng.below(300);
                 let bytes = rng.bytes(n);
@@ -151,7 +162,9 @@ mod tests {
                         assert!(is_pinned(dev as usize, strategy), "{pin:?} {strategy:?}");
                     }
                 }
-                assert_eq!(decode_for(Target::Mirror, &codec::encode(&p)), p);
+                if carried {
+                    assert_eq!(decode_for(Target::Mirror, &codec::encode(&p)), p);
+                }
             }
         }
         assert!(opens > 100, "only {opens} open steps were pinned");

@@ -227,6 +227,7 @@ impl Op {
                 DevStep::Register { .. } => "dregister",
                 DevStep::Unregister { .. } => "dunregister",
                 DevStep::Work => "dwork",
+                DevStep::Attr { .. } => "dattr",
             },
             Op::Expect(_) => "expect",
         }

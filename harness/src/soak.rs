@@ -659,11 +659,11 @@ mod tests {
     #[test]
     fn rows_are_every_target_then_every_strategy_and_pair() {
         let r = rows(&SoakOptions::default());
-        assert_eq!(r.len(), 1 + 6 + 15);
+        assert_eq!(r.len(), 1 + 8 + 28);
         assert_eq!(r[0].strategy(), "-");
         assert_eq!(r[1].strategy(), "fullva");
         assert_eq!(r[6].strategy(), "gpusvm");
-        assert_eq!(r[19].strategy(), "vma+regcache");
-        assert_eq!(r[21].strategy(), "regcache+gpusvm");
+        assert_eq!(r[8].strategy(), "kfd-noxnack");
+        assert_eq!(r[36].strategy(), "kfd+kfd-noxnack");
     }
 }

@@ -30,16 +30,18 @@
 //! `open mM STRATEGY`, `read A`, `write A V`, `snapshot A +LEN`,
 //! `migrate A +LEN` (to device-private memory), `exclusive A +LEN`,
 //! `evict A +LEN` (device-private pages back to system memory),
-//! `register A +LEN`, `unregister A`, `work` (one item of deferred work).
+//! `register A +LEN`, `unregister A`, `work` (one item of deferred work),
+//! `attr A +LEN` (set attributes: registers the range with a strategy that
+//! has attributes; EINVAL for the others).
 //! A strategy is `fullva`, `perfault`, `odp:SIZE` (a power of two from
-//! `16k` to `1g`), `vma` or `regcache`; `devices=` lists up to two
+//! `16k` to `1g`), `vma`, `regcache`, `kfd` or `kfd-noxnack`; `devices=` lists up to two
 //! strategies or `none` (missing ones are `none`).
 //!
 //! Expectations (`tN expect ...`, mirror target) assert what thread N's
 //! last finished op answered: `ok` (it succeeded), `skipped`, a value `V`
 //! (what a read returned or a write stored, where an mmap or mremap
 //! mapped), `error` or `error:KIND` (`einval`, `efault`, `eperm`,
-//! `exited`, `enoent`, `notifier`), `pages=N` (what a migrate, evict,
+//! `exited`, `enoent`, `notifier`, `eagain`), `pages=N` (what a migrate, evict,
 //! exclusive or register reported) or `[STATE*COUNT ...]` (a snapshot's
 //! page states, run-length encoded: at most 8 runs and 512 pages, `*1`
 //! left out). `tN expect dD faults=N` asserts device D's fault count.
@@ -258,6 +260,7 @@ fn dev_keyword(op: DevStep) -> &'static str {
         DevStep::Register { .. } => "register",
         DevStep::Unregister { .. } => "unregister",
         DevStep::Work => "work",
+        DevStep::Attr { .. } => "attr",
     }
 }
 
@@ -271,7 +274,8 @@ fn write_dev(s: &mut String, dev: u8, op: DevStep) -> fmt::Result {
         | DevStep::Migrate { addr, len }
         | DevStep::Exclusive { addr, len }
         | DevStep::Evict { addr, len }
-        | DevStep::Register { addr, len } => write!(s, " {addr:#x} +{len:#x}"),
+        | DevStep::Register { addr, len }
+        | DevStep::Attr { addr, len } => write!(s, " {addr:#x} +{len:#x}"),
         DevStep::Work => Ok(()),
     }
 }
@@ -1146,12 +1150,16 @@ fn parse_dev(l: &mut Line<'_>, slot: Tok<'_>) -> Result<Op, ParseError> {
             addr: l.number("address")?,
         },
         "work" => DevStep::Work,
+        "attr" => DevStep::Attr {
+            addr: l.number("address")?,
+            len: l.plus("length", "+LEN")?,
+        },
         other => {
             return Err(l.at(
                 kw,
                 format!(
                     "unknown device op `{other}` (expected open, read, write, snapshot, \
-                     migrate, exclusive, evict, register, unregister or work)"
+                     migrate, exclusive, evict, register, unregister, work or attr)"
                 ),
             ))
         }
@@ -2189,8 +2197,9 @@ t0 m1 exit
             &format!("{h}t0 d0 open m1 gpu"),
             2,
             15,
-            "unknown strategy `gpu` (expected fullva, perfault, odp:SIZE, vma, regcache or \
-             gpusvm:SIZE; SIZE is a power of two from 16k to 1g, e.g. odp:2m, gpusvm:64k)",
+            "unknown strategy `gpu` (expected fullva, perfault, odp:SIZE, vma, regcache, \
+             gpusvm:SIZE, kfd or kfd-noxnack; SIZE is a power of two from 16k to 1g, e.g. \
+             odp:2m, gpusvm:64k)",
         );
         check(&format!("{h}t0 d0 open m1"), 2, 14, "missing strategy");
         // Missing operands.
@@ -2335,7 +2344,7 @@ t0 m1 exit
             1,
             37,
             "unknown strategy `gpu` (expected fullva, perfault, odp:SIZE, vma, regcache, \
-             gpusvm:SIZE or none;",
+             gpusvm:SIZE, kfd, kfd-noxnack or none;",
         );
         check(
             "config target=mirror devices=fullva,perfault,none",
@@ -2596,7 +2605,7 @@ t0 expect 0x100
         ));
         // Every strategy, in both places.
         let all = StrategySpec::every();
-        assert_eq!(all.len(), 4 + 17 + 17);
+        assert_eq!(all.len(), 6 + 17 + 17);
         for st in all {
             let name = st.name();
             assert_eq!(
@@ -2697,7 +2706,7 @@ t0 expect 0x100
             2,
             7,
             "unknown device op `evicts` (expected open, read, write, snapshot, migrate, \
-             exclusive, evict, register, unregister or work)",
+             exclusive, evict, register, unregister, work or attr)",
         );
         // Expectations.
         check(
@@ -2720,11 +2729,11 @@ t0 expect 0x100
             "unknown expectation `none`",
         );
         check(
-            &format!("{h}t0 expect error:eagain"),
+            &format!("{h}t0 expect error:eintr"),
             2,
             17,
-            "unknown error kind `eagain` (expected one of einval, efault, eperm, exited, \
-             enoent, notifier)",
+            "unknown error kind `eintr` (expected one of einval, efault, eperm, exited, \
+             enoent, notifier, eagain)",
         );
         check(
             &format!("{h}t0 expect error:"),

@@ -38,7 +38,7 @@ fn a_clean_round_fills_every_row_of_the_table() {
     };
     let rep = soak(&opts);
     let all = rows(&opts);
-    assert_eq!(all.len(), 22, "notifier, 6 strategies, 15 pairs");
+    assert_eq!(all.len(), 37, "notifier, 8 strategies, 28 pairs");
     assert_eq!(rep.rows, all);
     assert_eq!(rep.cells.len(), 2 * all.len());
     for (i, c) in rep.cells.iter().enumerate() {
@@ -53,10 +53,10 @@ fn a_clean_round_fills_every_row_of_the_table() {
             panic!("cell {i}: {}", r.unwrap_or_default());
         }
     }
-    assert_eq!(rep.execs(), 2 * 22 * CLEAN_RUNS);
+    assert_eq!(rep.execs(), 2 * 37 * CLEAN_RUNS);
     let table = rep.table();
     let lines: Vec<&str> = table.lines().collect();
-    assert_eq!(lines.len(), 1 + 22 + 1, "{table}");
+    assert_eq!(lines.len(), 1 + 37 + 1, "{table}");
     for (row, line) in all.iter().zip(&lines[1..]) {
         let words: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(
@@ -72,10 +72,10 @@ fn a_clean_round_fills_every_row_of_the_table() {
             "{table}"
         );
     }
-    let total: Vec<&str> = lines[23].split_whitespace().collect();
+    let total: Vec<&str> = lines[38].split_whitespace().collect();
     assert_eq!(
         total,
-        ["total", "44", "1", &(44 * CLEAN_RUNS).to_string(), "0"]
+        ["total", "74", "1", &(74 * CLEAN_RUNS).to_string(), "0"]
     );
 }
 
@@ -92,7 +92,7 @@ fn cells_do_not_depend_on_the_number_of_jobs() {
     };
     let one = soak(&base);
     let two = soak(&SoakOptions { jobs: 2, ..base });
-    assert_eq!(one.cells.len(), 24);
+    assert_eq!(one.cells.len(), 32);
     assert_eq!(one.table(), two.table());
     for (a, b) in one.cells.iter().zip(&two.cells) {
         assert_eq!((a.index, a.cell, a.execs), (b.index, b.cell, b.execs));
@@ -187,8 +187,13 @@ mod planted {
                 run(&p, &RunOptions::default()).divergence.is_none(),
                 "{text}"
             );
-            // The finding's bytes carry the pin: they replay without it.
+            // The finding's bytes carry the pin: they replay without it
+            // (but for a strategy no `open` code names: kfd-noxnack, which
+            // the codec has only as a second device).
             let pin = rep.rows[c.cell.row].pin.expect("mirror rows are pinned");
+            if pin.name() == "kfd-noxnack" {
+                continue;
+            }
             let f = c.finding.as_ref().expect("finding");
             let q = harness::targets::decode_for(Target::Mirror, &f.input);
             let kind = |s: mirror::StrategySpec| DevicePin::single(s).name();
@@ -196,7 +201,7 @@ mod planted {
             assert!(run(&q, &with).divergence.is_some());
         }
         let table = rep.table();
-        assert!(table.lines().count() == 1 + 6 + 1, "{table}");
+        assert!(table.lines().count() == 1 + 8 + 1, "{table}");
     }
 
     /// The command line: exit 1 and the reproducers on disk.

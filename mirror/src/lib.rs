@@ -158,6 +158,9 @@ pub enum MirrorError {
     NoEnt,
     /// The operation does not apply to this mirror's strategy or state (EINVAL).
     Inval,
+    /// The range is busy (pending on the driver's deferred work, or the
+    /// device is stopped): the device retries later (EAGAIN).
+    Again,
 }
 
 impl fmt::Display for MirrorError {
@@ -168,6 +171,7 @@ impl fmt::Display for MirrorError {
             MirrorError::WrongMm => f.write_str("mirror attached to another address space"),
             MirrorError::NoEnt => f.write_str("no such entry"),
             MirrorError::Inval => f.write_str("invalid for this mirror"),
+            MirrorError::Again => f.write_str("busy, try again"),
         }
     }
 }
@@ -467,9 +471,26 @@ impl Mirror {
         if self.registrations {
             return None;
         }
-        self.pte(addr)
+        let st = lock(&self.state);
+        if st.strategy.device_quiesced() {
+            return None;
+        }
+        st.dev
+            .lookup(addr)
             .filter(|(p, _)| p.write || !write)
             .map(|(_, f)| f)
+    }
+
+    /// Sets attributes on `[addr, addr + len)` of `mm` (a strategy without
+    /// attributes answers [`MirrorError::Inval`]).
+    pub fn set_attr(&self, mm: &Mm, addr: u64, len: u64) -> Result<(), MirrorError> {
+        if mm.id != self.mm {
+            return Err(MirrorError::WrongMm);
+        }
+        let mut guard = lock(&self.state);
+        let st = &mut *guard;
+        st.strategy
+            .set_attr(&mut st.dev, mm, &self.notify(), addr, len)
     }
 
     /// Takes one item of deferred work, if any.
@@ -495,7 +516,8 @@ pub enum DeferredStep {
     Progress,
     /// Waiting for the driver lock or for an interval removal.
     Blocked,
-    /// Finished; an error is a misuse of the notifier API by the driver.
+    /// Finished; an error is a misuse of the notifier API (or of an exited
+    /// address space) by the driver.
     Done(Result<&'static str, MirrorError>),
 }
 
@@ -516,13 +538,24 @@ impl Deferred {
         let st = &mut *guard;
         // The work changes what faults look up: it takes the driver lock,
         // which a fault holds from commit to install.
-        if st.dev.lock.is_some() {
+        // Work that takes the mmap lock for write waits for every holder,
+        // and may take it only while the address space lives.
+        let takes_mmap = st.strategy.work_takes_mmap_write(&item, mm);
+        let mmap_busy = mm.lock.writer.is_some() || !mm.lock.readers.is_empty();
+        if st.dev.lock.is_some() || (takes_mmap && mmap_busy) {
             self.item = Some(item);
             return DeferredStep::Blocked;
         }
-        let iv = match st.strategy.run_work(&mut st.dev, item, mm, &m.notify()) {
-            Ok(iv) => iv,
-            Err(what) => return DeferredStep::Done(Ok(what)),
+        if takes_mmap && mm.exited {
+            return DeferredStep::Done(Err(MirrorError::Segv(mm::MmError::Exited)));
+        }
+        let iv = match st
+            .strategy
+            .run_work_checked(&mut st.dev, item, mm, &m.notify())
+        {
+            Ok(Ok(iv)) => iv,
+            Ok(Err(what)) => return DeferredStep::Done(Ok(what)),
+            Err(e) => return DeferredStep::Done(Err(e)),
         };
         drop(guard);
         match mm.notifier.remove_prepare(&iv) {

@@ -94,6 +94,19 @@ pub enum PlantedBug {
     /// the range and, once its notifier goes, every invalidation (modelled
     /// on "drm/xe: Add unbind to SVM garbage collector").
     GpuSvmRangeNotUnbound,
+    /// mirror, AMD KFD SVM: the deferred-list work goes on with an address
+    /// space that has exited meanwhile (it waited for the mmap lock while
+    /// the process tore it down), and re-inserts intervals into a released
+    /// notifier (modelled on "drm/amdkfd: Ensure mm remain valid in svm
+    /// deferred_list work").
+    KfdWorkAfterExit,
+    /// mirror, AMD KFD SVM: a device fault does not skip a range that is
+    /// still pending on the deferred list (a split parent, or a child to be
+    /// added or unmapped), so it maps pages under an interval the deferred
+    /// work is about to remove or shrink (modelled on the amdkfd fix that
+    /// made svm_range_restore_pages skip ranges pending on the deferred
+    /// list or children, the svm_range_skip_recover check).
+    KfdFaultOnPendingRange,
 }
 
 /// Which crate carries a planted bug; a target finds the bugs of the crates it runs.
@@ -110,7 +123,7 @@ pub enum Component {
 impl PlantedBug {
     /// Every planted bug that a split-phase target can find (the fuzz
     /// targets and the hunt run these; see also [`PlantedBug::CONCURRENT`]).
-    pub const ALL: [PlantedBug; 21] = [
+    pub const ALL: [PlantedBug; 23] = [
         PlantedBug::ReleaseTwice,
         PlantedBug::InsertEvenSeq,
         PlantedBug::InsertNoMakeOdd,
@@ -132,6 +145,8 @@ impl PlantedBug {
         PlantedBug::FinishSkippedOnRefusal,
         PlantedBug::GpuSvmOrderNotClipped,
         PlantedBug::GpuSvmRangeNotUnbound,
+        PlantedBug::KfdWorkAfterExit,
+        PlantedBug::KfdFaultOnPendingRange,
     ];
 
     /// The planted bugs that only real concurrency exposes: each lives
@@ -161,7 +176,9 @@ impl PlantedBug {
             | PlantedBug::VmaCommitUnchecked
             | PlantedBug::UnmapDeferred
             | PlantedBug::GpuSvmOrderNotClipped
-            | PlantedBug::GpuSvmRangeNotUnbound => Component::Mirror,
+            | PlantedBug::GpuSvmRangeNotUnbound
+            | PlantedBug::KfdWorkAfterExit
+            | PlantedBug::KfdFaultOnPendingRange => Component::Mirror,
             _ => Component::Notifier,
         }
     }
@@ -193,6 +210,8 @@ impl PlantedBug {
             PlantedBug::ReadBeginUnlocked => "notifier-read-begin-unlocked",
             PlantedBug::GpuSvmOrderNotClipped => "mirror-gpusvm-order-not-clipped",
             PlantedBug::GpuSvmRangeNotUnbound => "mirror-gpusvm-range-not-unbound",
+            PlantedBug::KfdWorkAfterExit => "mirror-kfd-work-after-exit",
+            PlantedBug::KfdFaultOnPendingRange => "mirror-kfd-fault-on-pending-range",
         }
     }
 

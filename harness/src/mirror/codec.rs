@@ -33,7 +33,8 @@ const KIND8: [Code; 8] = [
 ];
 
 /// A second device's kind in a pair config (h = 20..=29): each built-in
-/// kind, then the GPU SVM designs, then three of the first ones again.
+/// kind, then the GPU SVM designs (`kfd-noxnack` on what was `odp` again),
+/// then two of the first ones again.
 const PAIR10: [Code; 10] = [
     ("fullva", Some(0)),
     ("perfault", Some(1)),
@@ -42,14 +43,15 @@ const PAIR10: [Code; 10] = [
     ("regcache", Some(4)),
     ("gpusvm", Some(0)),
     ("kfd", Some(1)),
-    ("odp", Some(2)),
+    ("kfd-noxnack", Some(2)),
     ("vma", Some(3)),
     ("regcache", Some(4)),
 ];
 
 /// The device of `m1` alone (h = 30..=31, by `(b & 7) + 8 * (h - 30)`):
 /// none, the five first kinds, and so on round; two of the repeated
-/// "none" codes became the GPU SVM designs.
+/// "none" codes became the GPU SVM designs, and one repeated `fullva`
+/// became `kfd-noxnack`.
 const M1ROW: [Code; 16] = [
     ("", None),
     ("fullva", Some(0)),
@@ -64,7 +66,7 @@ const M1ROW: [Code; 16] = [
     ("vma", Some(3)),
     ("regcache", Some(4)),
     ("kfd", None),
-    ("fullva", Some(0)),
+    ("kfd-noxnack", Some(0)),
     ("perfault", Some(1)),
     ("odp", Some(2)),
 ];
@@ -187,6 +189,10 @@ pub(crate) enum ExpectHead {
 }
 
 pub(crate) fn expect_head_code(b: u8) -> ExpectHead {
+    // The one code of the error kind added last (it read as `ok` before).
+    if b == 255 {
+        return ExpectHead::Error(Some(ErrKind::Again));
+    }
     let hi = b >> 3;
     match b & 7 {
         1 => ExpectHead::Skipped,
@@ -245,7 +251,8 @@ impl Reader<'_, '_> {
             | Kind::DevEvict
             | Kind::DevRegister
             | Kind::DevUnregister
-            | Kind::DevWork => {
+            | Kind::DevWork
+            | Kind::DevAttr => {
                 let dev = slot2_code(self.byte());
                 let op = self.dev_op(kind, c.task_size);
                 Op::Dev { dev, op }
@@ -294,6 +301,10 @@ impl Reader<'_, '_> {
                 addr: self.point(ts),
             },
             Kind::DevWork => DevStep::Work,
+            Kind::DevAttr => {
+                let (addr, len) = self.mspan(ts);
+                DevStep::Attr { addr, len }
+            }
             // DevRead.
             _ => DevStep::Read {
                 addr: self.point(ts),
@@ -511,7 +522,8 @@ pub(crate) fn push_dev(out: &mut Vec<u8>, op: DevStep, ts: u64) {
         | DevStep::Migrate { addr, len }
         | DevStep::Exclusive { addr, len }
         | DevStep::Evict { addr, len }
-        | DevStep::Register { addr, len } => push_mspan(out, addr, len, ts),
+        | DevStep::Register { addr, len }
+        | DevStep::Attr { addr, len } => push_mspan(out, addr, len, ts),
         DevStep::Work => {}
     }
 }

@@ -583,6 +583,20 @@ impl World<'_> {
                             }
                         }
                     }
+                    DevStep::Attr { addr, len } => {
+                        self.out.stats.ran += 1;
+                        let mm = self.mms[mm].as_ref().expect("checked");
+                        match m.set_attr(mm, addr, len) {
+                            Ok(()) => {
+                                self.answer(t, Answer::Done);
+                                Ok(Some(say!(self, "d{dev} attr: set")))
+                            }
+                            Err(e) => {
+                                self.answer(t, Answer::Error(ErrKind::of_mirror(&e)));
+                                Ok(Some(say!(self, "d{dev} attr: error {e}")))
+                            }
+                        }
+                    }
                     DevStep::Unregister { addr } => {
                         self.threads[t].work = Some(Work::Unregister {
                             dev: d,
@@ -1104,8 +1118,13 @@ impl World<'_> {
                             DivergenceKind::Result,
                             None,
                             format!("t{t} d{d} work"),
-                            format!("the driver's deferred work misused the notifier: {e}"),
-                            "a driver removes each of its intervals once".into(),
+                            format!(
+                                "the driver's deferred work misused the notifier or the \
+                                 address space: {e}"
+                            ),
+                            "a driver removes each of its intervals once, and locks only a \
+                             live address space"
+                                .into(),
                         ));
                     }
                 }

@@ -118,17 +118,20 @@ pub enum ErrKind {
     NoEnt,
     /// The notifier refused (`notifier`).
     Notifier,
+    /// The range or the device is busy: retry later (`eagain`).
+    Again,
 }
 
 impl ErrKind {
     /// Every kind.
-    pub const ALL: [ErrKind; 6] = [
+    pub const ALL: [ErrKind; 7] = [
         ErrKind::Inval,
         ErrKind::Fault,
         ErrKind::Perm,
         ErrKind::Exited,
         ErrKind::NoEnt,
         ErrKind::Notifier,
+        ErrKind::Again,
     ];
 
     /// Its name after `expect error:`.
@@ -140,6 +143,7 @@ impl ErrKind {
             ErrKind::Exited => "exited",
             ErrKind::NoEnt => "enoent",
             ErrKind::Notifier => "notifier",
+            ErrKind::Again => "eagain",
         }
     }
 
@@ -167,6 +171,7 @@ impl ErrKind {
             mirror::MirrorError::Segv(e) => ErrKind::of_mm(e),
             mirror::MirrorError::WrongMm | mirror::MirrorError::Inval => ErrKind::Inval,
             mirror::MirrorError::NoEnt => ErrKind::NoEnt,
+            mirror::MirrorError::Again => ErrKind::Again,
         }
     }
 }
@@ -281,7 +286,8 @@ pub enum MmStep {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DevStep {
     /// `open mM STRATEGY`: attach the device to an address space
-    /// (`fullva`, `perfault`, `odp:16k`..`odp:1g`, `vma`, `regcache`).
+    /// (`fullva`, `perfault`, `odp:16k`..`odp:1g`, `vma`, `regcache`,
+    /// `kfd`, `kfd-noxnack`).
     Open {
         /// Address space.
         mm: u8,
@@ -345,6 +351,14 @@ pub enum DevStep {
     },
     /// `work`: run one item of the device's deferred work.
     Work,
+    /// `attr A +LEN`: set attributes on the range (registers it with a
+    /// strategy that has attributes; EINVAL for the others).
+    Attr {
+        /// Address.
+        addr: u64,
+        /// Length.
+        len: u64,
+    },
 }
 
 impl MmStep {

@@ -90,6 +90,7 @@ use crate::{interval_ops, Callback, Dev, MirrorError};
 
 pub mod fullva;
 pub mod gpusvm;
+pub mod kfd;
 pub mod odp;
 pub mod perfault;
 pub mod regcache;
@@ -253,6 +254,48 @@ pub trait Strategy: Any + fmt::Debug + Send {
         Err("nothing")
     }
 
+    /// Like [`Strategy::run_work`], for work that can misuse the notifier
+    /// API: `Err` is a driver bug (an interval inserted into a released
+    /// address space…) that the harness reports.
+    fn run_work_checked(
+        &mut self,
+        dev: &mut Dev,
+        item: Work,
+        mm: &Mm,
+        n: &Notify<'_>,
+    ) -> Result<Result<Interval, &'static str>, MirrorError> {
+        Ok(self.run_work(dev, item, mm, n))
+    }
+
+    /// Whether running `item` takes the mmap lock of `mm` for write: it
+    /// then waits until nobody holds the mmap lock. Taking the lock of an
+    /// address space that has exited is a use after free (the work must
+    /// hold a reference, mmget_not_zero, and give up without one): the
+    /// shared code reports it.
+    fn work_takes_mmap_write(&self, _item: &Work, _mm: &Mm) -> bool {
+        false
+    }
+
+    /// Sets attributes on `[addr, addr + len)` (an explicit registration
+    /// of the range with the driver); a strategy without attributes
+    /// refuses with [`MirrorError::Inval`].
+    fn set_attr(
+        &mut self,
+        _dev: &mut Dev,
+        _mm: &Mm,
+        _n: &Notify<'_>,
+        _addr: u64,
+        _len: u64,
+    ) -> Result<(), MirrorError> {
+        Err(MirrorError::Inval)
+    }
+
+    /// Whether the device is stopped (its queues evicted): no access may
+    /// use a device PTE and a fault answers [`MirrorError::Again`].
+    fn device_quiesced(&self) -> bool {
+        false
+    }
+
     /// Whether an interval of this mirror covers `page`, so that a later
     /// change there is heard (the own-migration fixup maps only those).
     /// Only an interval in the tree counts: one inserted while the current
@@ -321,15 +364,18 @@ impl fmt::Debug for StrategyKind {
     }
 }
 
-/// The built-in strategies, in registry order: the codec's choice tables
-/// are indices into this order, so it must not change.
-pub const BUILTIN: [StrategyKind; 6] = [
+/// The built-in strategies, in registry order. The codec names kinds by
+/// name, so the order matters only to [`StrategySpec::kind`] indices
+/// within one build; new kinds go at the end all the same.
+pub const BUILTIN: [StrategyKind; 8] = [
     fullva::KIND,
     perfault::KIND,
     odp::KIND,
     vma::KIND,
     regcache::KIND,
     gpusvm::KIND,
+    kfd::KIND,
+    kfd::KIND_NOXNACK,
 ];
 
 static EXTRA: RwLock<Vec<StrategyKind>> = RwLock::new(Vec::new());
@@ -592,7 +638,7 @@ mod tests {
             assert_eq!(StrategySpec::of(i as u8), s);
             assert_eq!(StrategySpec::from_name(&s.name()), Some(s), "{}", k.name);
         }
-        let names: Vec<String> = (0..6).map(|i| StrategySpec::of(i).name()).collect();
+        let names: Vec<String> = (0..8).map(|i| StrategySpec::of(i).name()).collect();
         assert_eq!(
             names,
             [
@@ -601,7 +647,9 @@ mod tests {
                 "odp:2m",
                 "vma",
                 "regcache",
-                "gpusvm:64k"
+                "gpusvm:64k",
+                "kfd",
+                "kfd-noxnack"
             ]
         );
         let svm = |param| StrategySpec { kind: 5, param };
