@@ -130,13 +130,13 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use notifier::Event;
-use oracles::{CallbackModel, Refuse, SetSeq};
 
-// The mirror target's part of the format.
+// Each target's part of the format.
 use crate::mirror::codec::*;
+use crate::notifier::codec::*;
 use crate::program::{
-    DevStep, MmStep, Op, Program, ProgramConfig, Step, Target, CLASSIC_SLOTS, DEVICES, FILES,
-    MAX_STEPS, MIN_TASK_SIZE, MMS, OWNERS, PAGE, SLOTS, WINDOW_PAGES,
+    DevStep, MmStep, Op, Program, ProgramConfig, Step, Target, DEVICES, FILES, MAX_STEPS,
+    MIN_TASK_SIZE, MMS, PAGE, WINDOW_PAGES,
 };
 
 /// The code that is followed by 8 raw little-endian bytes.
@@ -479,47 +479,6 @@ pub(crate) fn event_code(b: u8) -> Event {
     Event::ALL[b as usize % Event::ALL.len()]
 }
 
-/// `(blockable, owner)`.
-pub(crate) fn flags_code(b: u8) -> (bool, Option<u8>) {
-    let blockable = b & 7 != 7;
-    let owner = if b >> 3 < 24 {
-        None
-    } else {
-        Some((b >> 3) % OWNERS)
-    };
-    (blockable, owner)
-}
-
-pub(crate) fn refuse_code(b: u8) -> Refuse {
-    match b & 15 {
-        0..=11 => Refuse::Never,
-        12..=14 => Refuse::NonBlockable,
-        _ => Refuse::Always,
-    }
-}
-
-/// Whether a callback byte's interval is two-pass: a fifth of the codes of
-/// each refusal that can accept.
-pub(crate) fn two_pass_code(b: u8) -> bool {
-    matches!(b & 15, 10 | 11 | 14)
-}
-
-/// The `set_seq` half of a callback byte, before the event byte of `SkipFor`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum SeqHead {
-    Always,
-    Never,
-    Skip,
-}
-
-pub(crate) fn seq_head_code(b: u8) -> SeqHead {
-    match b >> 4 {
-        0..=13 => SeqHead::Always,
-        14 => SeqHead::Never,
-        _ => SeqHead::Skip,
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Decoding.
 
@@ -591,20 +550,6 @@ impl Reader<'_, '_> {
         self.point_from(b, task_size)
     }
 
-    pub(crate) fn callback(&mut self) -> CallbackModel {
-        let b = self.byte();
-        let set_seq = match seq_head_code(b) {
-            SeqHead::Always => SetSeq::Always,
-            SeqHead::Never => SetSeq::Never,
-            SeqHead::Skip => SetSeq::SkipFor(event_code(self.byte())),
-        };
-        CallbackModel {
-            refuse: refuse_code(b),
-            set_seq,
-            two_pass: two_pass_code(b),
-        }
-    }
-
     pub(crate) fn config(&mut self, target: Option<Target>) -> ProgramConfig {
         let byte = self.byte();
         let target = target.unwrap_or_else(|| target_code(byte));
@@ -638,55 +583,6 @@ impl Reader<'_, '_> {
             Target::Mirror => self.mirror_op(kind, c),
         };
         Step { thread, op }
-    }
-
-    pub(crate) fn notifier_op(&mut self, kind: Kind, c: &ProgramConfig) -> Op {
-        match kind {
-            Kind::Insert => {
-                let slot = self.byte() % SLOTS;
-                let (start, len) = self.span(c.task_size);
-                let cb = self.callback();
-                Op::Insert {
-                    slot,
-                    start,
-                    len,
-                    cb,
-                }
-            }
-            Kind::Remove => Op::Remove {
-                slot: self.byte() % SLOTS,
-            },
-            Kind::Start => {
-                let event = event_code(self.byte());
-                let (start, len) = self.span(c.task_size);
-                let (blockable, owner) = flags_code(self.byte());
-                Op::Start {
-                    event,
-                    start,
-                    end: start.wrapping_add(len),
-                    blockable,
-                    owner,
-                }
-            }
-            Kind::ReadBegin => Op::ReadBegin {
-                slot: self.byte() % SLOTS,
-            },
-            Kind::Commit => Op::Commit,
-            Kind::CheckRetry => Op::CheckRetry,
-            Kind::Release if self.byte() < 64 => Op::Release,
-            Kind::Register => {
-                let slot = self.byte() % CLASSIC_SLOTS;
-                Op::Register {
-                    slot,
-                    refuse: refuse_code(self.byte()),
-                }
-            }
-            Kind::Unregister => Op::Unregister {
-                slot: self.byte() % CLASSIC_SLOTS,
-            },
-            // End, and the release that was not confirmed.
-            _ => Op::End,
-        }
     }
 
     pub(crate) fn program(&mut self, target: Option<Target>) -> Program {
@@ -799,16 +695,6 @@ pub(crate) fn len_candidates(len: u64) -> impl Iterator<Item = u8> {
     .chain([208, 220, 226, 230, 244])
 }
 
-/// The one code that can be the first to decode to these flags.
-pub(crate) fn flags_candidate(blockable: bool, owner: Option<u8>) -> Option<u8> {
-    let low = if blockable { 0 } else { 7 };
-    match owner {
-        None => Some(low),
-        Some(o) if o < OWNERS => Some((24 + o) << 3 | low),
-        Some(_) => None,
-    }
-}
-
 /// The first tag of `kind` run by `thread` when there are `threads`, else
 /// the first tag of `kind`.
 pub(crate) fn tag_code(kind: Kind, thread: u8, threads: u8) -> u8 {
@@ -886,31 +772,8 @@ pub(crate) fn push_value(out: &mut Vec<u8>, v: u64) {
     }
 }
 
-pub(crate) fn push_refuse(out: &mut Vec<u8>, refuse: Refuse) {
-    out.push(first_code(|b| refuse_code(b) == refuse).unwrap_or(0));
-}
-
 pub(crate) fn push_event(out: &mut Vec<u8>, event: Event) {
     out.push(first_code(|b| event_code(b) == event).unwrap_or(0));
-}
-
-pub(crate) fn push_callback(out: &mut Vec<u8>, cb: CallbackModel) {
-    let head = match cb.set_seq {
-        SetSeq::Always => SeqHead::Always,
-        SetSeq::Never => SeqHead::Never,
-        SetSeq::SkipFor(_) => SeqHead::Skip,
-    };
-    out.push(
-        first_code(|b| {
-            refuse_code(b) == cb.refuse
-                && seq_head_code(b) == head
-                && two_pass_code(b) == cb.two_pass
-        })
-        .unwrap_or(0),
-    );
-    if let SetSeq::SkipFor(e) = cb.set_seq {
-        push_event(out, e);
-    }
 }
 
 /// Encodes `p` so that [`decode`] gives it back, for every valid program
@@ -943,39 +806,6 @@ pub fn encode(p: &Program) -> Vec<u8> {
     for s in p.steps.iter().take(MAX_STEPS) {
         out.push(tag_code(kind_of(&s.op), s.thread, c.threads));
         match s.op {
-            Op::Insert {
-                slot,
-                start,
-                len,
-                cb,
-            } => {
-                out.push(slot);
-                push_span(&mut out, start, len, c.task_size);
-                push_callback(&mut out, cb);
-            }
-            Op::Remove { slot } | Op::ReadBegin { slot } | Op::Unregister { slot } => {
-                out.push(slot)
-            }
-            Op::Start {
-                event,
-                start,
-                end,
-                blockable,
-                owner,
-            } => {
-                push_event(&mut out, event);
-                push_span(&mut out, start, end.wrapping_sub(start), c.task_size);
-                let flags = flags_candidate(blockable, owner)
-                    .filter(|&b| flags_code(b) == (blockable, owner))
-                    .unwrap_or(0);
-                out.push(flags);
-            }
-            Op::Release => out.push(0),
-            Op::End | Op::Commit | Op::CheckRetry | Op::Yield => {}
-            Op::Register { slot, refuse } => {
-                out.push(slot);
-                push_refuse(&mut out, refuse);
-            }
             Op::Mm { mm, op } => {
                 out.push(slot2_byte(mm));
                 push_mm(&mut out, op, c.task_size);
@@ -985,6 +815,7 @@ pub fn encode(p: &Program) -> Vec<u8> {
                 push_dev(&mut out, op, c.task_size);
             }
             Op::Expect(e) => push_expect(&mut out, e),
+            op => push_notifier_op(&mut out, op, c.task_size),
         }
     }
     out
@@ -993,10 +824,11 @@ pub fn encode(p: &Program) -> Vec<u8> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::program::MAX_THREADS;
     use crate::program::{
         ErrKind, Expect, MapKind, PageState, Prot, StrategySpec, MAX_RUNS, MAX_SNAPSHOT_PAGES,
     };
+    use crate::program::{CLASSIC_SLOTS, MAX_THREADS, OWNERS, SLOTS};
+    use oracles::{CallbackModel, Refuse, SetSeq};
     use proptest::prelude::*;
     // Not the mirror's `Strategy`, which both globs would otherwise offer.
     use proptest::strategy::Strategy;

@@ -6,9 +6,12 @@
 //! Fuzz targets are glue: each engine calls one `&[u8]` function in
 //! [`targets`], which decodes its input itself.
 //!
-//! Each target has a folder ([`notifier`], [`mirror`]) with its executor
-//! (and the mirror target its ops); the engine, minimizer, report, files,
-//! codec and text format are shared.
+//! Each target has a folder ([`notifier`], [`mirror`]) with its part of
+//! the byte codec and of the text format, and its executor (the mirror
+//! target also its step types); the engine, minimizer, report, files, the
+//! op enum ([`program`]) and the shared halves of the codec (config,
+//! addresses, encode/decode) and of the text format (the line reader,
+//! config, schedule) stay at the top.
 
 #![deny(missing_docs)]
 

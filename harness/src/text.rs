@@ -58,12 +58,15 @@
 use std::fmt::{self, Write as _};
 
 use notifier::Event;
-use oracles::{CallbackModel, Refuse, SetSeq};
+use oracles::Refuse;
 
+use crate::mirror::text::{
+    devices_text, parse_dev, parse_devices, parse_expect, parse_mm, write_dev, write_mm,
+};
+pub use crate::mirror::text::{expect_text, states_text};
+use crate::notifier::text::{parse_notifier_op, write_operands, NOTIFIER_KEYWORDS};
 use crate::program::{
-    DevStep, ErrKind, Expect, MapKind, MmStep, Op, PageState, Program, ProgramConfig, Prot, Step,
-    StrategySpec, Target, CLASSIC_SLOTS, DEVICES, FILES, MAX_RUNS, MAX_SNAPSHOT_PAGES, MAX_THREADS,
-    MIN_TASK_SIZE, MMS, OWNERS, SLOTS,
+    Op, Program, ProgramConfig, Step, StrategySpec, Target, DEVICES, MAX_THREADS, MIN_TASK_SIZE,
 };
 
 /// Why an `.ops` text is not a program, and where.
@@ -149,20 +152,6 @@ pub fn print_with_notes(p: &Program, notes: &[String]) -> String {
     s
 }
 
-/// The value of `devices=`: the entries up to the last open one, `none`
-/// for a closed one; `none` alone when no device is open.
-fn devices_text(devices: &[Option<StrategySpec>]) -> String {
-    let n = devices
-        .iter()
-        .rposition(Option::is_some)
-        .map_or(1, |i| i + 1);
-    let names: Vec<String> = devices[..n]
-        .iter()
-        .map(|d| d.map_or_else(|| "none".to_string(), StrategySpec::name))
-        .collect();
-    names.join(",")
-}
-
 /// One step as its `.ops` line, without the newline: `t1 start unmap 0x0..0x4000`,
 /// `t0 m0 mmap 0x1000 +0x2000 anon`, `t1 d0 read 0x1000`.
 pub fn format_step(step: &Step) -> String {
@@ -181,208 +170,19 @@ pub fn format_step(step: &Step) -> String {
     s
 }
 
-/// A written value: decimal below 256, hex above.
-struct Value(u64);
-
-impl fmt::Display for Value {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 < 256 {
-            write!(f, "{}", self.0)
-        } else {
-            write!(f, "{:#x}", self.0)
-        }
-    }
-}
-
-fn write_mm(s: &mut String, mm: u8, op: MmStep) -> fmt::Result {
-    write!(s, " m{mm} {}", op.keyword())?;
-    match op {
-        MmStep::Mmap {
-            addr,
-            len,
-            kind,
-            prot,
-        } => {
-            write!(s, " {addr:#x} +{len:#x} ")?;
-            match kind {
-                MapKind::AnonPrivate => s.push_str("anon"),
-                MapKind::AnonShared => s.push_str("shared"),
-                MapKind::File(f) => write!(s, "file:{f}")?,
-            }
-            if prot != Prot::ReadWrite {
-                write!(s, " {}", prot.name())?;
-            }
-            Ok(())
-        }
-        MmStep::Munmap { addr, len } | MmStep::Dontneed { addr, len } => {
-            write!(s, " {addr:#x} +{len:#x}")
-        }
-        MmStep::Mprotect { addr, len, prot } => {
-            write!(s, " {addr:#x} +{len:#x} {}", prot.name())
-        }
-        MmStep::Mremap {
-            addr,
-            old_len,
-            new_len,
-            to,
-            dontunmap,
-        } => {
-            write!(s, " {addr:#x} +{old_len:#x} +{new_len:#x}")?;
-            if let Some(to) = to {
-                write!(s, " to {to:#x}")?;
-            }
-            if dontunmap {
-                s.push_str(" dontunmap");
-            }
-            Ok(())
-        }
-        MmStep::Fork | MmStep::ClearRefs | MmStep::OomReap | MmStep::Exit => Ok(()),
-        MmStep::Read { addr }
-        | MmStep::Reclaim { addr }
-        | MmStep::Migrate { addr }
-        | MmStep::Collapse { addr }
-        | MmStep::Split { addr } => write!(s, " {addr:#x}"),
-        MmStep::Write { addr, value } => write!(s, " {addr:#x} {}", Value(value)),
-        MmStep::Ksm { a, b } => write!(s, " {a:#x} {b:#x}"),
-    }
-}
-
-/// A device op's keyword after its `dN`.
-fn dev_keyword(op: DevStep) -> &'static str {
-    match op {
-        DevStep::Open { .. } => "open",
-        DevStep::Read { .. } => "read",
-        DevStep::Write { .. } => "write",
-        DevStep::Snapshot { .. } => "snapshot",
-        DevStep::Migrate { .. } => "migrate",
-        DevStep::Exclusive { .. } => "exclusive",
-        DevStep::Evict { .. } => "evict",
-        DevStep::Register { .. } => "register",
-        DevStep::Unregister { .. } => "unregister",
-        DevStep::Work => "work",
-        DevStep::Attr { .. } => "attr",
-    }
-}
-
-fn write_dev(s: &mut String, dev: u8, op: DevStep) -> fmt::Result {
-    write!(s, " d{dev} {}", dev_keyword(op))?;
-    match op {
-        DevStep::Open { mm, strategy } => write!(s, " m{mm} {}", strategy.name()),
-        DevStep::Read { addr } | DevStep::Unregister { addr } => write!(s, " {addr:#x}"),
-        DevStep::Write { addr, value } => write!(s, " {addr:#x} {}", Value(value)),
-        DevStep::Snapshot { addr, len }
-        | DevStep::Migrate { addr, len }
-        | DevStep::Exclusive { addr, len }
-        | DevStep::Evict { addr, len }
-        | DevStep::Register { addr, len }
-        | DevStep::Attr { addr, len } => write!(s, " {addr:#x} +{len:#x}"),
-        DevStep::Work => Ok(()),
-    }
-}
-
-/// An expectation as it follows `expect`: `ok`, `skipped`, `0x1000` (a
-/// value: decimal below 256, hex above), `error`, `error:efault`,
-/// `pages=3`, `d1 faults=2`, `[none write*3]`.
-pub fn expect_text(e: &Expect) -> String {
-    match *e {
-        Expect::Ok => "ok".into(),
-        Expect::Skipped => "skipped".into(),
-        Expect::Value(v) => Value(v).to_string(),
-        Expect::Error(None) => "error".into(),
-        Expect::Error(Some(k)) => format!("error:{}", k.name()),
-        Expect::Pages(n) => format!("pages={n}"),
-        Expect::Faults { dev, n } => format!("d{dev} faults={n}"),
-        Expect::States { runs, len } => {
-            let used = &runs[..usize::from(len).min(MAX_RUNS)];
-            states_text(used.iter().map(|&(st, n)| (st, u64::from(n))))
-        }
-    }
-}
-
-/// Run-length encoded page states as `expect` writes them: `[none write*3]`.
-pub fn states_text(runs: impl IntoIterator<Item = (PageState, u64)>) -> String {
-    let items: Vec<String> = runs
-        .into_iter()
-        .map(|(st, n)| {
-            if n == 1 {
-                st.name().to_string()
-            } else {
-                format!("{}*{n}", st.name())
-            }
-        })
-        .collect();
-    format!("[{}]", items.join(" "))
-}
-
-fn write_operands(s: &mut String, op: &Op) -> fmt::Result {
-    match *op {
-        Op::Insert {
-            slot,
-            start,
-            len,
-            cb,
-        } => {
-            write!(s, " i{slot} {start:#x} +{len:#x}")?;
-            write_refuse(s, cb.refuse)?;
-            match cb.set_seq {
-                SetSeq::Always => {}
-                SetSeq::Never => write!(s, " no-seq")?,
-                SetSeq::SkipFor(e) => write!(s, " no-seq:{}", e.name())?,
-            }
-            if cb.two_pass {
-                write!(s, " two-pass")?;
-            }
-            Ok(())
-        }
-        Op::Remove { slot } | Op::ReadBegin { slot } => write!(s, " i{slot}"),
-        Op::Start {
-            event,
-            start,
-            end,
-            blockable,
-            owner,
-        } => {
-            write!(s, " {} {start:#x}..{end:#x}", event.name())?;
-            if !blockable {
-                write!(s, " nonblock")?;
-            }
-            match owner {
-                Some(o) => write!(s, " owner={o}"),
-                None => Ok(()),
-            }
-        }
-        Op::End | Op::Release | Op::Commit | Op::CheckRetry | Op::Yield => Ok(()),
-        Op::Register { slot, refuse } => {
-            write!(s, " c{slot}")?;
-            write_refuse(s, refuse)
-        }
-        Op::Unregister { slot } => write!(s, " c{slot}"),
-        // Printed by `write_mm`, `write_dev` and `format_step`.
-        Op::Mm { .. } | Op::Dev { .. } | Op::Expect(_) => Ok(()),
-    }
-}
-
-fn write_refuse(s: &mut String, refuse: Refuse) -> fmt::Result {
-    match refuse {
-        Refuse::Never => Ok(()),
-        Refuse::NonBlockable => write!(s, " refuse-nb"),
-        Refuse::Always => write!(s, " refuse"),
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Parsing.
 
 /// A whitespace-separated word and its 1-based column.
 #[derive(Clone, Copy, Debug)]
-struct Tok<'s> {
-    text: &'s str,
-    col: usize,
+pub(crate) struct Tok<'s> {
+    pub(crate) text: &'s str,
+    pub(crate) col: usize,
 }
 
 impl<'s> Tok<'s> {
     /// The part of the token after its first `n` bytes, with its column.
-    fn rest(self, n: usize) -> Tok<'s> {
+    pub(crate) fn rest(self, n: usize) -> Tok<'s> {
         Tok {
             text: &self.text[n..],
             col: self.col + self.text[..n].chars().count(),
@@ -423,14 +223,14 @@ fn tokenize(line: &str) -> Vec<Tok<'_>> {
 }
 
 /// The tokens of one line, consumed left to right.
-struct Line<'s> {
-    line: usize,
-    toks: Vec<Tok<'s>>,
-    pos: usize,
+pub(crate) struct Line<'s> {
+    pub(crate) line: usize,
+    pub(crate) toks: Vec<Tok<'s>>,
+    pub(crate) pos: usize,
 }
 
 impl<'s> Line<'s> {
-    fn err(&self, col: usize, message: impl Into<String>) -> ParseError {
+    pub(crate) fn err(&self, col: usize, message: impl Into<String>) -> ParseError {
         ParseError {
             line: self.line,
             column: col,
@@ -438,23 +238,23 @@ impl<'s> Line<'s> {
         }
     }
 
-    fn at(&self, tok: Tok<'_>, message: impl Into<String>) -> ParseError {
+    pub(crate) fn at(&self, tok: Tok<'_>, message: impl Into<String>) -> ParseError {
         self.err(tok.col, message)
     }
 
     /// The column just past the last token.
-    fn end_col(&self) -> usize {
+    pub(crate) fn end_col(&self) -> usize {
         self.toks
             .last()
             .map_or(1, |t| t.col + t.text.chars().count())
     }
 
-    fn peek(&self) -> Option<Tok<'s>> {
+    pub(crate) fn peek(&self) -> Option<Tok<'s>> {
         self.toks.get(self.pos).copied()
     }
 
     /// The next token; `what` names it when the line ends too soon.
-    fn next(&mut self, what: &str) -> Result<Tok<'s>, ParseError> {
+    pub(crate) fn next(&mut self, what: &str) -> Result<Tok<'s>, ParseError> {
         match self.peek() {
             Some(t) => {
                 self.pos += 1;
@@ -465,25 +265,25 @@ impl<'s> Line<'s> {
     }
 
     /// Fails on anything left on the line.
-    fn finish(&self) -> Result<(), ParseError> {
+    pub(crate) fn finish(&self) -> Result<(), ParseError> {
         match self.peek() {
             Some(t) => Err(self.at(t, format!("unexpected `{}`", t.text))),
             None => Ok(()),
         }
     }
 
-    fn num(&self, tok: Tok<'_>, what: &str) -> Result<u64, ParseError> {
+    pub(crate) fn num(&self, tok: Tok<'_>, what: &str) -> Result<u64, ParseError> {
         parse_num(tok.text).map_err(|m| self.at(tok, format!("{what}: {m}")))
     }
 
     /// `iN`, `cN`, `mN` or `dN` below `limit`.
-    fn slot(&mut self, prefix: char, limit: u8, what: &str) -> Result<u8, ParseError> {
+    pub(crate) fn slot(&mut self, prefix: char, limit: u8, what: &str) -> Result<u8, ParseError> {
         let tok = self.next(&format!("{what} `{prefix}N`"))?;
         self.slot_tok(tok, prefix, limit, what)
     }
 
     /// [`Line::slot`] of a token already taken.
-    fn slot_tok(
+    pub(crate) fn slot_tok(
         &self,
         tok: Tok<'_>,
         prefix: char,
@@ -510,13 +310,13 @@ impl<'s> Line<'s> {
     }
 
     /// A number operand: `what` names it when it is missing or bad.
-    fn number(&mut self, what: &str) -> Result<u64, ParseError> {
+    pub(crate) fn number(&mut self, what: &str) -> Result<u64, ParseError> {
         let tok = self.next(what)?;
         self.num(tok, what)
     }
 
     /// A `+N` operand; `form` is how the message spells it (`+LEN`).
-    fn plus(&mut self, what: &str, form: &str) -> Result<u64, ParseError> {
+    pub(crate) fn plus(&mut self, what: &str, form: &str) -> Result<u64, ParseError> {
         let tok = self.next(&format!("{what} `{form}`"))?;
         if !tok.text.starts_with('+') {
             return Err(self.at(
@@ -528,7 +328,7 @@ impl<'s> Line<'s> {
     }
 
     /// Takes the next token if it is `word`.
-    fn word(&mut self, word: &str) -> bool {
+    pub(crate) fn word(&mut self, word: &str) -> bool {
         let found = self.peek().is_some_and(|t| t.text == word);
         if found {
             self.pos += 1;
@@ -537,7 +337,11 @@ impl<'s> Line<'s> {
     }
 
     /// A device strategy; `more` extends the list of names in the message.
-    fn strategy(&self, tok: Tok<'_>, more: Option<&str>) -> Result<StrategySpec, ParseError> {
+    pub(crate) fn strategy(
+        &self,
+        tok: Tok<'_>,
+        more: Option<&str>,
+    ) -> Result<StrategySpec, ParseError> {
         StrategySpec::from_name(tok.text).ok_or_else(|| {
             // Names and sizes as the strategy registry has them.
             let kinds = mirror::strategy::kinds();
@@ -583,7 +387,7 @@ impl<'s> Line<'s> {
         })
     }
 
-    fn event(&self, tok: Tok<'_>) -> Result<Event, ParseError> {
+    pub(crate) fn event(&self, tok: Tok<'_>) -> Result<Event, ParseError> {
         Event::from_name(tok.text).ok_or_else(|| {
             let names: Vec<_> = Event::ALL.iter().map(|e| e.name()).collect();
             self.at(
@@ -598,7 +402,7 @@ impl<'s> Line<'s> {
     }
 
     /// The optional `refuse` or `refuse-nb` word of a callback.
-    fn refuse_word(tok: Tok<'_>) -> Option<Refuse> {
+    pub(crate) fn refuse_word(tok: Tok<'_>) -> Option<Refuse> {
         match tok.text {
             "refuse" => Some(Refuse::Always),
             "refuse-nb" => Some(Refuse::NonBlockable),
@@ -608,7 +412,7 @@ impl<'s> Line<'s> {
 }
 
 /// Parses a decimal or `0x` hex number, `_` separators allowed.
-fn parse_num(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_num(s: &str) -> Result<u64, String> {
     let (digits, radix) = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         Some(h) => (h, 16),
         None => (s, 10),
@@ -713,56 +517,13 @@ fn parse_config(l: &mut Line<'_>) -> Result<ProgramConfig, ParseError> {
     Ok(c)
 }
 
-/// `devices=S[,S]`, each a strategy or `none`; missing ones are `none`.
-fn parse_devices(
-    l: &Line<'_>,
-    val: Tok<'_>,
-) -> Result<[Option<StrategySpec>; DEVICES as usize], ParseError> {
-    let mut devices = [None; DEVICES as usize];
-    let mut at = 0;
-    for (i, item) in val.text.split(',').enumerate() {
-        let tok = Tok {
-            text: item,
-            col: val.col + val.text[..at].chars().count(),
-        };
-        at += item.len() + 1;
-        if i >= devices.len() {
-            return Err(l.at(
-                tok,
-                format!("too many devices (at most {DEVICES}: d0..d{})", DEVICES - 1),
-            ));
-        }
-        devices[i] = match item {
-            "none" => None,
-            _ => Some(l.strategy(tok, Some("none"))?),
-        };
-    }
-    Ok(devices)
-}
-
 /// Whether `tok` is a slot `mN`/`dN` (a digit follows the prefix).
-fn is_slot(tok: Tok<'_>, prefix: char) -> bool {
+pub(crate) fn is_slot(tok: Tok<'_>, prefix: char) -> bool {
     tok.text
         .strip_prefix(prefix)
         .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
 }
 
-/// The keywords of the notifier target.
-const NOTIFIER_KEYWORDS: [&str; 10] = [
-    "insert",
-    "remove",
-    "start",
-    "end",
-    "read_begin",
-    "commit",
-    "check_retry",
-    "release",
-    "register",
-    "unregister",
-];
-/// The same, for messages.
-const NOTIFIER_OPS: &str = "insert, remove, start, end, read_begin, commit, check_retry, \
-                            release, register or unregister";
 /// What a mirror step looks like.
 const MIRROR_OPS: &str =
     "mirror steps are `tN mM OP ...`, `tN dN OP ...`, `tN step` or `tN expect ...`";
@@ -822,472 +583,6 @@ fn parse_step(l: &mut Line<'_>, c: &ProgramConfig) -> Result<Step, ParseError> {
     };
     l.finish()?;
     Ok(Step { thread, op })
-}
-
-fn parse_notifier_op(l: &mut Line<'_>, kw: Tok<'_>) -> Result<Op, ParseError> {
-    Ok(match kw.text {
-        "insert" => {
-            let slot = l.slot('i', SLOTS, "interval slot")?;
-            let start = l.next("start address")?;
-            let start = l.num(start, "start address")?;
-            let len = l.next("length `+LEN`")?;
-            let Some(_) = len.text.strip_prefix('+') else {
-                return Err(l.at(len, format!("expected length `+LEN`, found `{}`", len.text)));
-            };
-            let len = l.num(len.rest(1), "length")?;
-            let mut cb = CallbackModel::GOOD;
-            let (mut refuse_seen, mut seq_seen) = (false, false);
-            let mut two_pass_at = None;
-            while let Some(w) = l.peek() {
-                l.pos += 1;
-                if w.text == "two-pass" {
-                    if cb.two_pass {
-                        return Err(l.at(w, "duplicate `two-pass`".to_string()));
-                    }
-                    cb.two_pass = true;
-                    two_pass_at = Some(w);
-                } else if let Some(r) = Line::refuse_word(w) {
-                    if refuse_seen {
-                        return Err(l.at(w, format!("duplicate refuse word `{}`", w.text)));
-                    }
-                    refuse_seen = true;
-                    cb.refuse = r;
-                } else if w.text == "no-seq" || w.text.starts_with("no-seq:") {
-                    if seq_seen {
-                        return Err(l.at(w, format!("duplicate `{}`", w.text)));
-                    }
-                    seq_seen = true;
-                    cb.set_seq = match w.text.strip_prefix("no-seq:") {
-                        None => SetSeq::Never,
-                        Some(_) => SetSeq::SkipFor(l.event(w.rest("no-seq:".len()))?),
-                    };
-                } else {
-                    return Err(l.at(
-                        w,
-                        format!(
-                            "unexpected `{}` (callback words: refuse, refuse-nb, no-seq, no-seq:EVENT, two-pass)",
-                            w.text
-                        ),
-                    ));
-                }
-            }
-            if let (Some(w), Refuse::Always) = (two_pass_at, cb.refuse) {
-                return Err(l.at(
-                    w,
-                    "`two-pass` with `refuse`: a callback that always refuses has nothing to finish"
-                        .to_string(),
-                ));
-            }
-            Op::Insert {
-                slot,
-                start,
-                len,
-                cb,
-            }
-        }
-        "remove" => Op::Remove {
-            slot: l.slot('i', SLOTS, "interval slot")?,
-        },
-        "read_begin" => Op::ReadBegin {
-            slot: l.slot('i', SLOTS, "interval slot")?,
-        },
-        "commit" => Op::Commit,
-        "check_retry" => Op::CheckRetry,
-        "start" => {
-            let ev = l.next("event")?;
-            let event = l.event(ev)?;
-            let range = l.next("range `START..END`")?;
-            let Some(dots) = range.text.find("..") else {
-                return Err(l.at(
-                    range,
-                    format!("expected range `START..END`, found `{}`", range.text),
-                ));
-            };
-            let start = l.num(
-                Tok {
-                    text: &range.text[..dots],
-                    col: range.col,
-                },
-                "range start",
-            )?;
-            let end = l.num(range.rest(dots + 2), "range end")?;
-            let (mut blockable, mut owner) = (true, None);
-            while let Some(w) = l.peek() {
-                l.pos += 1;
-                if w.text == "nonblock" {
-                    if !blockable {
-                        return Err(l.at(w, "duplicate `nonblock`"));
-                    }
-                    blockable = false;
-                } else if let Some(v) = w.text.strip_prefix("owner=") {
-                    if owner.is_some() {
-                        return Err(l.at(w, "duplicate `owner=`"));
-                    }
-                    let val = w.rest("owner=".len());
-                    let o = l.num(val, "owner")?;
-                    if o >= u64::from(OWNERS) {
-                        return Err(
-                            l.at(val, format!("owner {v} out of range (0..={})", OWNERS - 1))
-                        );
-                    }
-                    owner = Some(o as u8);
-                } else {
-                    return Err(l.at(
-                        w,
-                        format!("unexpected `{}` (expected nonblock or owner=N)", w.text),
-                    ));
-                }
-            }
-            Op::Start {
-                event,
-                start,
-                end,
-                blockable,
-                owner,
-            }
-        }
-        "end" => Op::End,
-        "release" => Op::Release,
-        "register" => {
-            let slot = l.slot('c', CLASSIC_SLOTS, "classic slot")?;
-            let mut refuse = Refuse::Never;
-            if let Some(r) = l.peek().and_then(Line::refuse_word) {
-                l.pos += 1;
-                refuse = r;
-            }
-            Op::Register { slot, refuse }
-        }
-        "unregister" => Op::Unregister {
-            slot: l.slot('c', CLASSIC_SLOTS, "classic slot")?,
-        },
-        other => {
-            return Err(l.at(
-                kw,
-                format!("unknown op `{other}` (expected {NOTIFIER_OPS})"),
-            ))
-        }
-    })
-}
-
-/// `mM OP ...`, `slot` being the `mM`.
-fn parse_mm(l: &mut Line<'_>, slot: Tok<'_>) -> Result<Op, ParseError> {
-    let mm = l.slot_tok(slot, 'm', MMS, "address space")?;
-    let kw = l.next("address space op")?;
-    let op = match kw.text {
-        "mmap" => {
-            let addr = l.number("address")?;
-            let len = l.plus("length", "+LEN")?;
-            let kind = parse_map_kind(l)?;
-            let prot = if l.word("ro") {
-                Prot::Read
-            } else if l.word("none") {
-                Prot::None
-            } else {
-                Prot::ReadWrite
-            };
-            MmStep::Mmap {
-                addr,
-                len,
-                kind,
-                prot,
-            }
-        }
-        "munmap" => MmStep::Munmap {
-            addr: l.number("address")?,
-            len: l.plus("length", "+LEN")?,
-        },
-        "dontneed" => MmStep::Dontneed {
-            addr: l.number("address")?,
-            len: l.plus("length", "+LEN")?,
-        },
-        "mprotect" => {
-            let addr = l.number("address")?;
-            let len = l.plus("length", "+LEN")?;
-            let tok = l.next("protection `none`, `ro` or `rw`")?;
-            let Some(prot) = Prot::from_name(tok.text) else {
-                return Err(l.at(
-                    tok,
-                    format!(
-                        "expected protection `none`, `ro` or `rw`, found `{}`",
-                        tok.text
-                    ),
-                ));
-            };
-            MmStep::Mprotect { addr, len, prot }
-        }
-        "mremap" => {
-            let addr = l.number("address")?;
-            let old_len = l.plus("old length", "+OLD")?;
-            let new_len = l.plus("new length", "+NEW")?;
-            let (mut to, mut dontunmap) = (None, false);
-            while let Some(w) = l.peek() {
-                l.pos += 1;
-                match w.text {
-                    "to" if to.is_some() => return Err(l.at(w, "duplicate `to`")),
-                    "to" => to = Some(l.number("destination address after `to`")?),
-                    "dontunmap" if dontunmap => return Err(l.at(w, "duplicate `dontunmap`")),
-                    "dontunmap" => dontunmap = true,
-                    other => {
-                        return Err(l.at(
-                            w,
-                            format!("unexpected `{other}` (expected `to ADDR` or dontunmap)"),
-                        ))
-                    }
-                }
-            }
-            MmStep::Mremap {
-                addr,
-                old_len,
-                new_len,
-                to,
-                dontunmap,
-            }
-        }
-        "fork" => MmStep::Fork,
-        "read" => MmStep::Read {
-            addr: l.number("address")?,
-        },
-        "write" => MmStep::Write {
-            addr: l.number("address")?,
-            value: l.number("value")?,
-        },
-        "reclaim" => MmStep::Reclaim {
-            addr: l.number("address")?,
-        },
-        "migrate" => MmStep::Migrate {
-            addr: l.number("address")?,
-        },
-        "ksm" => MmStep::Ksm {
-            a: l.number("address of the page kept")?,
-            b: l.number("address of the page merged")?,
-        },
-        "collapse" => MmStep::Collapse {
-            addr: l.number("address")?,
-        },
-        "split" => MmStep::Split {
-            addr: l.number("address")?,
-        },
-        "clear_refs" => MmStep::ClearRefs,
-        "oom_reap" => MmStep::OomReap,
-        "exit" => MmStep::Exit,
-        other => {
-            return Err(l.at(
-                kw,
-                format!(
-                    "unknown address space op `{other}` (expected mmap, munmap, mprotect, \
-                     mremap, dontneed, fork, read, write, reclaim, migrate, ksm, collapse, \
-                     split, clear_refs, oom_reap or exit)"
-                ),
-            ))
-        }
-    };
-    Ok(Op::Mm { mm, op })
-}
-
-/// `anon`, `shared` or `file:F`.
-fn parse_map_kind(l: &mut Line<'_>) -> Result<MapKind, ParseError> {
-    let tok = l.next("mapping `anon`, `shared` or `file:F`")?;
-    match tok.text {
-        "anon" => Ok(MapKind::AnonPrivate),
-        "shared" => Ok(MapKind::AnonShared),
-        t if t.starts_with("file:") => {
-            let n = tok.rest("file:".len());
-            let f = l.num(n, "file")?;
-            if f >= u64::from(FILES) {
-                return Err(l.at(
-                    n,
-                    format!("file {} out of range (file:0..file:{})", n.text, FILES - 1),
-                ));
-            }
-            Ok(MapKind::File(f as u32))
-        }
-        other => Err(l.at(
-            tok,
-            format!("unknown mapping `{other}` (expected anon, shared or file:F)"),
-        )),
-    }
-}
-
-/// `dN OP ...`, `slot` being the `dN`.
-fn parse_dev(l: &mut Line<'_>, slot: Tok<'_>) -> Result<Op, ParseError> {
-    let dev = l.slot_tok(slot, 'd', DEVICES, "device")?;
-    let kw = l.next("device op")?;
-    let op = match kw.text {
-        "open" => {
-            let mm = l.slot('m', MMS, "address space")?;
-            let tok = l.next("strategy")?;
-            let strategy = l.strategy(tok, None)?;
-            DevStep::Open { mm, strategy }
-        }
-        "read" => DevStep::Read {
-            addr: l.number("address")?,
-        },
-        "write" => DevStep::Write {
-            addr: l.number("address")?,
-            value: l.number("value")?,
-        },
-        "snapshot" => DevStep::Snapshot {
-            addr: l.number("address")?,
-            len: l.plus("length", "+LEN")?,
-        },
-        "migrate" => DevStep::Migrate {
-            addr: l.number("address")?,
-            len: l.plus("length", "+LEN")?,
-        },
-        "exclusive" => DevStep::Exclusive {
-            addr: l.number("address")?,
-            len: l.plus("length", "+LEN")?,
-        },
-        "evict" => DevStep::Evict {
-            addr: l.number("address")?,
-            len: l.plus("length", "+LEN")?,
-        },
-        "register" => DevStep::Register {
-            addr: l.number("address")?,
-            len: l.plus("length", "+LEN")?,
-        },
-        "unregister" => DevStep::Unregister {
-            addr: l.number("address")?,
-        },
-        "work" => DevStep::Work,
-        "attr" => DevStep::Attr {
-            addr: l.number("address")?,
-            len: l.plus("length", "+LEN")?,
-        },
-        other => {
-            return Err(l.at(
-                kw,
-                format!(
-                    "unknown device op `{other}` (expected open, read, write, snapshot, \
-                     migrate, exclusive, evict, register, unregister, work or attr)"
-                ),
-            ))
-        }
-    };
-    Ok(Op::Dev { dev, op })
-}
-
-/// What may follow `expect`, for messages.
-const EXPECTATIONS: &str =
-    "ok, skipped, a value, error, error:KIND, pages=N, dD faults=N or [STATE*COUNT ...]";
-
-/// The operands of `expect`.
-fn parse_expect(l: &mut Line<'_>) -> Result<Expect, ParseError> {
-    let tok = l.next(&format!("expectation (expected {EXPECTATIONS})"))?;
-    Ok(match tok.text {
-        "ok" => Expect::Ok,
-        "skipped" => Expect::Skipped,
-        "error" => Expect::Error(None),
-        t if t.starts_with("error:") => {
-            let k = tok.rest("error:".len());
-            let Some(kind) = ErrKind::from_name(k.text) else {
-                let names: Vec<_> = ErrKind::ALL.iter().map(|k| k.name()).collect();
-                return Err(l.at(
-                    k,
-                    format!(
-                        "unknown error kind `{}` (expected one of {})",
-                        k.text,
-                        names.join(", ")
-                    ),
-                ));
-            };
-            Expect::Error(Some(kind))
-        }
-        t if t.starts_with("pages=") => Expect::Pages(l.num(tok.rest("pages=".len()), "pages")?),
-        t if t.starts_with('[') => parse_states(l, tok)?,
-        _ if is_slot(tok, 'd') => {
-            let dev = l.slot_tok(tok, 'd', DEVICES, "device")?;
-            let f = l.next("`faults=N`")?;
-            if !f.text.starts_with("faults=") {
-                return Err(l.at(f, format!("expected `faults=N`, found `{}`", f.text)));
-            }
-            let n = l.num(f.rest("faults=".len()), "faults")?;
-            Expect::Faults { dev, n }
-        }
-        t if t.starts_with(|c: char| c.is_ascii_digit()) => Expect::Value(l.num(tok, "value")?),
-        other => {
-            return Err(l.at(
-                tok,
-                format!("unknown expectation `{other}` (expected {EXPECTATIONS})"),
-            ))
-        }
-    })
-}
-
-/// `[STATE[*COUNT] ...]`, `first` being the token that starts with `[`;
-/// adjacent runs of one state merge.
-fn parse_states(l: &mut Line<'_>, first: Tok<'_>) -> Result<Expect, ParseError> {
-    let mut runs = [(PageState::None, 0u16); MAX_RUNS];
-    let mut len = 0;
-    let mut total = 0u64;
-    let mut tok = first.rest(1);
-    loop {
-        let (item, closed) = match tok.text.strip_suffix(']') {
-            Some(t) => (
-                Tok {
-                    text: t,
-                    col: tok.col,
-                },
-                true,
-            ),
-            None => (tok, false),
-        };
-        if !item.text.is_empty() {
-            let (name, n) = match item.text.find('*') {
-                Some(i) => {
-                    let c = item.rest(i + 1);
-                    let n = l.num(c, "count")?;
-                    if n == 0 {
-                        return Err(l.at(c, "count must be at least 1"));
-                    }
-                    (&item.text[..i], n)
-                }
-                None => (item.text, 1),
-            };
-            let Some(st) = PageState::from_name(name) else {
-                let names: Vec<_> = PageState::ALL.iter().map(|s| s.name()).collect();
-                return Err(l.at(
-                    item,
-                    format!(
-                        "unknown page state `{name}` (expected one of {})",
-                        names.join(", ")
-                    ),
-                ));
-            };
-            total = total.saturating_add(n);
-            if total > u64::from(MAX_SNAPSHOT_PAGES) {
-                return Err(l.at(
-                    item,
-                    format!("more than {MAX_SNAPSHOT_PAGES} pages of states"),
-                ));
-            }
-            // Within MAX_SNAPSHOT_PAGES, so within u16.
-            let n = n as u16;
-            if len > 0 && runs[len - 1].0 == st {
-                runs[len - 1].1 += n;
-            } else {
-                if len == MAX_RUNS {
-                    return Err(l.at(item, format!("more than {MAX_RUNS} runs of states")));
-                }
-                runs[len] = (st, n);
-                len += 1;
-            }
-        }
-        if closed {
-            break;
-        }
-        tok = match l.peek() {
-            Some(t) => {
-                l.pos += 1;
-                t
-            }
-            None => return Err(l.err(l.end_col(), "missing `]` after the page states")),
-        };
-    }
-    Ok(Expect::States {
-        runs,
-        len: len as u8,
-    })
 }
 
 /// Where `Program::validate` objects to `p`: the config line or the line
@@ -1356,7 +651,10 @@ pub fn parse(s: &str) -> Result<Program, ParseError> {
 mod tests {
     use super::*;
     use crate::codec::{decode, tests::arb_program};
-    use crate::program::PAGE;
+    use crate::program::{
+        DevStep, ErrKind, Expect, MapKind, MmStep, PageState, Prot, MAX_RUNS, PAGE,
+    };
+    use oracles::{CallbackModel, SetSeq};
     use proptest::prelude::*;
 
     proptest! {

@@ -7,3 +7,4 @@
 pub mod codec;
 pub mod exec;
 pub mod ops;
+pub mod text;

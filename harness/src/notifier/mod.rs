@@ -2,4 +2,6 @@
 //! Its ops are the interval and invalidation variants of
 //! [`Op`](crate::program::Op).
 
+pub mod codec;
 pub mod exec;
+pub mod text;
