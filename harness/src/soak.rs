@@ -159,9 +159,17 @@ impl SoakReport {
     pub fn table(&self) -> String {
         use std::fmt::Write as _;
         let mut s = String::new();
+        // As wide as the longest strategy (pair) name, 18 at least.
+        let w = self
+            .rows
+            .iter()
+            .map(|r| r.strategy().len())
+            .max()
+            .unwrap_or(0)
+            .max(18);
         let line =
             |s: &mut String, t: &str, st: &str, c: String, sd: String, e: String, f: String| {
-                let _ = writeln!(s, "{t:<9} {st:<18} {c:>6} {sd:>9} {e:>12} {f:>9}");
+                let _ = writeln!(s, "{t:<9} {st:<w$} {c:>6} {sd:>9} {e:>12} {f:>9}");
             };
         line(
             &mut s,
