@@ -59,8 +59,9 @@ pub enum PlantedBug {
     /// are migrated under an invalidation that does not cover them
     /// (modelled on "drm/nouveau/svm: fix vma range check for migration").
     MigrateUnclamped,
-    /// A non-blockable start refused by an interval drops the finishes of
-    /// the two-pass intervals it already called, so their teardown (a
+    /// A start refused by an interval (non-blockable, or a contract
+    /// violation) drops the finishes of the two-pass intervals it already
+    /// called, so their teardown (a
     /// device TLB flush) never completes (DESIGN §2, the refusal rule of
     /// "allow two-pass struct mmu_interval_notifiers").
     FinishSkippedOnRefusal,
