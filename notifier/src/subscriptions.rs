@@ -74,6 +74,22 @@ pub enum Start {
     Refused,
 }
 
+impl Start {
+    /// Completes the call in one pass: runs the finish now, if any, and
+    /// says whether the call accepted. What a two-pass
+    /// [`IntervalOps::invalidate`] does with its own `invalidate_start`.
+    pub fn finish_now(self) -> bool {
+        match self {
+            Start::Done => true,
+            Start::Finish(f) => {
+                f();
+                true
+            }
+            Start::Refused => false,
+        }
+    }
+}
+
 impl fmt::Debug for Start {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

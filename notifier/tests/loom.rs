@@ -287,10 +287,7 @@ struct TwoPass {
 
 impl notifier::IntervalOps for TwoPass {
     fn invalidate(&self, iv: &Interval, r: &Range, seq: u64) -> bool {
-        if let notifier::Start::Finish(f) = self.invalidate_start(iv, r, seq) {
-            f();
-        }
-        true
+        self.invalidate_start(iv, r, seq).finish_now()
     }
 
     fn invalidate_start(&self, iv: &Interval, _: &Range, seq: u64) -> notifier::Start {

@@ -23,14 +23,7 @@ struct Ops {
 
 impl IntervalOps for Ops {
     fn invalidate(&self, iv: &Interval, r: &Range, seq: u64) -> bool {
-        match self.invalidate_start(iv, r, seq) {
-            Start::Done => true,
-            Start::Finish(f) => {
-                f();
-                true
-            }
-            Start::Refused => false,
-        }
+        self.invalidate_start(iv, r, seq).finish_now()
     }
 
     fn invalidate_start(&self, iv: &Interval, r: &Range, seq: u64) -> Start {

@@ -88,14 +88,7 @@ struct IntervalCb {
 
 impl notifier::IntervalOps for IntervalCb {
     fn invalidate(&self, iv: &Interval, range: &Range, cur_seq: u64) -> bool {
-        match self.invalidate_start(iv, range, cur_seq) {
-            Start::Done => true,
-            Start::Finish(f) => {
-                f();
-                true
-            }
-            Start::Refused => false,
-        }
+        self.invalidate_start(iv, range, cur_seq).finish_now()
     }
 
     fn invalidate_start(&self, iv: &Interval, range: &Range, cur_seq: u64) -> Start {
