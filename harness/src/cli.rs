@@ -95,6 +95,11 @@ pub enum Cmd {
         /// Executions the minimizer may spend on a finding.
         #[arg(long, default_value_t = 50_000)]
         minimize_execs: u64,
+        /// Notifier target: inputs may turn on `kernel_compat` (the core
+        /// leaves the interval part hanging when a classic subscriber
+        /// refuses, as Linux does), so findings show what that leads to.
+        #[arg(long)]
+        kernel_compat: bool,
         /// Mirror target: every device gets this strategy, whatever the
         /// input asks for; given twice, `d0` gets the first and `d1` the
         /// second (a name as in `.ops` files; a sized kind alone means its
@@ -204,6 +209,7 @@ pub fn run_cmd(cmd: Cmd) -> Result<ExitCode, String> {
             no_feedback,
             no_progress,
             minimize_execs,
+            kernel_compat,
             strategy,
         } => {
             let target = target_of(&target)?;
@@ -211,6 +217,9 @@ pub fn run_cmd(cmd: Cmd) -> Result<ExitCode, String> {
             let pin = pin_of(&strategy)?;
             if pin.is_some() && target != Target::Mirror {
                 return Err("--strategy applies to the mirror target only".into());
+            }
+            if kernel_compat && target != Target::Notifier {
+                return Err("--kernel-compat applies to the notifier target only".into());
             }
             let corpus = corpus.unwrap_or_else(|| Path::new("corpus").join(target.name()));
             let regressions =
@@ -236,6 +245,7 @@ pub fn run_cmd(cmd: Cmd) -> Result<ExitCode, String> {
                 progress: !no_progress,
                 minimize_execs,
                 pin,
+                kernel_compat,
             };
             let rep = fuzz(&opts);
             eprintln!("mnfuzz: {}", rep.summary(target));
@@ -288,21 +298,28 @@ pub fn run_cmd(cmd: Cmd) -> Result<ExitCode, String> {
                         continue;
                     }
                 };
-                if run(&p, &opts).divergence.is_some() {
-                    diverged += 1;
-                    println!("DIVERGED {}", f.display());
-                    println!("{}", report::render(&p, &opts).unwrap_or_default());
-                } else {
-                    ok += 1;
-                    if verbose {
-                        let out = run(
-                            &p,
-                            &RunOptions {
-                                trace: true,
-                                ..opts
-                            },
-                        );
-                        println!("ok {}\n{}", f.display(), out.trace.join("\n"));
+                match crate::files::replay_verdict(f, &p, &opts) {
+                    Err(why) => {
+                        diverged += 1;
+                        println!("DIVERGED {}", f.display());
+                        println!("{why}");
+                    }
+                    Ok(note) => {
+                        ok += 1;
+                        if verbose || !note.is_empty() {
+                            let out = run(
+                                &p,
+                                &RunOptions {
+                                    trace: verbose,
+                                    ..opts
+                                },
+                            );
+                            let sep = if note.is_empty() { "" } else { ": " };
+                            println!("ok {}{sep}{note}", f.display());
+                            if verbose {
+                                println!("{}", out.trace.join("\n"));
+                            }
+                        }
                     }
                 }
             }

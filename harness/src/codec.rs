@@ -485,6 +485,17 @@ pub(crate) fn event_code(b: u8) -> Event {
 /// Reads bytes from an `Unstructured`; past the end every byte is 0.
 pub(crate) struct Reader<'r, 'a> {
     u: &'r mut Unstructured<'a>,
+    opts: DecodeOptions,
+}
+
+/// Choices of a decoding that the bytes alone do not make.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DecodeOptions {
+    /// Let bit 3 of the threads byte turn on `kernel_compat` in notifier
+    /// programs. Off, the bit is ignored: a program with the kernel's
+    /// rollback hole diverges on correct code, so only a run that asks for
+    /// it (`mnfuzz fuzz --kernel-compat`) may generate one.
+    pub kernel_compat: bool,
 }
 
 impl Reader<'_, '_> {
@@ -553,7 +564,9 @@ impl Reader<'_, '_> {
     pub(crate) fn config(&mut self, target: Option<Target>) -> ProgramConfig {
         let byte = self.byte();
         let target = target.unwrap_or_else(|| target_code(byte));
-        let threads = threads_code(self.byte());
+        let tb = self.byte();
+        let threads = threads_code(tb);
+        let kernel_compat = self.opts.kernel_compat && target == Target::Notifier && tb & 8 != 0;
         let initial_seq = self.u64_with(seq_code, seq_raw);
         let task_size = self.u64_with(task_size_code, task_size_raw);
         let mut devices = match target {
@@ -571,6 +584,7 @@ impl Reader<'_, '_> {
             initial_seq,
             task_size,
             devices,
+            kernel_compat,
         }
     }
 
@@ -601,7 +615,11 @@ impl Reader<'_, '_> {
 /// [`MAX_STEPS`] steps are ignored.
 pub fn decode(bytes: &[u8]) -> Program {
     let mut u = Unstructured::new(bytes);
-    Reader { u: &mut u }.program(None)
+    Reader {
+        u: &mut u,
+        opts: DecodeOptions::default(),
+    }
+    .program(None)
 }
 
 /// Decodes any bytes into a valid `target` program: the target byte is
@@ -610,19 +628,32 @@ pub fn decode(bytes: &[u8]) -> Program {
 /// that every input is a program of it; `encode` of the result gives bytes
 /// that [`decode`] reads back the same.
 pub fn decode_as(target: Target, bytes: &[u8]) -> Program {
+    decode_as_with(target, bytes, DecodeOptions::default())
+}
+
+/// [`decode_as`], with the choices `opts` makes.
+pub fn decode_as_with(target: Target, bytes: &[u8], opts: DecodeOptions) -> Program {
     let mut u = Unstructured::new(bytes);
-    Reader { u: &mut u }.program(Some(target))
+    Reader { u: &mut u, opts }.program(Some(target))
 }
 
 /// Consumes all of `u` (like `arbitrary_take_rest`): the format has no
 /// length prefix, steps run to the end of the data.
 impl<'a> Arbitrary<'a> for Program {
     fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
-        Ok(Reader { u }.program(None))
+        Ok(Reader {
+            u,
+            opts: DecodeOptions::default(),
+        }
+        .program(None))
     }
 
     fn arbitrary_take_rest(mut u: Unstructured<'a>) -> arbitrary::Result<Self> {
-        Ok(Reader { u: &mut u }.program(None))
+        Ok(Reader {
+            u: &mut u,
+            opts: DecodeOptions::default(),
+        }
+        .program(None))
     }
 
     fn size_hint(_depth: usize) -> (usize, Option<usize>) {
@@ -776,14 +807,16 @@ pub(crate) fn push_event(out: &mut Vec<u8>, event: Event) {
     out.push(first_code(|b| event_code(b) == event).unwrap_or(0));
 }
 
-/// Encodes `p` so that [`decode`] gives it back, for every valid program
+/// Encodes `p` so that [`decode`] gives it back (with `kernel_compat`
+/// allowed, if `p` has it), for every valid program
 /// (with at most [`MAX_STEPS`] steps) and every program `decode` produces.
 /// Other programs come back as a nearby valid one; this never panics.
 pub fn encode(p: &Program) -> Vec<u8> {
     let mut out = Vec::with_capacity(5 + 4 * p.steps.len());
     let c = &p.config;
     out.push(first_code(|b| target_code(b) == c.target).unwrap_or(0));
-    out.push(first_code(|b| threads_code(b) == c.threads).unwrap_or(0));
+    let compat = if c.kernel_compat { 8 } else { 0 };
+    out.push(first_code(|b| threads_code(b) == c.threads).unwrap_or(0) | compat);
     push_u64(&mut out, c.initial_seq, seq_code);
     push_u64(&mut out, c.task_size, task_size_code);
     if c.target == Target::Mirror {
@@ -1073,6 +1106,7 @@ pub(crate) mod tests {
                         Target::Notifier => [None, None],
                         Target::Mirror => devices,
                     },
+                    kernel_compat: false,
                 },
             );
         config.prop_flat_map(|config| {
@@ -1241,6 +1275,7 @@ pub(crate) mod tests {
                 initial_seq: 0x1234_5678,
                 task_size: MIN_TASK_SIZE + 1,
                 devices: [None, None],
+                kernel_compat: false,
             },
             steps: vec![Step {
                 thread: 3,
@@ -1487,6 +1522,7 @@ pub(crate) mod tests {
                 initial_seq: 0xffff_0000_0000_0010,
                 task_size: 0xffff_ffff_f000,
                 devices: [None, None],
+                kernel_compat: false,
             },
             steps: vec![
                 Step {
@@ -1561,6 +1597,7 @@ pub(crate) mod tests {
                 initial_seq: 3,
                 task_size: 1,
                 devices: [None, None],
+                kernel_compat: false,
             },
             steps: vec![
                 Step {
@@ -2540,5 +2577,33 @@ pub(crate) mod tests {
         assert_eq!(decode(&encode(&p)).validate(), Ok(()));
         p.config.target = Target::Notifier;
         assert_eq!(decode(&encode(&p)).validate(), Ok(()));
+    }
+
+    #[test]
+    fn kernel_compat_comes_from_the_bytes_only_when_allowed() {
+        let text = "config target=notifier threads=3 kernel_compat=1\n\
+                    t0 insert i0 0x0 +0x1000\n\
+                    t1 register c0 refuse-nb\n";
+        let p = crate::text::parse(text).unwrap();
+        assert!(p.config.kernel_compat);
+        assert_eq!(crate::text::parse(&crate::text::print(&p)).unwrap(), p);
+        let bytes = encode(&p);
+        let on = DecodeOptions {
+            kernel_compat: true,
+        };
+        assert_eq!(decode_as_with(Target::Notifier, &bytes, on), p);
+        let plain = decode_as(Target::Notifier, &bytes);
+        assert!(!plain.config.kernel_compat);
+        assert_eq!(plain.steps, p.steps);
+        // The mirror target never has it, whatever the option says.
+        assert!(
+            !decode_as_with(Target::Mirror, &bytes, on)
+                .config
+                .kernel_compat
+        );
+        // Without the flag, the bit stays clear in the encoding.
+        let mut q = p.clone();
+        q.config.kernel_compat = false;
+        assert_eq!(decode_as_with(Target::Notifier, &encode(&q), on), q);
     }
 }

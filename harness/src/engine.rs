@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 use notifier::PlantedBug;
 
 use crate::codec;
+use crate::codec::DecodeOptions;
 use crate::exec::{run, Divergence, RunOptions};
 use crate::minimize::Minimizer;
 use crate::pin::DevicePin;
 use crate::program::{Program, ProgramConfig, Target, MAX_STEPS};
-use crate::targets::decode_for;
+use crate::targets::{decode_for, decode_for_with};
 
 /// What to run and for how long.
 #[derive(Clone, Debug)]
@@ -49,6 +50,9 @@ pub struct EngineOptions {
     /// Mirror target: the device strategies of every program, whatever its
     /// bytes say (`mnfuzz soak`'s cells).
     pub pin: Option<DevicePin>,
+    /// Notifier target: let inputs turn on `kernel_compat` (Linux's
+    /// rollback hole), which correct code then diverges on.
+    pub kernel_compat: bool,
 }
 
 impl Default for EngineOptions {
@@ -66,6 +70,7 @@ impl Default for EngineOptions {
             progress: false,
             minimize_execs: 50_000,
             pin: None,
+            kernel_compat: false,
         }
     }
 }
@@ -388,7 +393,10 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
 
 /// The program an input runs as: decoded, then pinned.
 fn program_of(opts: &EngineOptions, input: &[u8]) -> Program {
-    let mut p = decode_for(opts.target, input);
+    let decoding = DecodeOptions {
+        kernel_compat: opts.kernel_compat,
+    };
+    let mut p = decode_for_with(opts.target, input, decoding);
     if let Some(pin) = &opts.pin {
         pin.apply(&mut p);
     }
@@ -528,7 +536,12 @@ pub fn mutate_bytes(rng: &mut Rng, data: &mut Vec<u8>, other: &[u8]) {
 /// Mutations that keep the program structure: insert, delete, duplicate,
 /// swap or reassign whole steps, or splice another program's steps in.
 pub fn mutate_program(rng: &mut Rng, data: &mut Vec<u8>, other: &[u8], target: Target) {
-    let mut p = decode_for(target, data);
+    // Every bit the bytes hold survives re-encoding, whether this run
+    // honours it or not.
+    let all = DecodeOptions {
+        kernel_compat: true,
+    };
+    let mut p = decode_for_with(target, data, all);
     let fresh = |rng: &mut Rng, cfg: ProgramConfig| {
         let mut bytes = codec::encode(&Program {
             config: cfg,

@@ -55,6 +55,55 @@ pub fn seed_inputs(dir: &Path) -> Result<Vec<Vec<u8>>, String> {
         .collect()
 }
 
+/// The divergence kind a file's header says it shows on purpose
+/// (`# expect-divergence: KIND`, among the leading comment lines): a
+/// documented finding that correct code diverges on, such as Linux's
+/// behaviour under `kernel_compat=1`.
+pub fn expected_divergence(path: &Path) -> Option<String> {
+    let text = fs::read_to_string(path).ok()?;
+    text.lines()
+        .take_while(|l| l.starts_with('#') || l.trim().is_empty())
+        .find_map(|l| {
+            l.strip_prefix("# expect-divergence:")
+                .map(|k| k.trim().to_string())
+        })
+}
+
+/// Replays `p`, loaded from `path`, and says whether it behaved as its
+/// file promises: no divergence, or, with an `expect-divergence` header,
+/// exactly that kind, and none once `kernel_compat` is off (the header is
+/// for documented kernel behaviour, not for a bug of ours). `Ok` carries
+/// what to print; `Err` the reason it failed.
+pub fn replay_verdict(path: &Path, p: &Program, opts: &RunOptions) -> Result<String, String> {
+    let out = crate::exec::run(p, opts);
+    let Some(want) = expected_divergence(path) else {
+        return match out.divergence {
+            None => Ok(String::new()),
+            Some(_) => Err(crate::report::render(p, opts).unwrap_or_default()),
+        };
+    };
+    let got = out.divergence.map(|d| d.kind.name());
+    if got != Some(want.as_str()) {
+        return Err(format!(
+            "its header expects a {want} divergence, but it {}",
+            got.map_or("ran clean".into(), |k| format!("diverged with {k}"))
+        ));
+    }
+    if !p.config.kernel_compat {
+        return Err(format!(
+            "`expect-divergence` documents kernel behaviour: the config needs kernel_compat=1              (it diverged with {want})"
+        ));
+    }
+    let mut fixed = p.clone();
+    fixed.config.kernel_compat = false;
+    if crate::exec::run(&fixed, opts).divergence.is_some() {
+        return Err("it still diverges with kernel_compat=0".into());
+    }
+    Ok(format!(
+        "diverges with {want} as its header expects, clean with kernel_compat=0"
+    ))
+}
+
 /// The target a byte input belongs to: the nearest directory named after a
 /// target (`corpus/mirror/x.bin`), else `default`.
 pub fn target_for_path(path: &Path, default: Target) -> Target {

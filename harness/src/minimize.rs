@@ -355,8 +355,9 @@ impl Minimizer {
 
     fn simplify(&mut self, best: &mut Program, opts: &RunOptions, kind: DivergenceKind) {
         // Whole-program candidates first; each builds on what was accepted.
-        let edits: [fn(&mut Program); 6] = [
+        let edits: [fn(&mut Program); 7] = [
             renumber,
+            |p| p.config.kernel_compat = false,
             |p| p.config.threads = p.steps.iter().map(|s| s.thread + 1).max().unwrap_or(1),
             |p| p.config.initial_seq = 2,
             |p| p.config.task_size = u64::MAX,

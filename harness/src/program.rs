@@ -77,6 +77,10 @@ pub struct ProgramConfig {
     /// Mirror target: devices opened on `m0` before the first step
     /// (`devices=fullva,perfault`); always `[None, None]` for the notifier target.
     pub devices: [Option<StrategySpec>; DEVICES as usize],
+    /// Notifier target: the core (and the reference) leave the interval
+    /// part hanging when a classic subscriber refuses after the intervals
+    /// accepted, as Linux does (`kernel_compat=1`; DESIGN.md §2).
+    pub kernel_compat: bool,
 }
 
 impl Default for ProgramConfig {
@@ -87,6 +91,7 @@ impl Default for ProgramConfig {
             initial_seq: 2,
             task_size: u64::MAX,
             devices: [None, None],
+            kernel_compat: false,
         }
     }
 }
@@ -105,6 +110,9 @@ impl ProgramConfig {
         }
         if self.target == Target::Notifier && self.devices != [None, None] {
             return Err("devices belong to the mirror target".into());
+        }
+        if self.target != Target::Notifier && self.kernel_compat {
+            return Err("kernel_compat belongs to the notifier target".into());
         }
         for d in self.devices.iter().flatten() {
             d.check()?;

@@ -283,6 +283,7 @@ fn run_cell(opts: &SoakOptions, row: Row, cell: Cell, index: u64) -> CellResult 
         progress: false,
         minimize_execs: opts.minimize_execs,
         pin: row.pin,
+        kernel_compat: false,
     });
     let mut r = CellResult {
         index,

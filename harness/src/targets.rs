@@ -94,6 +94,11 @@ pub fn decode_for(target: Target, data: &[u8]) -> Program {
     codec::decode_as(target, data)
 }
 
+/// [`decode_for`], with the choices `opts` makes.
+pub fn decode_for_with(target: Target, data: &[u8], opts: codec::DecodeOptions) -> Program {
+    codec::decode_as_with(target, data, opts)
+}
+
 /// Runs `data` as a `target` program; panics with the full report on a
 /// divergence, and only then.
 pub fn run_bytes(target: Target, data: &[u8]) {

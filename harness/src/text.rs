@@ -119,6 +119,9 @@ pub fn print(p: &Program) -> String {
     if c.target == Target::Mirror {
         let _ = write!(s, " devices={}", devices_text(&c.devices));
     }
+    if c.kernel_compat {
+        s.push_str(" kernel_compat=1");
+    }
     s.push('\n');
     for step in &p.steps {
         s.push_str(&format_step(step));
@@ -443,6 +446,7 @@ fn parse_config(l: &mut Line<'_>) -> Result<ProgramConfig, ParseError> {
     let mut c = ProgramConfig::default();
     let mut seen: Vec<&str> = Vec::new();
     let mut devices_tok = None;
+    let mut compat_tok = None;
     while let Some(tok) = l.peek() {
         l.pos += 1;
         let Some(eq) = tok.text.find('=') else {
@@ -493,12 +497,20 @@ fn parse_config(l: &mut Line<'_>) -> Result<ProgramConfig, ParseError> {
                 c.devices = parse_devices(l, val)?;
                 devices_tok = Some(tok);
             }
+            "kernel_compat" => {
+                c.kernel_compat = match val.text {
+                    "0" => false,
+                    "1" => true,
+                    _ => return Err(l.at(val, "kernel_compat must be 0 or 1")),
+                };
+                compat_tok = Some(tok);
+            }
             _ => {
                 return Err(l.at(
                     tok,
                     format!(
                         "unknown key `{key}` (expected target, threads, initial_seq, \
-                         task_size or devices)"
+                         task_size, devices or kernel_compat)"
                     ),
                 ))
             }
@@ -508,8 +520,11 @@ fn parse_config(l: &mut Line<'_>) -> Result<ProgramConfig, ParseError> {
     // Whatever else the program module demands of a config: devices of a
     // notifier program are the `devices` key's fault.
     c.validate().map_err(|m| {
-        let col = match devices_tok {
-            Some(t) if c.target != Target::Mirror && c.devices != [None; DEVICES as usize] => t.col,
+        let col = match (devices_tok, compat_tok) {
+            (Some(t), _) if c.target != Target::Mirror && c.devices != [None; DEVICES as usize] => {
+                t.col
+            }
+            (_, Some(t)) if c.target != Target::Notifier && c.kernel_compat => t.col,
             _ => 1,
         };
         l.err(col, m)
@@ -713,6 +728,7 @@ mod tests {
                 initial_seq: u64::MAX - 3,
                 task_size: 1 << 47,
                 devices: [None, None],
+                kernel_compat: false,
             },
             steps: vec![
                 Step {
@@ -854,6 +870,7 @@ t2 release
                 initial_seq: 1000,
                 task_size: 1 << 32,
                 devices: [None, None],
+                kernel_compat: false,
             }
         );
         assert_eq!(
@@ -1002,6 +1019,18 @@ t2 release
             "range start: bad number",
         );
         // Config keys and values.
+        check(
+            "config kernel_compat=2",
+            1,
+            22,
+            "kernel_compat must be 0 or 1",
+        );
+        check(
+            "config target=mirror devices=fullva kernel_compat=1",
+            1,
+            37,
+            "kernel_compat belongs to the notifier target",
+        );
         check("config thread=2", 1, 8, "unknown key `thread`");
         check(
             "config threads=2 threads=3",
@@ -1163,6 +1192,7 @@ t2 release
                 initial_seq: 2,
                 task_size: 1 << 47,
                 devices: [Some(full_va), None],
+                kernel_compat: false,
             },
             steps: vec![
                 mm(
@@ -1703,6 +1733,7 @@ t0 m1 exit
                 initial_seq: 2,
                 task_size: 1 << 47,
                 devices: [Some(odp(14)), Some(reg_cache)],
+                kernel_compat: false,
             },
             steps: vec![
                 mm(

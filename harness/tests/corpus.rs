@@ -1,7 +1,9 @@
 //! Replays every file under `corpus/` as its own test: seed inputs (bytes
 //! or `.ops`) and regressions. A regression that names the planted bug it
 //! was found under (`# planted: NAME`) must also still diverge with that
-//! bug, when the bugs are compiled in: it proves the detection stays.
+//! bug, when the bugs are compiled in: it proves the detection stays. One
+//! that documents kernel behaviour (`# expect-divergence: KIND`, with
+//! `kernel_compat=1`) must diverge with that kind, and pass without the flag.
 
 use std::path::{Path, PathBuf};
 
@@ -26,10 +28,7 @@ const CHECKED: RunOptions = RunOptions {
 
 fn replay(path: &Path, target: Target) -> Result<(), Failed> {
     let p = load_program(path, target)?;
-    if run(&p, &CHECKED).divergence.is_some() {
-        let report = harness::report::render(&p, &CHECKED).unwrap_or_default();
-        return Err(report.into());
-    }
+    harness::files::replay_verdict(path, &p, &CHECKED)?;
     if let Some(name) = planted_header(path) {
         if cfg!(feature = "planted-bugs") {
             let bug = harness::targets::resolve_planted(&name)?;

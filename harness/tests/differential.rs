@@ -155,3 +155,43 @@ fn every_planted_mm_and_mirror_bug_is_found_within_bounded_executions() {
         "not found within {CAP} execs: {missed:?}"
     );
 }
+
+/// `kernel_compat` opens Linux's hole (a classic subscriber's refusal
+/// leaves the interval part hanging). The engine must find its consequence,
+/// a wait that never ends, on its own once inputs may turn the flag on, and
+/// the same seed and budget without the flag must stay clean: the hole is
+/// the flag's, not the core's.
+#[test]
+fn kernel_compat_hole_is_found_only_when_inputs_may_open_it() {
+    const BUDGET: u64 = 20_000;
+    for seed in SEEDS {
+        let with = fuzz(&EngineOptions {
+            seed,
+            runs: Some(BUDGET),
+            kernel_compat: true,
+            ..EngineOptions::default()
+        });
+        let f = with
+            .finding
+            .unwrap_or_else(|| panic!("seed {seed}: no finding in {BUDGET} execs"));
+        let kind = f.divergence.kind.name();
+        assert!(
+            matches!(kind, "deadlock" | "not-quiescent"),
+            "seed {seed}: a liveness divergence was expected, got {kind}"
+        );
+        assert!(
+            f.minimized.config.kernel_compat,
+            "the flag is what it needs"
+        );
+        let mut fixed = f.minimized.clone();
+        fixed.config.kernel_compat = false;
+        assert!(run(&fixed, &RunOptions::default()).divergence.is_none());
+
+        let without = fuzz(&EngineOptions {
+            seed,
+            runs: Some(BUDGET),
+            ..EngineOptions::default()
+        });
+        assert!(without.finding.is_none(), "seed {seed}: clean run diverged");
+    }
+}

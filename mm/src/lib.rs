@@ -410,6 +410,7 @@ impl Mm {
             initial_seq: config.initial_seq,
             task_size: config.task_size,
             planted: config.planted,
+            ..notifier::Config::default()
         };
         Mm {
             id,

@@ -133,6 +133,12 @@ pub struct Config {
     /// crate constructing a `Config` compiles whatever feature set Cargo
     /// unifies; the core only reads it with the `planted-bugs` feature.
     pub planted: Option<PlantedBug>,
+    /// Behave as Linux does today when a classic subscriber refuses a
+    /// non-blockable start after the intervals accepted it: the interval
+    /// part is not rolled back, so the global seq stays odd and `active`
+    /// stays raised (DESIGN.md §2). Off by default: the core keeps the fix.
+    /// On, it lets the fuzzer show what the kernel's hole leads to.
+    pub kernel_compat: bool,
 }
 
 impl Default for Config {
@@ -141,6 +147,7 @@ impl Default for Config {
             initial_seq: 2,
             task_size: u64::MAX,
             planted: None,
+            kernel_compat: false,
         }
     }
 }
@@ -736,7 +743,9 @@ impl Subscriptions {
                     let _scope = CallbackScope::enter(None);
                     done.invalidate_range_end(range);
                 }
-                if !self.planted(PlantedBug::ClassicFailHangs) {
+                // Linux's __mmu_notifier_invalidate_range_start returns the
+                // hlist error without undoing mn_itree_invalidate.
+                if !self.config.kernel_compat && !self.planted(PlantedBug::ClassicFailHangs) {
                     self.itree_inv_end();
                 }
                 return Err(refuse(Culprit::Classic(*id)));

@@ -539,6 +539,56 @@ fn failed_classic_start_ends_earlier_ones_and_rolls_back_intervals() {
 }
 
 #[test]
+fn kernel_compat_leaves_the_interval_part_hanging_after_a_classic_refusal() {
+    let s = Subscriptions::new(Config {
+        kernel_compat: true,
+        ..Config::default()
+    })
+    .unwrap();
+    let log = Arc::new(Log::default());
+    let iv = s.insert(0, P, cb(&log, false)).unwrap();
+    let missed = s.insert(4 * P, P, cb(&log, false)).unwrap();
+    let bad = s
+        .register(Arc::new(Classic {
+            name: "bad",
+            log: log.clone(),
+            refuse_nb: true,
+        }))
+        .unwrap();
+    let err = s
+        .invalidate_range_start(&unmap(0, P).non_blockable())
+        .unwrap_err();
+    assert_eq!(err, InvalidateError::WouldBlock(Culprit::Classic(bad)));
+    // As Linux: the seq stays odd, so read_begin on the hit interval would
+    // wait for a cycle end that no one will call.
+    assert!(!s.is_quiescent());
+    assert!(matches!(s.read_begin_prepare(&iv), Ok(ReadBegin::Wait(_))));
+    // An interval the start did not hit is unaffected; one inserted
+    // later joins the open cycle (odd seq, deferred) and is stuck too.
+    assert!(matches!(
+        s.read_begin_prepare(&missed),
+        Ok(ReadBegin::Ready(_))
+    ));
+    let late = s.insert(8 * P, P, cb(&log, false)).unwrap();
+    assert_eq!(late.phase(), Phase::PendingInsert);
+    assert!(matches!(
+        s.read_begin_prepare(&late),
+        Ok(ReadBegin::Wait(_))
+    ));
+    // A refusal by an interval still ends the core's part in both modes.
+    let t = Subscriptions::new(Config {
+        kernel_compat: true,
+        ..Config::default()
+    })
+    .unwrap();
+    t.insert(0, P, cb(&log, true)).unwrap();
+    assert!(t
+        .invalidate_range_start(&unmap(0, P).non_blockable())
+        .is_err());
+    assert!(t.is_quiescent());
+}
+
+#[test]
 fn release_invalidates_intervals_once_then_releases_classic() {
     let (s, log) = core();
     let a = s.insert(0, P, cb(&log, false)).unwrap();

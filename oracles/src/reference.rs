@@ -218,6 +218,7 @@ pub struct ReferenceNotifier {
     intervals: Vec<ModelInterval>,
     deferred: Vec<Deferred>,
     classic: Vec<ModelClassic>,
+    kernel_compat: bool,
 }
 
 impl ReferenceNotifier {
@@ -233,7 +234,16 @@ impl ReferenceNotifier {
             intervals: Vec::new(),
             deferred: Vec::new(),
             classic: Vec::new(),
+            kernel_compat: false,
         }
+    }
+
+    /// The same model, but a classic subscriber's refusal after the
+    /// intervals accepted leaves their cycle open, as Linux does
+    /// (`notifier::Config::kernel_compat`).
+    pub fn with_kernel_compat(mut self, on: bool) -> ReferenceNotifier {
+        self.kernel_compat = on;
+        self
     }
 
     fn find(&self, id: IntervalId) -> Option<usize> {
@@ -406,7 +416,9 @@ impl ReferenceNotifier {
                 for &(done, _) in &live[..n] {
                     calls.push(Expected::ClassicEnd { id: done });
                 }
-                self.interval_end();
+                if !self.kernel_compat {
+                    self.interval_end();
+                }
                 return refusal(Culprit::Classic(id));
             }
         }

@@ -115,3 +115,23 @@ fn refusals_roll_back_and_classic_release_follows_interval_release() {
         Error::NotRegistered(IntervalId(7))
     );
 }
+
+#[test]
+fn kernel_compat_keeps_the_cycle_open_after_a_classic_refusal() {
+    for compat in [false, true] {
+        let mut m = ReferenceNotifier::new(u64::MAX).with_kernel_compat(compat);
+        let a = m.insert(0, P, CallbackModel::GOOD).unwrap();
+        let c = m.register(Refuse::NonBlockable).unwrap();
+        let mut calls = Vec::new();
+        assert_eq!(
+            m.invalidate_start(&unmap(0, P).non_blockable(), &mut calls),
+            ModelStart::WouldBlock(Culprit::Classic(c))
+        );
+        // Fixed: rolled back. Linux: the cycle stays open and a reader of
+        // the hit interval waits for it.
+        assert_eq!(m.is_quiescent(), !compat);
+        assert_eq!(m.invalidating(), compat);
+        let blocks = matches!(m.read_begin(a).unwrap(), ModelRead::Blocks(..));
+        assert_eq!(blocks, compat);
+    }
+}

@@ -195,13 +195,15 @@ pub(crate) fn run_notifier(program: &Program, opts: &RunOptions) -> Outcome {
         initial_seq: program.config.initial_seq,
         task_size: program.config.task_size,
         planted: opts.planted,
+        kernel_compat: program.config.kernel_compat,
     };
     let core = Subscriptions::new(cfg).expect("validated config");
     let mut ex = Exec {
         program,
         opts: *opts,
         core,
-        model: ReferenceNotifier::new(program.config.task_size),
+        model: ReferenceNotifier::new(program.config.task_size)
+            .with_kernel_compat(program.config.kernel_compat),
         log: Arc::default(),
         slots: (0..SLOTS).map(|_| None).collect(),
         classic: (0..CLASSIC_SLOTS).map(|_| None).collect(),
