@@ -182,7 +182,10 @@ pub fn pin_of(names: &[String]) -> Result<Option<DevicePin>, String> {
     let spec = |n: &String| {
         mirror::StrategySpec::from_arg(n).ok_or_else(|| {
             let all: Vec<&str> = mirror::strategy::kinds().iter().map(|k| k.name).collect();
-            format!("unknown strategy '{n}' (known: {})", all.join(", "))
+            format!(
+                "unknown strategy '{n}' (known: {}; add @twopass for two-pass TLB flushes)",
+                all.join(", ")
+            )
         })
     };
     match names {

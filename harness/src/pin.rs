@@ -38,6 +38,12 @@ impl DevicePin {
             .filter_map(|i| StrategySpec::default_of(u8::try_from(i).ok()?))
             .collect();
         let mut v: Vec<DevicePin> = all.iter().map(|&s| DevicePin::single(s)).collect();
+        // Each strategy once more with two-pass TLB flushes: config
+        // devices have no codec bit for it, so only a pin puts them there.
+        v.extend(
+            all.iter()
+                .map(|&s| DevicePin::single(s.with_tlb(mirror::Tlb::TwoPass))),
+        );
         if pairs {
             for (i, &a) in all.iter().enumerate() {
                 for &b in &all[i + 1..] {
@@ -48,7 +54,7 @@ impl DevicePin {
         v
     }
 
-    /// `fullva`, or `fullva+vma` for a pair.
+    /// `fullva`, `fullva@twopass`, or `fullva+vma` for a pair.
     pub fn name(&self) -> String {
         match self.d1 {
             None => kind_name(self.d0),
@@ -92,14 +98,23 @@ impl DevicePin {
 /// The strategy's name without an ODP chunk size: a pin's ODP rows cover
 /// every chunk size the inputs choose.
 fn kind_name(s: StrategySpec) -> String {
-    mirror::strategy::kind(s.kind).map_or_else(|| s.name(), |k| k.name.to_string())
+    let base = mirror::strategy::kind(s.kind).map_or_else(|| s.name(), |k| k.name.to_string());
+    match s.tlb {
+        mirror::Tlb::Sync => base,
+        t => format!("{base}@{}", t.name()),
+    }
 }
 
-/// `forced`, with the size `decoded` chose if it is of the same kind.
+/// `forced`, with the size `decoded` chose if it is of the same kind, and
+/// the TLB mode `decoded` chose unless `forced` asks for two-pass flushes.
 fn keep_shift(forced: StrategySpec, decoded: Option<StrategySpec>) -> StrategySpec {
-    match decoded {
+    let s = match decoded {
         Some(d) if d.kind == forced.kind => d,
         _ => forced,
+    };
+    match forced.tlb {
+        mirror::Tlb::Sync => s.with_tlb(decoded.map_or(forced.tlb, |d| d.tlb)),
+        t => s.with_tlb(t),
     }
 }
 
@@ -111,15 +126,16 @@ mod tests {
     use crate::targets::decode_for;
 
     #[test]
-    fn eight_singles_and_twenty_eight_pairs() {
+    fn eight_singles_eight_two_pass_singles_and_twenty_eight_pairs() {
         let all = DevicePin::all(true);
-        assert_eq!(all.len(), 8 + 28);
+        assert_eq!(all.len(), 8 + 8 + 28);
         let names: std::collections::BTreeSet<String> = all.iter().map(|p| p.name()).collect();
-        assert_eq!(names.len(), 36);
+        assert_eq!(names.len(), 44);
+        assert!(names.contains("fullva@twopass") && names.contains("kfd-noxnack@twopass"));
         assert!(names.contains("fullva") && names.contains("vma+regcache"));
         assert!(names.contains("gpusvm") && names.contains("regcache+gpusvm"));
         assert!(names.contains("kfd-noxnack") && names.contains("kfd+kfd-noxnack"));
-        assert_eq!(DevicePin::all(false).len(), 8);
+        assert_eq!(DevicePin::all(false).len(), 16);
     }
 
     /// Every pinned program uses only the pinned strategies, and its
@@ -134,17 +150,28 @@ mod tests {
             .map(crate::mirror::codec::strategy_code)
             .collect();
         for pin in DevicePin::all(true) {
-            let carried =
-                openable.contains(&pin.d0) && pin.d1.is_none_or(|b| openable.contains(&b));
+            // Config devices have no TLB bit: a two-pass pin's config
+            // devices are not carried by the bytes either.
+            let carried = openable.contains(&pin.d0)
+                && pin.d1.is_none_or(|b| openable.contains(&b))
+                && pin.d0.tlb == mirror::Tlb::Sync;
             if !carried {
-                assert!(pin.name().contains("kfd-noxnack"), "{pin:?}");
+                assert!(
+                    pin.name().contains("kfd-noxnack") || pin.name().contains("@twopass"),
+                    "{pin:?}"
+                );
             }
             for _ in 0..300 {
                 let n = 8 + rng.below(300);
                 let bytes = rng.bytes(n);
                 let mut p = decode_for(Target::Mirror, &bytes);
                 pin.apply(&mut p);
-                let is_pinned = |d: usize, s: StrategySpec| kind_name(s) == kind_name(pin.of(d));
+                // The kind is the pin's; so is the TLB mode if the pin
+                // asks for two-pass flushes (else the input's stays).
+                let is_pinned = |d: usize, s: StrategySpec| {
+                    let want = pin.of(d);
+                    s.kind == want.kind && (want.tlb == mirror::Tlb::Sync || s.tlb == want.tlb)
+                };
                 assert!(p.config.devices[0].is_some_and(|s| is_pinned(0, s)));
                 if pin.d1.is_some() {
                     assert!(p.config.devices[1].is_some_and(|s| is_pinned(1, s)));

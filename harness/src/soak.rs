@@ -668,11 +668,13 @@ mod tests {
     #[test]
     fn rows_are_every_target_then_every_strategy_and_pair() {
         let r = rows(&SoakOptions::default());
-        assert_eq!(r.len(), 1 + 8 + 28);
+        assert_eq!(r.len(), 1 + 8 + 8 + 28);
         assert_eq!(r[0].strategy(), "-");
         assert_eq!(r[1].strategy(), "fullva");
         assert_eq!(r[6].strategy(), "gpusvm");
         assert_eq!(r[8].strategy(), "kfd-noxnack");
-        assert_eq!(r[36].strategy(), "kfd+kfd-noxnack");
+        assert_eq!(r[9].strategy(), "fullva@twopass");
+        assert_eq!(r[16].strategy(), "kfd-noxnack@twopass");
+        assert_eq!(r[44].strategy(), "kfd+kfd-noxnack");
     }
 }

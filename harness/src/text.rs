@@ -1701,7 +1701,11 @@ t0 m1 exit
     }
 
     fn device_memory_golden_program() -> Program {
-        let odp = |param| StrategySpec { kind: 2, param };
+        let odp = |param| StrategySpec {
+            kind: 2,
+            param,
+            tlb: mirror::Tlb::Sync,
+        };
         let reg_cache = StrategySpec::of(4);
         let mm = |thread, op| Step {
             thread,
@@ -1957,8 +1961,16 @@ t0 expect 0x100
                 .config
                 .devices,
             [
-                Some(StrategySpec { kind: 2, param: 21 }),
-                Some(StrategySpec { kind: 4, param: 0 })
+                Some(StrategySpec {
+                    kind: 2,
+                    param: 21,
+                    tlb: mirror::Tlb::Sync
+                }),
+                Some(StrategySpec {
+                    kind: 4,
+                    param: 0,
+                    tlb: mirror::Tlb::Sync
+                })
             ]
         );
     }
@@ -2271,7 +2283,11 @@ t0 expect 0x100
                     dev: 0,
                     op: DevStep::Open {
                         mm: 0,
-                        strategy: StrategySpec { kind: 2, param: 13 },
+                        strategy: StrategySpec {
+                            kind: 2,
+                            param: 13,
+                            tlb: mirror::Tlb::Sync,
+                        },
                     },
                 },
                 "step 1: operand out of range",
@@ -2281,7 +2297,11 @@ t0 expect 0x100
                     dev: 0,
                     op: DevStep::Open {
                         mm: 0,
-                        strategy: StrategySpec { kind: 2, param: 31 },
+                        strategy: StrategySpec {
+                            kind: 2,
+                            param: 31,
+                            tlb: mirror::Tlb::Sync,
+                        },
                     },
                 },
                 "step 1: operand out of range",
@@ -2317,7 +2337,11 @@ t0 expect 0x100
         );
         // Nor does a config take an ODP chunk out of range.
         let mut c = base.config;
-        c.devices[1] = Some(StrategySpec { kind: 2, param: 40 });
+        c.devices[1] = Some(StrategySpec {
+            kind: 2,
+            param: 40,
+            tlb: mirror::Tlb::Sync,
+        });
         assert!(c
             .validate()
             .unwrap_err()

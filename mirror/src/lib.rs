@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use mm::{Env, FrameId, Mm, MmId, MmOp, Phys, Pte, Task, HUGE, PAGE};
 use notifier::{
-    ClassicOps, Event, Interval, Owner, PlantedBug, Range, ReadBegin, RemoveWait, SeqWait,
+    ClassicOps, Event, Interval, Owner, PlantedBug, Range, ReadBegin, RemoveWait, SeqWait, Start,
 };
 
 pub mod strategy;
@@ -30,7 +30,7 @@ pub mod strategy;
 pub use strategy::regcache::Access;
 use strategy::Cover;
 pub use strategy::{
-    FaultEnd, FaultReq, Notify, Planted, Strategy, StrategyKind, StrategySpec, Work,
+    FaultEnd, FaultReq, Notify, Planted, Strategy, StrategyKind, StrategySpec, Tlb, Work,
 };
 
 /// A device page table entry.
@@ -85,6 +85,16 @@ pub struct Dev {
     // Ranges whose teardown waits for the device's next fault (only with
     // a planted bug: a correct callback tears down before it returns).
     lazy_zaps: Vec<(u64, u64)>,
+    /// The device TLB: translations the device cached from the page table,
+    /// keyed like it (a huge entry at its 2 MiB base). A device access
+    /// goes through it; a zapped PTE stays here until a flush.
+    pub tlb: BTreeMap<u64, DevPte>,
+    /// TLB flushes completed.
+    pub tlb_flushes: u64,
+    // While a two-pass first pass runs: the flushes it issued, which its
+    // finish waits for. `None`: zaps flush at once.
+    issued: Option<Vec<(u64, u64)>>,
+    planted: Planted,
 }
 
 /// A mirror's state behind its mutex: the shared part and the strategy's.
@@ -120,6 +130,62 @@ impl Dev {
         for a in pages {
             self.dpt.remove(&a);
         }
+        match &mut self.issued {
+            Some(v) => v.push((start, end)),
+            None => self.flush_tlb(start, end),
+        }
+    }
+
+    /// Drops every cached translation that reaches a byte of `[start, end)`.
+    pub fn flush_tlb(&mut self, start: u64, end: u64) {
+        self.tlb_flushes += 1;
+        let from = if self.planted.is(PlantedBug::TlbFlushMissesHuge) {
+            start / PAGE * PAGE
+        } else {
+            (start / HUGE * HUGE).min(start / PAGE * PAGE)
+        };
+        let hit: Vec<u64> = self
+            .tlb
+            .range(from..end)
+            .filter(|(&a, p)| a.saturating_add(p.span()) > start)
+            .map(|(&a, _)| a)
+            .collect();
+        for a in hit {
+            self.tlb.remove(&a);
+        }
+    }
+
+    /// What a device access to `addr` translates to: the TLB's entry, or
+    /// the page table's, which the TLB then caches. `None`: a device fault.
+    pub fn tlb_translate(&mut self, addr: u64, write: bool) -> Option<FrameId> {
+        let page = addr / PAGE * PAGE;
+        let base = addr / HUGE * HUGE;
+        let cached = match self.tlb.get(&page) {
+            Some(p) => Some((page, *p)),
+            None => self.tlb.get(&base).filter(|p| p.huge).map(|p| (base, *p)),
+        };
+        if let Some((at, p)) = cached.filter(|(_, p)| p.write || !write) {
+            return Some(FrameId(p.frame.0 + ((page - at) / PAGE) as u32));
+        }
+        let (pte, frame) = self.lookup(addr).filter(|(p, _)| p.write || !write)?;
+        self.tlb_fill(if pte.huge { base } else { page }, pte);
+        Some(frame)
+    }
+
+    /// Caches the entry at `at` (a page, or a huge entry's base).
+    pub fn tlb_fill(&mut self, at: u64, pte: DevPte) {
+        let end = at + pte.span();
+        // A huge entry replaces the small ones it covers, and the reverse.
+        let stale: Vec<u64> = self
+            .tlb
+            .range((at / HUGE * HUGE).min(at)..end)
+            .filter(|(&a, p)| a.saturating_add(p.span()) > at)
+            .map(|(&a, _)| a)
+            .collect();
+        for a in stale {
+            self.tlb.remove(&a);
+        }
+        self.tlb.insert(at, pte);
     }
 
     /// The entry mapping `addr` and the frame it reaches there.
@@ -186,6 +252,7 @@ pub(crate) fn lock(state: &Mutex<DevState>) -> MutexGuard<'_, DevState> {
 pub(crate) struct Callback {
     state: Arc<Mutex<DevState>>,
     owner: Owner,
+    tlb: Tlb,
     // The strategy's accesses go through registrations: no own pages.
     registrations: bool,
     planted: Planted,
@@ -210,16 +277,56 @@ impl Callback {
         own && matches!(range.event, Event::Migrate | Event::Exclusive)
     }
 
+    /// The first pass of an interval's callback. One-pass TLB: the whole
+    /// teardown, flush included. Two-pass: the zaps issue their flushes,
+    /// and the finish waits for them (drops the cached translations).
+    fn invalidate_start(&self, range: &Range, iv: (&Interval, u64)) -> Start {
+        if self.tlb == Tlb::Sync {
+            return match self.invalidate(range, Some(iv)) {
+                true => Start::Done,
+                false => Start::Refused,
+            };
+        }
+        let Some(issued) = self.invalidate_issuing(range, Some(iv), true) else {
+            return Start::Refused;
+        };
+        if issued.is_empty()
+            || (!range.blockable && self.planted(PlantedBug::TlbFinishSkippedNonblock))
+        {
+            return Start::Done;
+        }
+        let state = self.state.clone();
+        Start::Finish(Box::new(move || {
+            let mut st = lock(&state);
+            for (start, end) in issued {
+                st.dev.flush_tlb(start, end);
+            }
+        }))
+    }
+
     /// The invalidate callback: take the driver lock, bump the interval's
     /// seq, tear down device PTEs in the range, let the strategy do its
     /// part (note deferred work…), unlock.
     fn invalidate(&self, range: &Range, iv: Option<(&Interval, u64)>) -> bool {
+        self.invalidate_issuing(range, iv, false).is_some()
+    }
+
+    // The callback proper. `issue`: zaps issue their TLB flushes instead
+    // of waiting for them, and the issued ranges come back; the driver
+    // lock covers the whole pass, so no other zap joins them. `None`:
+    // refused.
+    fn invalidate_issuing(
+        &self,
+        range: &Range,
+        iv: Option<(&Interval, u64)>,
+        issue: bool,
+    ) -> Option<Vec<(u64, u64)>> {
         let mut guard = lock(&self.state);
         let st = &mut *guard;
         if st.dev.lock.is_some() || st.strategy.must_wait(range) {
             // A try-lock or a wait: only a non-blockable range may give up.
             if !range.blockable {
-                return false;
+                return None;
             }
             st.dev.sleeps += 1;
         }
@@ -232,6 +339,9 @@ impl Callback {
             if !skip {
                 let _ = iv.set_seq(seq);
             }
+        }
+        if issue {
+            st.dev.issued = Some(Vec::new());
         }
         if !own {
             if self.planted(PlantedBug::UnmapDeferred) {
@@ -247,7 +357,7 @@ impl Callback {
         if let Some((iv, _)) = iv {
             st.strategy.invalidated(&mut st.dev, iv, range);
         }
-        true
+        Some(st.dev.issued.take().unwrap_or_default())
     }
 }
 
@@ -259,7 +369,10 @@ impl ClassicOps for Callback {
     // After release no invalidation reaches a classic subscriber again, so
     // every device mapping must go now.
     fn release(&self) {
-        lock(&self.state).dev.dpt.clear();
+        let mut st = lock(&self.state);
+        st.dev.dpt.clear();
+        st.dev.tlb.clear();
+        st.dev.tlb_flushes += 1;
     }
 }
 
@@ -314,12 +427,16 @@ impl Mirror {
         let registrations = strategy.registrations();
         let relookup = strategy.relookup_on_retry();
         let state = Arc::new(Mutex::new(DevState {
-            dev: Dev::default(),
+            dev: Dev {
+                planted,
+                ..Dev::default()
+            },
             strategy,
         }));
         let cb = Callback {
             state: state.clone(),
             owner: Owner(u64::from(id) + 1),
+            tlb: spec.tlb,
             registrations,
             planted,
         };
@@ -471,14 +588,34 @@ impl Mirror {
         if self.registrations {
             return None;
         }
-        let st = lock(&self.state);
+        let mut st = lock(&self.state);
         if st.strategy.device_quiesced() {
             return None;
         }
-        st.dev
-            .lookup(addr)
-            .filter(|(p, _)| p.write || !write)
-            .map(|(_, f)| f)
+        st.dev.tlb_translate(addr, write)
+    }
+
+    /// Runs `f` over every cached TLB translation, ascending, huge entries
+    /// expanded page by page.
+    pub fn with_tlb<R>(&self, f: impl FnOnce(&mut dyn Iterator<Item = (u64, DevPte)>) -> R) -> R {
+        let st = lock(&self.state);
+        let mut it = st.dev.tlb.iter().flat_map(|(&a, &p)| {
+            (0..p.span() / PAGE).map(move |i| {
+                (
+                    a + i * PAGE,
+                    DevPte {
+                        frame: FrameId(p.frame.0 + i as u32),
+                        ..p
+                    },
+                )
+            })
+        });
+        f(&mut it)
+    }
+
+    /// TLB flushes completed so far.
+    pub fn tlb_flushes(&self) -> u64 {
+        lock(&self.state).dev.tlb_flushes
     }
 
     /// Sets attributes on `[addr, addr + len)` of `mm` (a strategy without
@@ -580,8 +717,20 @@ pub fn finish_remove(mm: &Mm, w: RemoveWait) -> Option<RemoveWait> {
     None
 }
 
+struct IntervalCb(Callback);
+
+impl notifier::IntervalOps for IntervalCb {
+    fn invalidate(&self, iv: &Interval, r: &Range, seq: u64) -> bool {
+        self.0.invalidate_start(r, (iv, seq)).finish_now()
+    }
+
+    fn invalidate_start(&self, iv: &Interval, r: &Range, seq: u64) -> Start {
+        self.0.invalidate_start(r, (iv, seq))
+    }
+}
+
 pub(crate) fn interval_ops(cb: Callback) -> Arc<dyn notifier::IntervalOps> {
-    Arc::new(move |iv: &Interval, r: &Range, seq: u64| cb.invalidate(r, Some((iv, seq))))
+    Arc::new(IntervalCb(cb))
 }
 
 /// What a fault step is waiting for.
@@ -914,6 +1063,12 @@ impl Fault {
                     st.strategy.commit_ok_for(iv, self.hold)
                         && (!self.huge || st.strategy.huge_ok(iv, base))
                 };
+                if self.reg.is_none() && m.cb.planted(PlantedBug::TlbFillBeforeRecheck) {
+                    if let Some(&(frame, writable)) = self.samples.first() {
+                        let pte = DevPte::small(frame, writable);
+                        lock(&m.state).dev.tlb_fill(self.addr, pte);
+                    }
+                }
                 if iv.read_retry(self.seq) || !ok() {
                     if !unlocked {
                         lock(&m.state).dev.lock = None;
@@ -946,20 +1101,22 @@ impl Fault {
                     let (frame, writable) = self.samples[0];
                     let base = self.addr / HUGE * HUGE;
                     st.dev.zap(base, base + HUGE, true);
-                    st.dev.dpt.insert(
-                        base,
-                        DevPte {
-                            frame,
-                            write: writable,
-                            atomic: false,
-                            huge: true,
-                        },
-                    );
+                    let pte = DevPte {
+                        frame,
+                        write: writable,
+                        atomic: false,
+                        huge: true,
+                    };
+                    st.dev.dpt.insert(base, pte);
+                    // The access that faulted goes on with this translation.
+                    st.dev.tlb_fill(base, pte);
                     FrameId(frame.0 + ((self.addr - base) / PAGE) as u32)
                 } else {
                     let (frame, writable) = self.samples[0];
                     st.dev.zap(self.addr, self.end, true);
-                    st.dev.dpt.insert(self.addr, DevPte::small(frame, writable));
+                    let pte = DevPte::small(frame, writable);
+                    st.dev.dpt.insert(self.addr, pte);
+                    st.dev.tlb_fill(self.addr, pte);
                     frame
                 };
                 st.dev.lock = None;

@@ -108,6 +108,24 @@ pub enum PlantedBug {
     /// made svm_range_restore_pages skip ranges pending on the deferred
     /// list or children, the svm_range_skip_recover check).
     KfdFaultOnPendingRange,
+    /// mirror, device TLB with two-pass flushes: in a non-blockable range
+    /// (the OOM reaper's) the first pass zaps the PTEs but drops its finish,
+    /// so as not to wait for the flush there; the device keeps translating
+    /// the reaped pages (the teardown that outlives the invalidation of
+    /// "drm/xe/userptr: Unmap userptrs in the mmu notifier", on the TLB).
+    TlbFinishSkippedNonblock,
+    /// mirror, device TLB: a flush drops the cached translations whose page
+    /// lies in the range, missing a 2 MiB entry that starts before it (the
+    /// class of "riscv: Improve flush_tlb_range() for hugetlb pages", whose
+    /// stride must be the size of the entries flushed).
+    TlbFlushMissesHuge,
+    /// mirror, device TLB: the fault loads the walked translation into the
+    /// device TLB before it checks read_retry, so after a collision the
+    /// retry leaves a translation that the invalidation's flush already
+    /// passed (pages used without a validated seq, the class of
+    /// "drm/xe/hmm: Don't dereference struct page pointers without notifier
+    /// lock").
+    TlbFillBeforeRecheck,
 }
 
 /// Which crate carries a planted bug; a target finds the bugs of the crates it runs.
@@ -124,7 +142,7 @@ pub enum Component {
 impl PlantedBug {
     /// Every planted bug that a split-phase target can find (the fuzz
     /// targets and the hunt run these; see also [`PlantedBug::CONCURRENT`]).
-    pub const ALL: [PlantedBug; 23] = [
+    pub const ALL: [PlantedBug; 26] = [
         PlantedBug::ReleaseTwice,
         PlantedBug::InsertEvenSeq,
         PlantedBug::InsertNoMakeOdd,
@@ -148,6 +166,9 @@ impl PlantedBug {
         PlantedBug::GpuSvmRangeNotUnbound,
         PlantedBug::KfdWorkAfterExit,
         PlantedBug::KfdFaultOnPendingRange,
+        PlantedBug::TlbFinishSkippedNonblock,
+        PlantedBug::TlbFlushMissesHuge,
+        PlantedBug::TlbFillBeforeRecheck,
     ];
 
     /// The planted bugs that only real concurrency exposes: each lives
@@ -179,7 +200,10 @@ impl PlantedBug {
             | PlantedBug::GpuSvmOrderNotClipped
             | PlantedBug::GpuSvmRangeNotUnbound
             | PlantedBug::KfdWorkAfterExit
-            | PlantedBug::KfdFaultOnPendingRange => Component::Mirror,
+            | PlantedBug::KfdFaultOnPendingRange
+            | PlantedBug::TlbFinishSkippedNonblock
+            | PlantedBug::TlbFlushMissesHuge
+            | PlantedBug::TlbFillBeforeRecheck => Component::Mirror,
             _ => Component::Notifier,
         }
     }
@@ -213,6 +237,9 @@ impl PlantedBug {
             PlantedBug::GpuSvmRangeNotUnbound => "mirror-gpusvm-range-not-unbound",
             PlantedBug::KfdWorkAfterExit => "mirror-kfd-work-after-exit",
             PlantedBug::KfdFaultOnPendingRange => "mirror-kfd-fault-on-pending-range",
+            PlantedBug::TlbFinishSkippedNonblock => "mirror-tlb-finish-skipped-nonblock",
+            PlantedBug::TlbFlushMissesHuge => "mirror-tlb-flush-misses-huge",
+            PlantedBug::TlbFillBeforeRecheck => "mirror-tlb-fill-before-recheck",
         }
     }
 

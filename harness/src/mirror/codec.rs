@@ -7,6 +7,7 @@ use crate::program::{
     DevStep, ErrKind, Expect, MapKind, MmStep, Op, PageState, ProgramConfig, Prot, StrategySpec,
     DEVICES, FILES, MAX_RUNS, MAX_SNAPSHOT_PAGES,
 };
+use mirror::strategy::Tlb;
 
 pub(crate) type Devices = [Option<StrategySpec>; DEVICES as usize];
 
@@ -123,7 +124,7 @@ pub(crate) fn shift_code(p: mirror::strategy::SizeParam, b: u8) -> u8 {
 
 /// `s` with the stand-in size if it takes one: what the kind tables hold.
 pub(crate) fn kind_of_strategy(s: StrategySpec) -> StrategySpec {
-    s.with_default_param()
+    s.with_default_param().with_tlb(Tlb::Sync)
 }
 
 /// `m0` mostly, `m1` iff `b & 7 == 7`; devices alike.
@@ -268,8 +269,9 @@ impl Reader<'_, '_> {
     pub(crate) fn dev_op(&mut self, kind: Kind, ts: u64) -> DevStep {
         match kind {
             Kind::DevOpen => {
-                let mm = slot2_code(self.byte());
-                let strategy = strategy_code(self.byte());
+                let b = self.byte();
+                let mm = slot2_code(b);
+                let strategy = strategy_code(self.byte()).with_tlb(tlb_code(b));
                 DevStep::Open { mm, strategy }
             }
             Kind::DevWrite => {
@@ -434,6 +436,24 @@ impl Reader<'_, '_> {
 // Encoding.
 
 /// The first code of an `m`/`d` slot byte (out of range: the first code).
+/// An `open`'s TLB mode: bit 3 of its address-space byte, which
+/// [`slot2_code`] leaves alone. Config devices have no spare bit: they
+/// flush in one pass unless a text program or a pin says otherwise.
+pub(crate) fn tlb_code(b: u8) -> Tlb {
+    if b & 8 != 0 {
+        Tlb::TwoPass
+    } else {
+        Tlb::Sync
+    }
+}
+
+pub(crate) fn tlb_bit(t: Tlb) -> u8 {
+    match t {
+        Tlb::Sync => 0,
+        Tlb::TwoPass => 8,
+    }
+}
+
 pub(crate) fn slot2_byte(slot: u8) -> u8 {
     first_of([0, 7], |b| slot2_code(b) == slot).unwrap_or(0)
 }
@@ -510,8 +530,9 @@ pub(crate) fn push_mm(out: &mut Vec<u8>, op: MmStep, ts: u64) {
 pub(crate) fn push_dev(out: &mut Vec<u8>, op: DevStep, ts: u64) {
     match op {
         DevStep::Open { mm, strategy } => {
-            out.push(slot2_byte(mm));
-            out.push(first_code(|b| strategy_code(b) == strategy).unwrap_or(0));
+            out.push(slot2_byte(mm) | tlb_bit(strategy.tlb));
+            let base = strategy.with_tlb(Tlb::Sync);
+            out.push(first_code(|b| strategy_code(b) == base).unwrap_or(0));
         }
         DevStep::Read { addr } | DevStep::Unregister { addr } => push_point(out, addr, ts),
         DevStep::Write { addr, value } => {

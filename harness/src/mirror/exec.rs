@@ -1267,6 +1267,28 @@ impl World<'_> {
             let Some(mm) = self.mms[m.mm.0 as usize].as_ref() else {
                 continue;
             };
+            // The TLB holds translations the device still uses: once a
+            // start has returned (a two-pass start after its finishes),
+            // every one of them obeys the rule of a PTE.
+            if let Some(st) = m.with_tlb(|tlb| oracles::mirror::stale_pte(mm, m.owner.0, tlb)) {
+                return Err(self.diverge(
+                    DivergenceKind::StalePte,
+                    at,
+                    format!("checking d{} TLB after the step", m.id),
+                    format!(
+                        "d{}'s TLB translates {:#x} to frame {} {}",
+                        m.id,
+                        st.addr,
+                        st.device.frame.0,
+                        if st.device.write {
+                            "writable"
+                        } else {
+                            "read-only"
+                        }
+                    ),
+                    format!("the CPU PTE of m{} is {:?}", m.mm.0, st.cpu),
+                ));
+            }
             if let Some(st) = m.with_ptes(|ptes| oracles::mirror::stale_pte(mm, m.owner.0, ptes)) {
                 return Err(self.diverge(
                     DivergenceKind::StalePte,

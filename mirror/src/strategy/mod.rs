@@ -468,13 +468,46 @@ pub fn kind(i: u8) -> Option<StrategyKind> {
     })
 }
 
-/// A strategy and its parameter: what a program's config and `open` name.
+/// How a device's TLB learns of zapped PTEs (DESIGN.md §4). Works with
+/// every strategy: it is the shared callback's business, not theirs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Tlb {
+    /// The callback flushes before it returns (one pass).
+    #[default]
+    Sync,
+    /// The first pass issues the flush, a two-pass finish waits for it
+    /// (xe style): flushes of all intervals overlap.
+    TwoPass,
+}
+
+impl Tlb {
+    /// Both modes.
+    pub const ALL: [Tlb; 2] = [Tlb::Sync, Tlb::TwoPass];
+
+    /// Its name after `@` in a strategy name (`fullva@twopass`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Tlb::Sync => "sync",
+            Tlb::TwoPass => "twopass",
+        }
+    }
+
+    /// The mode called `s`.
+    pub fn from_name(s: &str) -> Option<Tlb> {
+        Tlb::ALL.into_iter().find(|t| t.name() == s)
+    }
+}
+
+/// A strategy, its parameter and its device's TLB mode: what a program's
+/// config and `open` name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StrategySpec {
     /// Index into the registry.
     pub kind: u8,
     /// Its parameter (zero for a kind without one).
     pub param: u8,
+    /// The device's TLB flushes.
+    pub tlb: Tlb,
 }
 
 impl StrategySpec {
@@ -489,7 +522,16 @@ impl StrategySpec {
         } else {
             0
         };
-        StrategySpec { kind, param }
+        StrategySpec {
+            kind,
+            param,
+            tlb: Tlb::Sync,
+        }
+    }
+
+    /// This spec with TLB mode `tlb`.
+    pub const fn with_tlb(self, tlb: Tlb) -> StrategySpec {
+        StrategySpec { tlb, ..self }
     }
 
     /// The kind with its default parameter, if `kind` is registered.
@@ -498,6 +540,7 @@ impl StrategySpec {
         Some(StrategySpec {
             kind,
             param: k.param.map_or(0, |p| p.default),
+            tlb: Tlb::Sync,
         })
     }
 
@@ -524,8 +567,17 @@ impl StrategySpec {
         }
     }
 
-    /// Its name in `.ops` files: `fullva`, `odp:2m`…
+    /// Its name in `.ops` files: `fullva`, `odp:2m`, `kfd@twopass`… (the
+    /// default TLB mode, `sync`, is not written).
     pub fn name(self) -> String {
+        let base = self.kind_name();
+        match self.tlb {
+            Tlb::Sync => base,
+            t => format!("{base}@{}", t.name()),
+        }
+    }
+
+    fn kind_name(self) -> String {
         match kind(self.kind) {
             Some(StrategyKind {
                 name,
@@ -539,6 +591,15 @@ impl StrategySpec {
 
     /// Looks a strategy up by name.
     pub fn from_name(s: &str) -> Option<StrategySpec> {
+        let (base, tlb) = match s.split_once('@') {
+            Some((b, t)) => (b, Tlb::from_name(t)?),
+            None => (s, Tlb::Sync),
+        };
+        let st = StrategySpec::base_from_name(base)?.with_tlb(tlb);
+        (st.name() == s).then_some(st)
+    }
+
+    fn base_from_name(s: &str) -> Option<StrategySpec> {
         let (name, size) = match s.split_once(':') {
             Some((n, z)) => (n, Some(z)),
             None => (s, None),
@@ -554,7 +615,11 @@ impl StrategySpec {
             }
             _ => return None,
         };
-        let st = StrategySpec { kind, param };
+        let st = StrategySpec {
+            kind,
+            param,
+            tlb: Tlb::Sync,
+        };
         (st.name() == s).then_some(st)
     }
 
@@ -562,19 +627,32 @@ impl StrategySpec {
     /// (`odp`) means its default size: what command-line options accept.
     pub fn from_arg(s: &str) -> Option<StrategySpec> {
         StrategySpec::from_name(s).or_else(|| {
-            let i = kinds().iter().position(|k| k.name == s)?;
-            StrategySpec::default_of(u8::try_from(i).ok()?)
+            let (base, tlb) = match s.split_once('@') {
+                Some((b, t)) => (b, Tlb::from_name(t)?),
+                None => (s, Tlb::Sync),
+            };
+            let i = kinds().iter().position(|k| k.name == base)?;
+            Some(StrategySpec::default_of(u8::try_from(i).ok()?)?.with_tlb(tlb))
         })
     }
 
-    /// Every valid spec: each kind with each of its parameters.
+    /// Every valid spec: each kind with each of its parameters, with the
+    /// default TLB mode.
     pub fn every() -> Vec<StrategySpec> {
         let mut all = Vec::new();
         for (i, k) in kinds().iter().enumerate() {
             let kind = u8::try_from(i).expect("fewer than 256 strategies");
             match k.param {
-                Some(p) => all.extend((p.min..=p.max).map(|param| StrategySpec { kind, param })),
-                None => all.push(StrategySpec { kind, param: 0 }),
+                Some(p) => all.extend((p.min..=p.max).map(|param| StrategySpec {
+                    kind,
+                    param,
+                    tlb: Tlb::Sync,
+                })),
+                None => all.push(StrategySpec {
+                    kind,
+                    param: 0,
+                    tlb: Tlb::Sync,
+                }),
             }
         }
         all
@@ -652,12 +730,33 @@ mod tests {
                 "kfd-noxnack"
             ]
         );
-        let svm = |param| StrategySpec { kind: 5, param };
+        let svm = |param| StrategySpec {
+            kind: 5,
+            param,
+            tlb: Tlb::Sync,
+        };
         assert_eq!(StrategySpec::from_name("gpusvm:16k"), Some(svm(14)));
         assert_eq!(StrategySpec::from_name("gpusvm:2m"), Some(svm(21)));
         assert_eq!(StrategySpec::from_arg("gpusvm"), Some(svm(16)));
         assert_eq!(StrategySpec::from_name("gpusvm:8k"), None);
-        let odp = |param| StrategySpec { kind: 2, param };
+        let two = svm(21).with_tlb(Tlb::TwoPass);
+        assert_eq!(two.name(), "gpusvm:2m@twopass");
+        assert_eq!(StrategySpec::from_name("gpusvm:2m@twopass"), Some(two));
+        assert_eq!(
+            StrategySpec::from_name("gpusvm:2m@sync"),
+            None,
+            "sync is not written"
+        );
+        assert_eq!(
+            StrategySpec::from_arg("gpusvm@twopass"),
+            Some(svm(16).with_tlb(Tlb::TwoPass))
+        );
+        assert_eq!(StrategySpec::from_arg("gpusvm@lazy"), None);
+        let odp = |param| StrategySpec {
+            kind: 2,
+            param,
+            tlb: Tlb::Sync,
+        };
         assert_eq!(StrategySpec::from_name("odp:16k"), Some(odp(14)));
         assert_eq!(StrategySpec::from_name("odp:1g"), Some(odp(30)));
         for bad in [
@@ -673,10 +772,18 @@ mod tests {
         }
         assert!(odp(13).check().unwrap_err().contains("ODP chunk shift"));
         assert_eq!(odp(21).check(), Ok(()));
-        assert!(StrategySpec { kind: 0, param: 1 }.check().is_err());
+        assert!(StrategySpec::of(0).with_tlb(Tlb::TwoPass).check().is_ok());
+        assert!(StrategySpec {
+            kind: 0,
+            param: 1,
+            tlb: Tlb::Sync
+        }
+        .check()
+        .is_err());
         assert!(StrategySpec {
             kind: 200,
-            param: 0
+            param: 0,
+            tlb: Tlb::Sync
         }
         .check()
         .is_err());
