@@ -38,6 +38,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::{Args, ValueEnum};
 use notifier::{Component, PlantedBug};
+use serde::{Deserialize, Serialize};
 
 use harness::engine::{fuzz, EngineOptions};
 use harness::exec::{run, DivergenceKind, RunOptions};
@@ -1605,289 +1606,74 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 // ---------------------------------------------------------------- JSON
 //
-// A small JSON writer and reader for results.json, so that the harness
-// needs no serde.
+// results.json, read and written with serde. The summary fields (counts,
+// medians, where the numbers come from) are written for readers of the
+// file; reading takes only what they are computed from.
 
-#[derive(Clone, Debug, PartialEq)]
-enum Json {
-    Null,
-    Bool(bool),
-    Num(f64),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(Vec<(String, Json)>),
+const ABOUT: &str = "mnfuzz hunt: time and executions to the first detection of each planted bug, \
+    per engine. A missed trial has detected=false and null secs/execs; medians count misses as \
+    infinite (null when the median is a miss). Written by `mnfuzz hunt`; see README.md.";
+
+#[derive(Serialize, Deserialize)]
+struct ResultsFile {
+    about: String,
+    records: Vec<RecordJson>,
 }
 
-impl Json {
-    fn get(&self, k: &str) -> Option<&Json> {
-        match self {
-            Json::Obj(v) => v.iter().find(|(n, _)| n == k).map(|(_, j)| j),
-            _ => None,
-        }
-    }
-    fn str(&self, k: &str) -> Option<&str> {
-        match self.get(k)? {
-            Json::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-    fn num(&self, k: &str) -> Option<f64> {
-        match self.get(k)? {
-            Json::Num(n) => Some(*n),
-            _ => None,
-        }
-    }
-    fn bool(&self, k: &str) -> Option<bool> {
-        match self.get(k)? {
-            Json::Bool(b) => Some(*b),
-            _ => None,
-        }
-    }
-    fn arr(&self, k: &str) -> Option<&[Json]> {
-        match self.get(k)? {
-            Json::Arr(v) => Some(v),
-            _ => None,
-        }
-    }
-
-    fn write(&self, out: &mut String, indent: usize) {
-        match self {
-            Json::Null => out.push_str("null"),
-            Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            Json::Num(n) if n.is_finite() => {
-                let _ = write!(out, "{n}");
-            }
-            Json::Num(_) => out.push_str("null"),
-            Json::Str(s) => {
-                out.push('"');
-                for c in s.chars() {
-                    match c {
-                        '"' => out.push_str("\\\""),
-                        '\\' => out.push_str("\\\\"),
-                        '\n' => out.push_str("\\n"),
-                        c if (c as u32) < 0x20 => {
-                            let _ = write!(out, "\\u{:04x}", c as u32);
-                        }
-                        c => out.push(c),
-                    }
-                }
-                out.push('"');
-            }
-            Json::Arr(_) | Json::Obj(_) => {
-                // Scalars only: one line; otherwise one entry per line.
-                let flat = self.flat();
-                let (open, close) = if matches!(self, Json::Arr(_)) {
-                    ('[', ']')
-                } else {
-                    ('{', '}')
-                };
-                out.push(open);
-                for (i, (k, v)) in self.entries().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    if flat {
-                        if i > 0 {
-                            out.push(' ');
-                        }
-                    } else {
-                        out.push('\n');
-                        out.push_str(&"  ".repeat(indent + 1));
-                    }
-                    if let Some(k) = k {
-                        Json::Str(k.into()).write(out, 0);
-                        out.push_str(": ");
-                    }
-                    v.write(out, if flat { 0 } else { indent + 1 });
-                }
-                if !flat {
-                    out.push('\n');
-                    out.push_str(&"  ".repeat(indent));
-                }
-                out.push(close);
-            }
-        }
-    }
-
-    fn flat(&self) -> bool {
-        match self {
-            Json::Arr(v) => v.iter().all(|j| !matches!(j, Json::Arr(_) | Json::Obj(_))),
-            Json::Obj(v) => v
-                .iter()
-                .all(|(_, j)| !matches!(j, Json::Arr(_) | Json::Obj(_))),
-            _ => true,
-        }
-    }
-
-    fn entries(&self) -> Box<dyn Iterator<Item = (Option<&str>, &Json)> + '_> {
-        match self {
-            Json::Arr(v) => Box::new(v.iter().map(|j| (None, j))),
-            Json::Obj(v) => Box::new(v.iter().map(|(k, j)| (Some(k.as_str()), j))),
-            _ => Box::new(std::iter::empty()),
-        }
-    }
+#[derive(Serialize, Deserialize)]
+struct RecordJson {
+    engine: String,
+    bug: String,
+    #[serde(default, skip_deserializing)]
+    component: String,
+    target: String,
+    corpus: String,
+    seconds_per_trial: f64,
+    runs_per_trial: Option<u64>,
+    #[serde(default, skip_deserializing)]
+    trials: usize,
+    #[serde(default, skip_deserializing)]
+    detected: usize,
+    #[serde(default, skip_deserializing)]
+    median_secs: Option<f64>,
+    #[serde(default, skip_deserializing)]
+    min_secs: Option<f64>,
+    #[serde(default, skip_deserializing)]
+    max_secs: Option<f64>,
+    #[serde(default, skip_deserializing)]
+    median_execs: Option<f64>,
+    #[serde(default, skip_deserializing)]
+    min_execs: Option<f64>,
+    #[serde(default, skip_deserializing)]
+    max_execs: Option<f64>,
+    #[serde(default, skip_deserializing)]
+    execs_source: String,
+    #[serde(default, skip_deserializing)]
+    time_source: String,
+    #[serde(default, skip_deserializing)]
+    seeds: String,
+    machine: String,
+    command: String,
+    date: String,
+    #[serde(default = "unknown")]
+    revision: String,
+    runs: Vec<TrialJson>,
 }
 
-struct Parser<'a> {
-    s: &'a [u8],
-    i: usize,
+fn unknown() -> String {
+    "unknown".into()
 }
 
-impl Parser<'_> {
-    fn parse(text: &str) -> Result<Json, String> {
-        let mut p = Parser {
-            s: text.as_bytes(),
-            i: 0,
-        };
-        let v = p.value()?;
-        p.ws();
-        if p.i != p.s.len() {
-            return Err(p.err("trailing characters"));
-        }
-        Ok(v)
-    }
-
-    fn err(&self, what: &str) -> String {
-        format!("JSON: {what} at byte {}", self.i)
-    }
-
-    fn ws(&mut self) {
-        while self.s.get(self.i).is_some_and(|c| c.is_ascii_whitespace()) {
-            self.i += 1;
-        }
-    }
-
-    fn eat(&mut self, c: u8) -> Result<(), String> {
-        self.ws();
-        if self.s.get(self.i) == Some(&c) {
-            self.i += 1;
-            Ok(())
-        } else {
-            Err(self.err(&format!("expected '{}'", c as char)))
-        }
-    }
-
-    fn value(&mut self) -> Result<Json, String> {
-        self.ws();
-        let rest = &self.s[self.i..];
-        for (word, v) in [
-            (&b"null"[..], Json::Null),
-            (b"true", Json::Bool(true)),
-            (b"false", Json::Bool(false)),
-        ] {
-            if rest.starts_with(word) {
-                self.i += word.len();
-                return Ok(v);
-            }
-        }
-        match rest.first() {
-            Some(b'"') => self.string().map(Json::Str),
-            Some(b'[') => {
-                self.i += 1;
-                let mut v = Vec::new();
-                self.ws();
-                if self.s.get(self.i) == Some(&b']') {
-                    self.i += 1;
-                    return Ok(Json::Arr(v));
-                }
-                loop {
-                    v.push(self.value()?);
-                    self.ws();
-                    match self.s.get(self.i) {
-                        Some(b',') => self.i += 1,
-                        Some(b']') => {
-                            self.i += 1;
-                            return Ok(Json::Arr(v));
-                        }
-                        _ => return Err(self.err("expected ',' or ']'")),
-                    }
-                }
-            }
-            Some(b'{') => {
-                self.i += 1;
-                let mut v = Vec::new();
-                self.ws();
-                if self.s.get(self.i) == Some(&b'}') {
-                    self.i += 1;
-                    return Ok(Json::Obj(v));
-                }
-                loop {
-                    self.ws();
-                    let k = self.string()?;
-                    self.eat(b':')?;
-                    v.push((k, self.value()?));
-                    self.ws();
-                    match self.s.get(self.i) {
-                        Some(b',') => self.i += 1,
-                        Some(b'}') => {
-                            self.i += 1;
-                            return Ok(Json::Obj(v));
-                        }
-                        _ => return Err(self.err("expected ',' or '}'")),
-                    }
-                }
-            }
-            Some(c) if *c == b'-' || c.is_ascii_digit() => {
-                let start = self.i;
-                while self
-                    .s
-                    .get(self.i)
-                    .is_some_and(|c| c.is_ascii_digit() || b"+-.eE".contains(c))
-                {
-                    self.i += 1;
-                }
-                let t = std::str::from_utf8(&self.s[start..self.i]).expect("ASCII");
-                t.parse().map(Json::Num).map_err(|_| self.err("bad number"))
-            }
-            _ => Err(self.err("expected a value")),
-        }
-    }
-
-    fn string(&mut self) -> Result<String, String> {
-        self.eat(b'"')?;
-        let mut out = Vec::new();
-        loop {
-            let Some(&c) = self.s.get(self.i) else {
-                return Err(self.err("unterminated string"));
-            };
-            self.i += 1;
-            match c {
-                b'"' => break,
-                b'\\' => {
-                    let Some(&e) = self.s.get(self.i) else {
-                        return Err(self.err("unterminated escape"));
-                    };
-                    self.i += 1;
-                    match e {
-                        b'n' => out.push(b'\n'),
-                        b't' => out.push(b'\t'),
-                        b'r' => out.push(b'\r'),
-                        b'b' => out.push(8),
-                        b'f' => out.push(12),
-                        b'u' => {
-                            let hex = self
-                                .s
-                                .get(self.i..self.i + 4)
-                                .and_then(|h| std::str::from_utf8(h).ok())
-                                .and_then(|h| u32::from_str_radix(h, 16).ok())
-                                .ok_or_else(|| self.err("bad \\u escape"))?;
-                            self.i += 4;
-                            let ch = char::from_u32(hex).unwrap_or('\u{fffd}');
-                            let mut buf = [0; 4];
-                            out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
-                        }
-                        other => out.push(other),
-                    }
-                }
-                c => out.push(c),
-            }
-        }
-        String::from_utf8(out).map_err(|_| self.err("invalid UTF-8"))
-    }
-}
-
-fn num_or_null(v: Option<f64>) -> Json {
-    v.map_or(Json::Null, Json::Num)
+#[derive(Serialize, Deserialize)]
+struct TrialJson {
+    seed: Option<u64>,
+    detected: bool,
+    secs: Option<f64>,
+    execs: Option<u64>,
+    #[serde(default)]
+    wall_secs: f64,
+    divergence: Option<String>,
+    note: Option<String>,
 }
 
 fn round6(x: f64) -> f64 {
@@ -1895,92 +1681,56 @@ fn round6(x: f64) -> f64 {
 }
 
 fn to_json(records: &[Record]) -> String {
-    let recs = records
+    let fin = |x: f64| x.is_finite().then_some(x);
+    let records = records
         .iter()
         .map(|r| {
             let t = r.times().and_then(|v| stats(&v));
             let e = r.execs().and_then(|v| stats(&v));
-            let fin = |x: f64| x.is_finite().then_some(x);
-            let trials = r
-                .trials
-                .iter()
-                .map(|t| {
-                    Json::Obj(vec![
-                        ("seed".into(), num_or_null(t.seed.map(|s| s as f64))),
-                        ("detected".into(), Json::Bool(t.detected)),
-                        ("secs".into(), num_or_null(t.secs.map(round6))),
-                        ("execs".into(), num_or_null(t.execs.map(|n| n as f64))),
-                        ("wall_secs".into(), Json::Num(round6(t.wall_secs))),
-                        (
-                            "divergence".into(),
-                            t.divergence.clone().map_or(Json::Null, Json::Str),
-                        ),
-                        ("note".into(), t.note.clone().map_or(Json::Null, Json::Str)),
-                    ])
-                })
-                .collect();
-            Json::Obj(vec![
-                ("engine".into(), Json::Str(r.engine.name().into())),
-                ("bug".into(), Json::Str(r.bug.name().into())),
-                (
-                    "component".into(),
-                    Json::Str(component_name(r.bug.component()).into()),
-                ),
-                ("target".into(), Json::Str(r.target.name().into())),
-                ("corpus".into(), Json::Str(r.corpus.clone())),
-                ("seconds_per_trial".into(), Json::Num(r.seconds)),
-                (
-                    "runs_per_trial".into(),
-                    num_or_null(r.runs.map(|n| n as f64)),
-                ),
-                ("trials".into(), Json::Num(r.trials.len() as f64)),
-                ("detected".into(), Json::Num(r.detected() as f64)),
-                (
-                    "median_secs".into(),
-                    num_or_null(t.and_then(|t| fin(round6(t.0)))),
-                ),
-                (
-                    "min_secs".into(),
-                    num_or_null(t.and_then(|t| fin(round6(t.1)))),
-                ),
-                (
-                    "max_secs".into(),
-                    num_or_null(t.and_then(|t| fin(round6(t.2)))),
-                ),
-                ("median_execs".into(), num_or_null(e.and_then(|e| fin(e.0)))),
-                ("min_execs".into(), num_or_null(e.and_then(|e| fin(e.1)))),
-                ("max_execs".into(), num_or_null(e.and_then(|e| fin(e.2)))),
-                (
-                    "execs_source".into(),
-                    Json::Str(r.engine.execs_source().into()),
-                ),
-                (
-                    "time_source".into(),
-                    Json::Str(r.engine.time_source().into()),
-                ),
-                ("seeds".into(), Json::Str(r.engine.seed_note().into())),
-                ("machine".into(), Json::Str(r.machine.clone())),
-                ("command".into(), Json::Str(r.command.clone())),
-                ("date".into(), Json::Str(r.date.clone())),
-                ("revision".into(), Json::Str(r.revision.clone())),
-                ("runs".into(), Json::Arr(trials)),
-            ])
+            RecordJson {
+                engine: r.engine.name().into(),
+                bug: r.bug.name().into(),
+                component: component_name(r.bug.component()).into(),
+                target: r.target.name().into(),
+                corpus: r.corpus.clone(),
+                seconds_per_trial: r.seconds,
+                runs_per_trial: r.runs,
+                trials: r.trials.len(),
+                detected: r.detected(),
+                median_secs: t.and_then(|t| fin(round6(t.0))),
+                min_secs: t.and_then(|t| fin(round6(t.1))),
+                max_secs: t.and_then(|t| fin(round6(t.2))),
+                median_execs: e.and_then(|e| fin(e.0)),
+                min_execs: e.and_then(|e| fin(e.1)),
+                max_execs: e.and_then(|e| fin(e.2)),
+                execs_source: r.engine.execs_source().into(),
+                time_source: r.engine.time_source().into(),
+                seeds: r.engine.seed_note().into(),
+                machine: r.machine.clone(),
+                command: r.command.clone(),
+                date: r.date.clone(),
+                revision: r.revision.clone(),
+                runs: r
+                    .trials
+                    .iter()
+                    .map(|t| TrialJson {
+                        seed: t.seed,
+                        detected: t.detected,
+                        secs: t.secs.map(round6),
+                        execs: t.execs,
+                        wall_secs: round6(t.wall_secs),
+                        divergence: t.divergence.clone(),
+                        note: t.note.clone(),
+                    })
+                    .collect(),
+            }
         })
         .collect();
-    let doc = Json::Obj(vec![
-        (
-            "about".into(),
-            Json::Str(
-                "mnfuzz hunt: time and executions to the first detection of each planted bug, per engine. \
-                 A missed trial has detected=false and null secs/execs; medians count misses as infinite \
-                 (null when the median is a miss). Written by `mnfuzz hunt`; see README.md."
-                    .into(),
-            ),
-        ),
-        ("records".into(), Json::Arr(recs)),
-    ]);
-    let mut out = String::new();
-    doc.write(&mut out, 0);
+    let file = ResultsFile {
+        about: ABOUT.into(),
+        records,
+    };
+    let mut out = serde_json::to_string_pretty(&file).expect("plain data serializes");
     out.push('\n');
     out
 }
@@ -1995,41 +1745,39 @@ fn load(path: &Path) -> Result<Vec<Record>, String> {
 }
 
 fn from_json(text: &str) -> Result<Vec<Record>, String> {
-    let doc = Parser::parse(text)?;
-    let mut out = Vec::new();
-    for r in doc.arr("records").ok_or("no records array")? {
-        let field = |k: &str| r.str(k).ok_or_else(|| format!("record without {k}"));
-        let engine = Engine::from_name(field("engine")?).ok_or("unknown engine")?;
-        let bug = PlantedBug::from_name(field("bug")?).ok_or("unknown bug")?;
-        let target = Target::from_name(field("target")?).ok_or("unknown target")?;
-        let mut trials = Vec::new();
-        for t in r.arr("runs").ok_or("record without runs")? {
-            trials.push(Trial {
-                seed: t.num("seed").map(|s| s as u64),
-                detected: t.bool("detected").ok_or("trial without detected")?,
-                secs: t.num("secs"),
-                execs: t.num("execs").map(|n| n as u64),
-                wall_secs: t.num("wall_secs").unwrap_or(0.0),
-                divergence: t.str("divergence").map(str::to_string),
-                note: t.str("note").map(str::to_string),
-                false_alarm: false,
-            });
-        }
-        out.push(Record {
-            engine,
-            bug,
-            target,
-            corpus: field("corpus")?.to_string(),
-            seconds: r.num("seconds_per_trial").ok_or("no seconds_per_trial")?,
-            runs: r.num("runs_per_trial").map(|n| n as u64),
-            trials,
-            machine: field("machine")?.to_string(),
-            command: field("command")?.to_string(),
-            date: field("date")?.to_string(),
-            revision: r.str("revision").unwrap_or("unknown").to_string(),
-        });
-    }
-    Ok(out)
+    let file: ResultsFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    file.records
+        .into_iter()
+        .map(|r| {
+            let unknown = |what: &str, name: &str| format!("unknown {what} `{name}`");
+            Ok(Record {
+                engine: Engine::from_name(&r.engine).ok_or_else(|| unknown("engine", &r.engine))?,
+                bug: PlantedBug::from_name(&r.bug).ok_or_else(|| unknown("bug", &r.bug))?,
+                target: Target::from_name(&r.target).ok_or_else(|| unknown("target", &r.target))?,
+                corpus: r.corpus,
+                seconds: r.seconds_per_trial,
+                runs: r.runs_per_trial,
+                trials: r
+                    .runs
+                    .into_iter()
+                    .map(|t| Trial {
+                        seed: t.seed,
+                        detected: t.detected,
+                        secs: t.secs,
+                        execs: t.execs,
+                        wall_secs: t.wall_secs,
+                        divergence: t.divergence,
+                        note: t.note,
+                        false_alarm: false,
+                    })
+                    .collect(),
+                machine: r.machine,
+                command: r.command,
+                date: r.date,
+                revision: r.revision,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
