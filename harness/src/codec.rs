@@ -43,7 +43,8 @@
 //!               insert 10, remove 5, check_retry 2, register 2, unregister 2,
 //!               release 1
 //!   (mirror)    `step` (a turn that queues nothing) has weight 4 and no operands
-//!   insert      slot span cb             slot = b % SLOTS
+//!   insert      slot span cb             slot = b % SLOTS; b >= 0xf0 instead:
+//!               populate: count span    count = 1 + b % 128
 //!   remove, read_begin                   slot
 //!   commit, check_retry                  (none: the thread's latest fault)
 //!   start       event span flags         event = Event::ALL[b % 8]; end = start + len
@@ -307,7 +308,7 @@ pub(crate) fn tag_kind(tag: u8, target: Target) -> Kind {
 
 pub(crate) fn kind_of(op: &Op) -> Kind {
     match op {
-        Op::Insert { .. } => Kind::Insert,
+        Op::Insert { .. } | Op::Populate { .. } => Kind::Insert,
         Op::Remove { .. } => Kind::Remove,
         Op::Start { .. } => Kind::Start,
         Op::End => Kind::End,
@@ -933,6 +934,8 @@ pub(crate) mod tests {
                     owner
                 }),
             Just(Op::End),
+            (1..=crate::program::MAX_POPULATE, any_addr(), any_addr())
+                .prop_map(|(count, start, len)| Op::Populate { count, start, len }),
             slot.clone().prop_map(|slot| Op::ReadBegin { slot }),
             Just(Op::Commit),
             Just(Op::CheckRetry),

@@ -108,6 +108,8 @@ pub struct EngineReport {
     pub ops: (u64, u64),
     /// Steps per executed program, summed (for the mean and the median).
     pub program_steps: Vec<u32>,
+    /// Executions that held at least [`BIG_TREE`] intervals at once.
+    pub big_trees: u64,
     /// The divergence, if one was found.
     pub finding: Option<Finding>,
 }
@@ -128,6 +130,11 @@ impl EngineReport {
         100.0 * self.ops.1 as f64 / (self.ops.0 + self.ops.1).max(1) as f64
     }
 
+    /// Percentage of executions that held a big tree.
+    pub fn big_tree_pct(&self) -> f64 {
+        100.0 * self.big_trees as f64 / self.execs.max(1) as f64
+    }
+
     /// Median steps per program.
     pub fn median_steps(&self) -> u32 {
         let mut v = self.program_steps.clone();
@@ -138,7 +145,7 @@ impl EngineReport {
     /// One status line.
     pub fn summary(&self, target: Target) -> String {
         format!(
-            "target={} execs={} secs={:.1} execs_per_sec={:.0} corpus={} rejected={:.1}% skipped_ops={:.1}% median_steps={} result={}",
+            "target={} execs={} secs={:.1} execs_per_sec={:.0} corpus={} rejected={:.1}% skipped_ops={:.1}% median_steps={}{} result={}",
             target.name(),
             self.execs,
             self.secs,
@@ -147,6 +154,10 @@ impl EngineReport {
             self.rejected_pct(),
             self.skipped_pct(),
             self.median_steps(),
+            match target {
+                Target::Notifier => format!(" trees{BIG_TREE}={:.1}%", self.big_tree_pct()),
+                _ => String::new(),
+            },
             match &self.finding {
                 Some(f) => f.divergence.kind.name(),
                 None => "clean",
@@ -187,8 +198,12 @@ impl Rng {
 
 const MAP_BITS: usize = 1 << 16;
 
+/// Live intervals that make a tree big (issue 18's reach goal).
+pub const BIG_TREE: u64 = 64;
+
 struct Shared {
     corpus: Vec<Vec<u8>>,
+    big: u64,
     rejected: u64,
     ops: (u64, u64),
     steps: Vec<u32>,
@@ -205,6 +220,7 @@ const FLUSH_EVERY: u64 = 1024;
 /// executions and at the end.
 #[derive(Default)]
 struct Local {
+    big: u64,
     rejected: u64,
     ops: (u64, u64),
     steps: Vec<u32>,
@@ -214,6 +230,7 @@ impl Local {
     fn flush(&mut self, shared: &Mutex<Shared>) {
         let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
         sh.rejected += std::mem::take(&mut self.rejected);
+        sh.big += std::mem::take(&mut self.big);
         sh.ops.0 += std::mem::take(&mut self.ops.0);
         sh.ops.1 += std::mem::take(&mut self.ops.1);
         let room = MAX_STEP_SAMPLES.saturating_sub(sh.steps.len());
@@ -256,6 +273,7 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
     let start = Instant::now();
     let shared = Mutex::new(Shared {
         corpus: Vec::new(),
+        big: 0,
         rejected: 0,
         ops: (0, 0),
         steps: Vec::new(),
@@ -278,6 +296,9 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
         let out = run(&p, &run_opts);
         if out.stats.ran == 0 {
             local.rejected += 1;
+        }
+        if out.stats.peak_intervals >= BIG_TREE {
+            local.big += 1;
         }
         local.ops.0 += out.stats.ran;
         local.ops.1 += out.stats.skipped;
@@ -360,6 +381,7 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
         secs: start.elapsed().as_secs_f64(),
         corpus: sh.corpus.len(),
         rejected: sh.rejected,
+        big_trees: sh.big,
         ops: sh.ops,
         program_steps: sh.steps,
         finding: None,

@@ -121,6 +121,8 @@ pub struct ExecStats {
     pub blocked: u64,
     /// Callbacks that ran.
     pub callbacks: u64,
+    /// Most intervals alive at once (the notifier target's tree).
+    pub peak_intervals: u64,
 }
 
 /// The result of one execution.

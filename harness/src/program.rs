@@ -18,6 +18,8 @@ pub const CLASSIC_SLOTS: u8 = 4;
 pub const OWNERS: u8 = 4;
 /// Most steps a program has.
 pub const MAX_STEPS: usize = 512;
+/// Most intervals one `populate` inserts: enough for a tree of 64 and more.
+pub const MAX_POPULATE: u8 = 128;
 /// The page size the generators think in.
 pub const PAGE: u64 = notifier::PAGE_SIZE;
 /// Pages in the window most addresses come from.
@@ -135,6 +137,18 @@ pub enum Op {
         /// How its callback behaves.
         cb: CallbackModel,
     },
+    /// `populate N A +LEN`: insert N intervals with well-behaved callbacks,
+    /// the k-th over `[A + k * PAGE, +LEN)`, held by no slot: they make
+    /// the tree large (overlapping, so that invalidations keep hitting
+    /// many of them) and stay until release.
+    Populate {
+        /// How many, `1..=MAX_POPULATE`.
+        count: u8,
+        /// First byte of the first.
+        start: u64,
+        /// Length of each.
+        len: u64,
+    },
     /// `remove iN`: remove the interval in slot N; may block.
     Remove {
         /// Interval slot.
@@ -213,6 +227,7 @@ impl Op {
     pub fn keyword(&self) -> &'static str {
         match self {
             Op::Insert { .. } => "insert",
+            Op::Populate { .. } => "populate",
             Op::Remove { .. } => "remove",
             Op::Start { .. } => "start",
             Op::End => "end",
@@ -278,6 +293,7 @@ impl Program {
                     slot >= SLOTS
                 }
                 Op::Register { slot, .. } | Op::Unregister { slot } => slot >= CLASSIC_SLOTS,
+                Op::Populate { count, .. } => !(1..=MAX_POPULATE).contains(&count),
                 Op::Start { owner, .. } => owner.is_some_and(|o| o >= OWNERS),
                 Op::End | Op::Release | Op::Commit | Op::CheckRetry | Op::Yield => false,
                 Op::Mm { mm, op } => {

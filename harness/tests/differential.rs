@@ -34,6 +34,12 @@ fn core_matches_the_reference_on_random_programs() {
             rep.summary(Target::Notifier)
         );
         assert!(rep.corpus > 20, "feedback kept only {} inputs", rep.corpus);
+        // Reach: `populate` must make trees of 64 and more common.
+        assert!(
+            rep.big_tree_pct() > 5.0,
+            "{}",
+            rep.summary(Target::Notifier)
+        );
     }
 }
 

@@ -173,6 +173,8 @@ struct Exec<'p> {
     model: ReferenceNotifier,
     log: Log,
     slots: Vec<Option<SlotIv>>,
+    // The intervals of `populate`, in no slot.
+    bulk: Vec<Interval>,
     classic: Vec<Option<SlotClassic>>,
     threads: Vec<Thread>,
     out: Outcome,
@@ -206,6 +208,7 @@ pub(crate) fn run_notifier(program: &Program, opts: &RunOptions) -> Outcome {
             .with_kernel_compat(program.config.kernel_compat),
         log: Arc::default(),
         slots: (0..SLOTS).map(|_| None).collect(),
+        bulk: Vec::new(),
         classic: (0..CLASSIC_SLOTS).map(|_| None).collect(),
         threads: (0..MAX_THREADS).map(|_| Thread::default()).collect(),
         out: Outcome {
@@ -464,6 +467,38 @@ impl Exec<'_> {
                     }
                 }
             }
+            Op::Populate { count, start, len } => {
+                let (mut ok, mut errs) = (0u32, 0u32);
+                let mut first = None;
+                for k in 0..u64::from(count) {
+                    let a = start.wrapping_add(k * notifier::PAGE_SIZE);
+                    let good = CallbackModel::GOOD;
+                    let c = self
+                        .core
+                        .insert(a, len, interval_cb(good, self.log.clone()));
+                    let m = self.model.insert(a, len, good);
+                    match (c, m) {
+                        (Ok(iv), Ok(id)) if iv.id() == id => {
+                            first.get_or_insert(id);
+                            self.bulk.push(iv);
+                            ok += 1;
+                        }
+                        (Err(a), Err(b)) if a == b => errs += 1,
+                        (c, m) => {
+                            let c = c.map(|iv| iv.id());
+                            return Err(self.result_div(
+                                i,
+                                format!("interval {k}: {c:?}"),
+                                format!("interval {k}: {m:?}"),
+                            ));
+                        }
+                    }
+                }
+                self.said(b'p', || match first {
+                    Some(id) => format!("populated {ok} from {id}, {errs} errors"),
+                    None => format!("populated none, {errs} errors"),
+                })
+            }
             Op::Remove { slot } => {
                 let s = slot as usize;
                 let Some((core_iv, id)) = self.may_block_on(i, t, s) else {
@@ -704,8 +739,19 @@ impl Exec<'_> {
             | (m.active().min(3) as u32) << 1
             | (m.deferred().len().min(3) as u32) << 3;
         let blocked = self.threads.iter().filter(|t| t.blocked.is_some()).count() as u32;
-        let calls = lock(&self.log).len().min(3) as u32;
-        self.feature(kind << 16 | outcome << 8 | state << 3 | blocked << 1 | calls << 24);
+        let calls = lock(&self.log).len();
+        let small = calls.min(3) as u32;
+        self.feature(kind << 16 | outcome << 8 | state << 3 | blocked << 1 | small << 24);
+        // Big trees (`populate`): their size and how many callbacks a step
+        // ran, by powers of two, so that feedback keeps inputs that grow them.
+        let n = self.bulk.len();
+        let live = n + self.slots.iter().flatten().count();
+        let peak = &mut self.out.stats.peak_intervals;
+        *peak = (*peak).max(live as u64);
+        if n >= 16 {
+            let log2 = |x: usize| usize::BITS - x.leading_zeros();
+            self.feature(0xb000_0000 | log2(n) << 4 | log2(calls));
+        }
     }
 
     /// What an op answered: the first byte of the text, which feeds the

@@ -5,7 +5,7 @@ use std::fmt::{self, Write as _};
 
 use oracles::{CallbackModel, Refuse, SetSeq};
 
-use crate::program::{Op, CLASSIC_SLOTS, OWNERS, SLOTS};
+use crate::program::{Op, CLASSIC_SLOTS, MAX_POPULATE, OWNERS, SLOTS};
 use crate::text::{Line, ParseError, Tok};
 
 pub(crate) fn write_operands(s: &mut String, op: &Op) -> fmt::Result {
@@ -28,6 +28,7 @@ pub(crate) fn write_operands(s: &mut String, op: &Op) -> fmt::Result {
             }
             Ok(())
         }
+        Op::Populate { count, start, len } => write!(s, " {count} {start:#x} +{len:#x}"),
         Op::Remove { slot } | Op::ReadBegin { slot } => write!(s, " i{slot}"),
         Op::Start {
             event,
@@ -65,8 +66,9 @@ pub(crate) fn write_refuse(s: &mut String, refuse: Refuse) -> fmt::Result {
 }
 
 /// The keywords of the notifier target.
-pub(crate) const NOTIFIER_KEYWORDS: [&str; 10] = [
+pub(crate) const NOTIFIER_KEYWORDS: [&str; 11] = [
     "insert",
+    "populate",
     "remove",
     "start",
     "end",
@@ -80,7 +82,7 @@ pub(crate) const NOTIFIER_KEYWORDS: [&str; 10] = [
 
 /// The same, for messages.
 pub(crate) const NOTIFIER_OPS: &str =
-    "insert, remove, start, end, read_begin, commit, check_retry, \
+    "insert, populate, remove, start, end, read_begin, commit, check_retry, \
                             release, register or unregister";
 
 pub(crate) fn parse_notifier_op(l: &mut Line<'_>, kw: Tok<'_>) -> Result<Op, ParseError> {
@@ -142,6 +144,18 @@ pub(crate) fn parse_notifier_op(l: &mut Line<'_>, kw: Tok<'_>) -> Result<Op, Par
                 start,
                 len,
                 cb,
+            }
+        }
+        "populate" => {
+            let n = l.next("count")?;
+            let count = l.num(n, "count")?;
+            if !(1..=u64::from(MAX_POPULATE)).contains(&count) {
+                return Err(l.at(n, format!("count must be 1..={MAX_POPULATE}")));
+            }
+            Op::Populate {
+                count: count as u8,
+                start: l.number("start address")?,
+                len: l.plus("length", "+LEN")?,
             }
         }
         "remove" => Op::Remove {
