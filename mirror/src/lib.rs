@@ -232,8 +232,19 @@ impl Callback {
         }
         cost::one(Metric::Callbacks);
         cost::one(Metric::DriverLock);
-        if cost::enabled() && !st.dev.maps_any(range.start, range.end) {
-            cost::one(Metric::Wasted);
+        if cost::enabled() {
+            // Wasted: nothing of the device mapped where the range meets
+            // this callback's interval.
+            let (s, e) = match iv {
+                Some((iv, _)) => (
+                    range.start.max(iv.start()),
+                    range.end.min(iv.last().saturating_add(1)),
+                ),
+                None => (range.start, range.end),
+            };
+            if s >= e || !st.dev.maps_any(s, e) {
+                cost::one(Metric::Wasted);
+            }
         }
         // Our own migration rewrites our PTEs itself; the seq still moves so
         // that a racing fault of ours retries.
