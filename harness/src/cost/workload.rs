@@ -266,7 +266,7 @@ impl Gen {
 
     /// One buffer of `size` pages (at least 64), 2 MiB aligned, mapped
     /// once; windows of 64 pages: the CPU writes each page, the device
-    /// reads each page, the window is dropped with madvise(DONTNEED).
+    /// reads each page (and writes about one in eight), the window is dropped with madvise(DONTNEED).
     fn stream(&mut self, size: u64) {
         const WIN: u64 = 64;
         let pages = size.max(WIN).div_ceil(WIN) * WIN;
@@ -288,9 +288,10 @@ impl Gen {
                 });
             }
             for p in 0..WIN {
+                // The device writes its results over one page in eight.
                 self.out.push(WOp::Dev {
                     addr: a + p * PAGE,
-                    write: false,
+                    write: self.rng.pct(12),
                 });
             }
             self.out.push(WOp::Dontneed {
