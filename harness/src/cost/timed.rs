@@ -275,13 +275,23 @@ fn inval_latency(spec: StrategySpec, threads: u8, dur: Duration) -> f64 {
     total.load(Ordering::Relaxed) as f64 / n.load(Ordering::Relaxed).max(1) as f64
 }
 
-/// The timed costs of `spec`, `dur` per measurement.
+/// Repeats of each measurement; the median is kept.
+pub const REPEATS: usize = 3;
+
+fn median(mut f: impl FnMut() -> f64) -> f64 {
+    let mut v: Vec<f64> = (0..REPEATS).map(|_| f()).collect();
+    v.sort_by(f64::total_cmp);
+    v[REPEATS / 2]
+}
+
+/// The timed costs of `spec`: the median of [`REPEATS`] measurements of
+/// `dur` each.
 pub fn measure(spec: StrategySpec, dur: Duration) -> TimedRow {
     TimedRow {
         strategy: spec.name(),
-        faults_per_s_1t: throughput(spec, 1, dur),
-        faults_per_s_2t: throughput(spec, 2, dur),
-        inval_ns_1t: inval_latency(spec, 1, dur),
-        inval_ns_2t: inval_latency(spec, 2, dur),
+        faults_per_s_1t: median(|| throughput(spec, 1, dur)),
+        faults_per_s_2t: median(|| throughput(spec, 2, dur)),
+        inval_ns_1t: median(|| inval_latency(spec, 1, dur)),
+        inval_ns_2t: median(|| inval_latency(spec, 2, dur)),
     }
 }

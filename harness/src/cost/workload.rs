@@ -177,10 +177,11 @@ struct Gen {
 }
 
 impl Gen {
-    /// `size` allocations of 1..=32 pages from a first-fit slot allocator
-    /// over a 256 MiB heap (slots of 128 KiB, as glibc's mmap threshold
-    /// makes them); the device writes a few pages of each; a quarter of
-    /// the frees are partial (the tail first, like a realloc shrink).
+    /// `size` allocations of 1..=32 pages, each in a free 128 KiB slot
+    /// (glibc's mmap threshold) of a 256 MiB heap, picked at random; the
+    /// device touches a few pages of half of them, the other half are the
+    /// CPU's alone; a quarter of the frees are partial (the tail first,
+    /// like a realloc shrink).
     fn churn(&mut self, size: u64) {
         const SLOT: u64 = 32 * PAGE;
         const SLOTS: u64 = 2048;
@@ -197,21 +198,32 @@ impl Gen {
                         addr: addr + keep,
                         len: len - keep,
                     });
-                    self.out.push(WOp::Dev { addr, write: false });
                     self.out.push(WOp::Munmap { addr, len: keep });
                 } else {
                     self.out.push(WOp::Munmap { addr, len });
                 }
                 free.push((addr - ARENA) / SLOT);
             }
-            let Some(slot) = free.pop() else { continue };
+            if free.is_empty() {
+                continue;
+            }
+            let slot = free.swap_remove(self.rng.below(free.len() as u64) as usize);
             let addr = ARENA + slot * SLOT;
             let len = (1 + self.rng.below(32)) * PAGE;
-            self.out.push(WOp::Mmap { addr, len });
-            self.out.push(WOp::DevAlloc { addr, len });
             let pages = len / PAGE;
+            // Half the allocations are the CPU's alone; only the device's
+            // get attributes.
+            let touched = if self.rng.pct(50) {
+                1 + self.rng.below(pages.min(4))
+            } else {
+                0
+            };
+            self.out.push(WOp::Mmap { addr, len });
+            if touched > 0 {
+                self.out.push(WOp::DevAlloc { addr, len });
+            }
             self.out.push(WOp::Cpu { addr, write: true });
-            for _ in 0..(1 + self.rng.below(pages.min(4))) {
+            for _ in 0..touched {
                 let a = addr + self.rng.below(pages) * PAGE;
                 self.out.push(WOp::Dev {
                     addr: a,
