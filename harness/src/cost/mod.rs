@@ -61,8 +61,9 @@ pub struct CostArgs {
     /// threads (1 and 2), per strategy.
     #[arg(long)]
     pub timed: bool,
-    /// Milliseconds per timed measurement.
-    #[arg(long, default_value_t = 300)]
+    /// Milliseconds per timed measurement (each of 4 per strategy, in
+    /// 5 rounds).
+    #[arg(long, default_value_t = 200)]
     pub timed_ms: u64,
 }
 
@@ -373,7 +374,11 @@ pub fn cli(args: &CostArgs) -> Result<ExitCode, String> {
     let full = args.strategy.is_empty();
     let sweep = if full { sweep_strategies() } else { Vec::new() };
     let total = workloads.len() * (sizes.len() * strategies.len() + sweep.len())
-        + if args.timed { strategies.len() } else { 0 };
+        + if args.timed {
+            strategies.len() * timed::REPEATS
+        } else {
+            0
+        };
     let bar = if args.no_progress {
         indicatif::ProgressBar::hidden()
     } else {
@@ -404,12 +409,10 @@ pub fn cli(args: &CostArgs) -> Result<ExitCode, String> {
         }
     }
     if args.timed {
-        for &spec in &strategies {
-            bar.set_message(format!("timed {}", spec.name()));
-            rep.timed
-                .push(timed::measure(spec, Duration::from_millis(args.timed_ms)));
+        rep.timed = timed::measure_all(&strategies, Duration::from_millis(args.timed_ms), |s| {
+            bar.set_message(format!("timed {s}"));
             bar.inc(1);
-        }
+        });
     }
     bar.finish_and_clear();
     print!("{}", table(&rep.rows));

@@ -275,23 +275,51 @@ fn inval_latency(spec: StrategySpec, threads: u8, dur: Duration) -> f64 {
     total.load(Ordering::Relaxed) as f64 / n.load(Ordering::Relaxed).max(1) as f64
 }
 
-/// Repeats of each measurement; the median is kept.
-pub const REPEATS: usize = 3;
+/// Rounds of measurements; the median of each is kept.
+pub const REPEATS: usize = 5;
 
-fn median(mut f: impl FnMut() -> f64) -> f64 {
-    let mut v: Vec<f64> = (0..REPEATS).map(|_| f()).collect();
+fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[REPEATS / 2]
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// The timed costs of `spec`: the median of [`REPEATS`] measurements of
-/// `dur` each.
-pub fn measure(spec: StrategySpec, dur: Duration) -> TimedRow {
-    TimedRow {
-        strategy: spec.name(),
-        faults_per_s_1t: median(|| throughput(spec, 1, dur)),
-        faults_per_s_2t: median(|| throughput(spec, 2, dur)),
-        inval_ns_1t: median(|| inval_latency(spec, 1, dur)),
-        inval_ns_2t: median(|| inval_latency(spec, 2, dur)),
+/// One round of the four measurements of `spec`, `dur` each.
+pub fn measure(spec: StrategySpec, dur: Duration) -> [f64; 4] {
+    [
+        throughput(spec, 1, dur),
+        throughput(spec, 2, dur),
+        inval_latency(spec, 1, dur),
+        inval_latency(spec, 2, dur),
+    ]
+}
+
+/// The timed costs of every strategy: [`REPEATS`] rounds, each measuring
+/// every strategy in turn (so that a change of machine load falls on all
+/// of them alike), and the median of each figure. `tick` runs after each
+/// strategy of each round.
+pub fn measure_all(
+    specs: &[StrategySpec],
+    dur: Duration,
+    mut tick: impl FnMut(&str),
+) -> Vec<TimedRow> {
+    let mut samples: Vec<[Vec<f64>; 4]> = specs.iter().map(|_| Default::default()).collect();
+    for _ in 0..REPEATS {
+        for (spec, s) in specs.iter().zip(samples.iter_mut()) {
+            for (v, x) in s.iter_mut().zip(measure(*spec, dur)) {
+                v.push(x);
+            }
+            tick(&spec.name());
+        }
     }
+    specs
+        .iter()
+        .zip(samples)
+        .map(|(spec, [a, b, c, d])| TimedRow {
+            strategy: spec.name(),
+            faults_per_s_1t: median(a),
+            faults_per_s_2t: median(b),
+            inval_ns_1t: median(c),
+            inval_ns_2t: median(d),
+        })
+        .collect()
 }
