@@ -135,7 +135,9 @@ pub fn default_strategies() -> Vec<StrategySpec> {
 pub fn sweep_strategies() -> Vec<StrategySpec> {
     SWEEP_SHIFTS
         .iter()
-        .filter_map(|s| StrategySpec::from_name(&format!("odp:{}", mirror::strategy::size_name(*s))))
+        .filter_map(|s| {
+            StrategySpec::from_name(&format!("odp:{}", mirror::strategy::size_name(*s)))
+        })
         .collect()
 }
 
@@ -198,7 +200,15 @@ pub fn timed_table(rows: &[TimedRow]) -> String {
     let _ = writeln!(
         s,
         "\n{:<12} {:>12} {:>12} {:>7} {:>7} {:>10} {:>10} {:>7} {:>7}",
-        "strategy", "faults/s 1t", "faults/s 2t", "x1t", "x2t", "inval ns 1t", "inval ns 2t", "x1t", "x2t"
+        "strategy",
+        "faults/s 1t",
+        "faults/s 2t",
+        "x1t",
+        "x2t",
+        "inval ns 1t",
+        "inval ns 2t",
+        "x1t",
+        "x2t"
     );
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
     for r in rows {

@@ -263,7 +263,9 @@ impl World<'_> {
                     let vma = self.mm.vma_at(addr).copied().ok_or(Failed)?;
                     let start = (addr / block * block).max(vma.start);
                     let end = (addr / block * block + block).min(vma.end);
-                    let f = m.register(&self.mm, start, end - start).map_err(|_| Failed)?;
+                    let f = m
+                        .register(&self.mm, start, end - start)
+                        .map_err(|_| Failed)?;
                     self.fault(m, f).map_err(|_| Failed)?;
                 }
                 Access::Err(_) => return Err(Failed),

@@ -12,7 +12,11 @@ fn same_seed_same_trace_other_seed_other_trace() {
     for w in Workload::ALL {
         let a = w.trace(7, 32);
         assert!(!a.is_empty(), "{w}: empty trace");
-        assert_eq!(a, w.trace(7, 32), "{w}: the trace depends on more than the seed");
+        assert_eq!(
+            a,
+            w.trace(7, 32),
+            "{w}: the trace depends on more than the seed"
+        );
         assert!(a != w.trace(8, 32), "{w}: the seed changes nothing");
     }
 }
@@ -30,7 +34,16 @@ fn size_grows_the_trace() {
 #[test]
 fn counts_are_deterministic() {
     for w in Workload::ALL {
-        for s in ["fullva", "perfault", "odp", "vma", "regcache", "gpusvm", "kfd", "kfd-noxnack"] {
+        for s in [
+            "fullva",
+            "perfault",
+            "odp",
+            "vma",
+            "regcache",
+            "gpusvm",
+            "kfd",
+            "kfd-noxnack",
+        ] {
             let a = count(w, 16, 3, spec(s));
             let b = count(w, 16, 3, spec(s));
             assert_eq!(a, b, "{w} {s}: two runs of one seed counted differently");
@@ -75,7 +88,10 @@ fn every_workload_runs_without_failures_on_fullva() {
     for w in Workload::ALL {
         let r = count(w, 64, 1, spec("fullva"));
         assert_eq!(r.failed, 0, "{w}: {} steps failed", r.failed);
-        assert!(r.get(Metric::Faults) > 0 || w == Workload::DevMig, "{w}: no faults");
+        assert!(
+            r.get(Metric::Faults) > 0 || w == Workload::DevMig,
+            "{w}: no faults"
+        );
     }
 }
 
@@ -99,10 +115,15 @@ fn the_json_reads_back() {
     assert_eq!(rep.rows.len(), 2 * 2 * 2);
     assert!(rep.sweep.is_empty());
     let again = count(Workload::Stream, 32, 5, spec("vma"));
-    assert!(rep.rows.contains(&again), "the JSON holds other counts than a rerun");
+    assert!(
+        rep.rows.contains(&again),
+        "the JSON holds other counts than a rerun"
+    );
     // Plots of a report are well-formed SVG, one per workload and metric.
     let plots = plots(&rep);
     assert_eq!(plots.len(), 2 * PLOTTED.len());
-    assert!(plots.iter().all(|(_, s)| s.starts_with("<svg") && s.ends_with("</svg>\n")));
+    assert!(plots
+        .iter()
+        .all(|(_, s)| s.starts_with("<svg") && s.ends_with("</svg>\n")));
     let _ = std::fs::remove_dir_all(&dir);
 }
