@@ -304,7 +304,7 @@ pub fn plots(rep: &Report) -> Vec<(String, String)> {
                             .filter(|r| r.workload == *w)
                             .filter_map(|r| {
                                 let spec = StrategySpec::from_name(&r.strategy)?;
-                                Some(((1u64 << spec.param) as f64 / 1024.0, r.get(m) as f64))
+                                Some(((1u64 << spec.param) as f64, r.get(m) as f64))
                             })
                             .collect(),
                     )
@@ -313,7 +313,7 @@ pub fn plots(rep: &Report) -> Vec<(String, String)> {
             let title = format!("ODP chunk sweep (size {SWEEP_SIZE}): {}", m.name());
             out.push((
                 format!("odp-sweep-{}.svg", m.name()),
-                svg::plot(&title, "chunk size (KiB)", m.name(), &series),
+                svg::plot(&title, "chunk size (bytes)", m.name(), &series),
             ));
         }
     }

@@ -73,7 +73,7 @@ pub fn plot(title: &str, xlabel: &str, ylabel: &str, series: &[Series]) -> Strin
             t = TOP,
             b = TOP + ph,
             ty = TOP + ph + 15.0,
-            lab = short(2f64.powf(x))
+            lab = binary(2f64.powf(x))
         );
         x += if x1 - x0 > 12.0 { 2.0 } else { 1.0 };
     }
@@ -152,6 +152,22 @@ fn bounds(v: &[f64], min_span: f64) -> (f64, f64) {
         (lo, lo + min_span)
     } else {
         (lo, hi)
+    }
+}
+
+/// A power of two in binary units: 4096 -> "4k", 2097152 -> "2M".
+pub fn binary(v: f64) -> String {
+    let v = v.round() as u64;
+    let (d, u) = match v {
+        0x4000_0000.. => (0x4000_0000, "G"),
+        0x10_0000.. => (0x10_0000, "M"),
+        0x400.. => (0x400, "k"),
+        _ => (1, ""),
+    };
+    if v.is_multiple_of(d) {
+        format!("{}{u}", v / d)
+    } else {
+        format!("{:.1}{u}", v as f64 / d as f64)
     }
 }
 
