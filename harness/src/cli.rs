@@ -161,6 +161,9 @@ pub enum Cmd {
     Strategies,
     /// Measure each target's execs/s with the built-in engine (one job).
     Bench(crate::bench::BenchArgs),
+    /// What each strategy costs on named workloads (issue 16): a table,
+    /// JSON and SVG plots under bench/cost/.
+    Cost(crate::cost::CostArgs),
     /// Every target and mirror strategy (and pair), many seeds, corpus off
     /// and on, on all cores; a table, and exit 1 on any divergence.
     Soak(crate::soak::SoakArgs),
@@ -389,6 +392,7 @@ pub fn run_cmd(cmd: Cmd) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Bench(args) => crate::bench::cli(&args),
+        Cmd::Cost(args) => crate::cost::cli(&args),
         Cmd::Planted => {
             for b in notifier::PlantedBug::ALL {
                 println!("{}", b.name());

@@ -18,6 +18,7 @@
 pub mod bench;
 pub mod cli;
 pub mod codec;
+pub mod cost;
 pub mod engine;
 pub mod files;
 pub mod minimize;

@@ -20,6 +20,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use mm::{Env, FrameId, Mm, MmId, MmOp, Phys, Pte, Task, HUGE, PAGE};
+use notifier::cost::{self, Metric};
 use notifier::{
     ClassicOps, Event, Interval, Owner, PlantedBug, Range, ReadBegin, RemoveWait, SeqWait, Start,
 };
@@ -110,6 +111,7 @@ pub struct DevState {
 impl Dev {
     /// Queues an item of deferred work.
     pub fn defer(&mut self, w: Work) {
+        cost::one(Metric::Deferred);
         self.work.push_back(w);
     }
 
@@ -127,6 +129,11 @@ impl Dev {
             .filter(|(&a, p)| a.saturating_add(p.span()) > start)
             .map(|(&a, _)| a)
             .collect();
+        // Each zap that removes something is one device TLB flush.
+        if !pages.is_empty() {
+            cost::add(Metric::Zapped, pages.len() as u64);
+            cost::one(Metric::TlbFlushes);
+        }
         for a in pages {
             self.dpt.remove(&a);
         }
@@ -330,6 +337,22 @@ impl Callback {
             }
             st.dev.sleeps += 1;
         }
+        cost::one(Metric::Callbacks);
+        cost::one(Metric::DriverLock);
+        if cost::enabled() {
+            // Wasted: nothing of the device mapped where the range meets
+            // this callback's interval.
+            let (s, e) = match iv {
+                Some((iv, _)) => (
+                    range.start.max(iv.start()),
+                    range.end.min(iv.last().saturating_add(1)),
+                ),
+                None => (range.start, range.end),
+            };
+            if s >= e || !st.dev.maps_any(s, e) {
+                cost::one(Metric::Wasted);
+            }
+        }
         // Our own migration rewrites our PTEs itself; the seq still moves so
         // that a racing fault of ours retries.
         let own = self.own(range);
@@ -530,6 +553,15 @@ impl Mirror {
         lock(&self.state).dev.sleeps
     }
 
+    /// Bytes of driver state now: the device page table and the
+    /// strategy's own structures (an estimate from their element sizes).
+    pub fn state_bytes(&self) -> u64 {
+        let st = lock(&self.state);
+        let dpt = st.dev.dpt.len() * std::mem::size_of::<(u64, DevPte)>();
+        let work = st.dev.work.len() * std::mem::size_of::<Work>();
+        (dpt + work + st.strategy.state_bytes()) as u64
+    }
+
     /// Items of deferred work waiting.
     pub fn pending_work(&self) -> usize {
         lock(&self.state).dev.work.len()
@@ -553,6 +585,7 @@ impl Mirror {
         }
         let mut guard = lock(&self.state);
         let st = &mut *guard;
+        cost::one(Metric::DriverLock);
         st.dev.zap(range.start, range.end, true);
         // Another invalidation in flight may already have run our callback
         // and be about to change these PTEs: map nothing, fault later.
@@ -685,6 +718,10 @@ impl Deferred {
         }
         if takes_mmap && mm.exited {
             return DeferredStep::Done(Err(MirrorError::Segv(mm::MmError::Exited)));
+        }
+        cost::one(Metric::DriverLock);
+        if takes_mmap {
+            cost::one(Metric::MmapLock);
         }
         let iv = match st
             .strategy
@@ -849,6 +886,7 @@ impl Fault {
     }
 
     fn retry(&mut self, m: &Mirror, phys: &mut Phys) {
+        cost::one(Metric::Retries);
         self.retries += 1;
         self.state = State::Begin;
         self.unpin(phys);
@@ -914,6 +952,7 @@ impl Fault {
         if m.mm != mm.id {
             return FaultStep::Done(Err(MirrorError::WrongMm));
         }
+        let _scope = cost::FaultScope::enter();
         // The mm is gone (mmget_not_zero fails): the fault must unwind its
         // state (chunk use, busy registration, temporary interval), never
         // be dropped half-way.
@@ -927,6 +966,7 @@ impl Fault {
                     let mut st = lock(&m.state);
                     if !self.counted {
                         self.counted = true;
+                        cost::one(Metric::Faults);
                         st.dev.faults += 1;
                     }
                     for (start, end) in std::mem::take(&mut st.dev.lazy_zaps) {
@@ -964,6 +1004,7 @@ impl Fault {
                 if mm.lock.writer.is_some() {
                     return FaultStep::Blocked(FaultBlock::MmapLock);
                 }
+                cost::one(Metric::MmapLock);
                 let mine = m.owner.0;
                 let device_ok = !m.registrations;
                 let usable = |pte: Option<Pte>, write: bool| match pte {
@@ -1050,6 +1091,7 @@ impl Fault {
                         return FaultStep::Blocked(FaultBlock::DriverLock);
                     }
                     st.dev.lock = Some(me);
+                    cost::one(Metric::DriverLock);
                 }
                 let iv = self.iv.as_ref().expect("begun");
                 // read_retry cannot see an interval that the driver's own

@@ -435,6 +435,7 @@ impl Task {
                         return TaskStep::Done(Ok(Outcome::Skipped));
                     }
                     mm.lock.readers.push(self.me);
+                    notifier::cost::one(notifier::cost::Metric::MmapLock);
                     self.locked = Some(LockKind::Read);
                     self.state = State::Plan;
                     return TaskStep::Progress;
@@ -445,6 +446,7 @@ impl Task {
                             return TaskStep::Blocked(Blocked::MmapLock);
                         }
                         mm.lock.writer = Some(self.me);
+                        notifier::cost::one(notifier::cost::Metric::MmapLock);
                         self.locked = Some(LockKind::Write);
                     }
                     Some(LockKind::Read) => {
@@ -452,6 +454,7 @@ impl Task {
                             return TaskStep::Blocked(Blocked::MmapLock);
                         }
                         mm.lock.readers.push(self.me);
+                        notifier::cost::one(notifier::cost::Metric::MmapLock);
                         self.locked = Some(LockKind::Read);
                     }
                     None => {}

@@ -179,6 +179,7 @@ impl<T> IntervalTree<T> {
         let mut go_left = false;
         let mut cur = self.root;
         while cur != NIL {
+            crate::cost::tree_visit(1);
             let n = &self.nodes[cur as usize];
             parent = cur;
             go_left = (start, order) < (n.start, n.order);
@@ -476,6 +477,7 @@ impl<T> IntervalTree<T> {
     fn fix_up(&mut self, mut n: u32, barrier: u32) {
         let mut may_stop = barrier == NIL;
         while n != NIL {
+            crate::cost::tree_visit(1);
             let Node {
                 height: old_h,
                 max_last: old_m,
@@ -670,6 +672,7 @@ impl<T> Overlapping<'_, T> {
     fn descend(&mut self, mut i: u32) {
         let nodes = &self.tree.nodes;
         while i != NIL {
+            crate::cost::one(crate::cost::Metric::InvalTreeVisits);
             let n = &nodes[i as usize];
             if n.max_last < self.start {
                 return;

@@ -64,6 +64,7 @@
 
 #![deny(missing_docs)]
 
+pub mod cost;
 mod error;
 pub mod itree;
 pub mod planted;

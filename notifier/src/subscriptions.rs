@@ -481,6 +481,7 @@ impl Subscriptions {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
+        crate::cost::one(crate::cost::Metric::NotifierLock);
         // A panicking callback never runs under this lock, so poisoning only
         // follows a panic inside the core itself; keep going for the report.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -561,6 +562,8 @@ impl Subscriptions {
             .insert(iv.inner.start, iv.inner.last, iv.inner.id.0, iv.clone());
         iv.inner.handle.store(h.raw() as u64, Ordering::Relaxed);
         iv.set_phase(Phase::InTree);
+        crate::cost::one(crate::cost::Metric::Inserted);
+        crate::cost::gauge(crate::cost::Metric::PeakIntervals, st.tree.len() as u64);
     }
 
     /// First half of a split-phase remove. After `Done`, or after the wait
@@ -593,6 +596,7 @@ impl Subscriptions {
             }
             Phase::InTree => {
                 st.tree.remove(iv.handle());
+                crate::cost::one(crate::cost::Metric::Removed);
                 iv.set_phase(Phase::Removed);
                 Ok(RemoveWait::Done)
             }
@@ -707,6 +711,7 @@ impl Subscriptions {
     /// core lock. On error nothing is left running.
     pub fn invalidate_range_start(&self, range: &Range) -> Result<Invalidation, InvalidateError> {
         self.check_range(range).map_err(InvalidateError::Bad)?;
+        crate::cost::one(crate::cost::Metric::Invalidations);
         let (cur_seq, hits, classic) = {
             let mut st = self.lock();
             st.active += 1;
@@ -822,6 +827,7 @@ impl Subscriptions {
                 Deferred::Insert(_) => self.tree_insert(&mut st, &iv),
                 Deferred::Remove(_) => {
                     st.tree.remove(iv.handle());
+                    crate::cost::one(crate::cost::Metric::Removed);
                     iv.set_phase(Phase::Removed);
                 }
             }

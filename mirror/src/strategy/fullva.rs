@@ -30,6 +30,8 @@ impl Strategy for FullVa {
     }
 
     fn interval(&mut self, _f: FaultReq, _mm: &Mm, _n: &Notify<'_>) -> Result<Cover, MirrorError> {
+        // One pointer, no lock.
+        notifier::cost::one(notifier::cost::Metric::FaultLookups);
         Ok(Cover {
             iv: self.iv.clone().expect("opened with an interval"),
             hold: None,
@@ -42,5 +44,9 @@ impl Strategy for FullVa {
 
     fn clear(&mut self) {
         self.iv = None;
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.iv.as_ref().map_or(0, |_| super::INTERVAL_BYTES)
     }
 }

@@ -189,6 +189,10 @@ impl Strategy for GpuSvm {
             .ok_or(MirrorError::Segv(mm::MmError::Fault))?;
         let base = f.addr & !(self.window - 1);
         let linked = self.notifiers.get(&base);
+        // The notifier tree, then the notifier's range tree, under the
+        // driver's lock.
+        super::count_lookup(self.notifiers.len(), true);
+        super::count_lookup(linked.map_or(0, |nf| nf.ranges.len()), false);
         if let Some(nf) = linked {
             let found = nf
                 .ranges
@@ -358,6 +362,13 @@ impl Strategy for GpuSvm {
     fn clear(&mut self) {
         self.notifiers.clear();
         self.gc.clear();
+    }
+
+    fn state_bytes(&self) -> usize {
+        let ranges: usize = self.notifiers.values().map(|n| n.ranges.len()).sum();
+        self.notifiers.len() * (std::mem::size_of::<(u64, SvmNotifier)>() + super::INTERVAL_BYTES)
+            + ranges * std::mem::size_of::<(u64, SvmRange)>()
+            + self.gc.len() * std::mem::size_of::<(u64, u64, u64)>()
     }
 }
 

@@ -326,6 +326,8 @@ impl Strategy for Kfd {
         if self.quiesced {
             return Err(MirrorError::Again);
         }
+        // svms->objects, an interval tree under svms->lock.
+        super::count_lookup(self.ranges.len(), true);
         let Some(i) = self.at(f.addr) else {
             if !self.xnack {
                 // No recoverable faults: only registered ranges are mapped.
@@ -505,5 +507,16 @@ impl Strategy for Kfd {
 
     fn clear(&mut self) {
         self.ranges.clear();
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.ranges
+            .iter()
+            .map(|r| {
+                std::mem::size_of::<KRange>()
+                    + super::INTERVAL_BYTES
+                    + r.children.len() * std::mem::size_of::<Child>()
+            })
+            .sum()
     }
 }

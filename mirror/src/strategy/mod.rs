@@ -328,6 +328,12 @@ pub trait Strategy: Any + fmt::Debug + Send {
     /// Drops every interval it holds (their callbacks point back at the
     /// state that holds them).
     fn clear(&mut self);
+
+    /// Bytes of its own state now (counted costs, issue 16): its
+    /// structures' element sizes, [`INTERVAL_BYTES`] per interval it holds.
+    fn state_bytes(&self) -> usize {
+        0
+    }
 }
 
 /// A kind's parameter: log2 of a size, written `NAME:SIZE` (`16k`, `2m`,
@@ -361,6 +367,24 @@ impl fmt::Debug for StrategyKind {
             .field("name", &self.name)
             .field("param", &self.param)
             .finish()
+    }
+}
+
+/// Bytes of one interval notifier in the kernel (struct
+/// mmu_interval_notifier on x86_64: tree node, ops, mm, list, seq).
+pub const INTERVAL_BYTES: usize = 88;
+
+/// Counts a driver-side lookup in a balanced tree of `n` entries: the
+/// depth it descends (costs, issue 16), and the driver lock it takes
+/// when `locked`.
+pub(crate) fn count_lookup(n: usize, locked: bool) {
+    use notifier::cost::{add, one, Metric};
+    add(
+        Metric::FaultLookups,
+        u64::from(usize::BITS - n.leading_zeros()).max(1),
+    );
+    if locked {
+        one(Metric::DriverLock);
     }
 }
 

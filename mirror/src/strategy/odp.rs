@@ -75,6 +75,8 @@ impl Strategy for Odp {
 
     fn interval(&mut self, f: FaultReq, mm: &Mm, n: &Notify<'_>) -> Result<Cover, MirrorError> {
         let base = f.addr & !(self.size - 1);
+        // One xarray lookup, no driver lock.
+        notifier::cost::one(notifier::cost::Metric::FaultLookups);
         if let Some(c) = self.chunks.get_mut(&base) {
             c.users += 1;
             return Ok(Cover {
@@ -174,5 +176,9 @@ impl Strategy for Odp {
 
     fn clear(&mut self) {
         self.chunks.clear();
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.chunks.len() * (std::mem::size_of::<(u64, Chunk)>() + super::INTERVAL_BYTES)
     }
 }

@@ -48,4 +48,9 @@ impl Strategy for PerFault {
     }
 
     fn clear(&mut self) {}
+
+    // The classic subscriber (struct mmu_notifier: ops, list, mm, users).
+    fn state_bytes(&self) -> usize {
+        self.classic.map_or(0, |_| 48)
+    }
 }

@@ -69,6 +69,8 @@ impl Strategy for RegCache {
         let Some(id) = f.reg else {
             return Err(MirrorError::Inval);
         };
+        // The cache's tree, under its lock.
+        super::count_lookup(self.regs.len(), true);
         self.regs
             .iter()
             .find(|r| r.id == id)
@@ -150,6 +152,17 @@ impl Strategy for RegCache {
 
     fn clear(&mut self) {
         self.regs.clear();
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.regs
+            .iter()
+            .map(|r| {
+                std::mem::size_of::<Registration>()
+                    + super::INTERVAL_BYTES
+                    + r.pins.len() * std::mem::size_of::<(u64, FrameId)>()
+            })
+            .sum()
     }
 }
 

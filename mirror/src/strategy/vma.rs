@@ -52,6 +52,8 @@ impl Strategy for Vma {
 
     fn interval(&mut self, f: FaultReq, mm: &Mm, n: &Notify<'_>) -> Result<Cover, MirrorError> {
         let stale_ok = self.planted.is(PlantedBug::VmaDeferredInterval);
+        // A tree of tracked intervals under the driver lock.
+        super::count_lookup(self.tracked.len(), true);
         if let Some(t) = self
             .tracked
             .iter()
@@ -179,5 +181,16 @@ impl Strategy for Vma {
 
     fn clear(&mut self) {
         self.tracked.clear();
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.tracked
+            .iter()
+            .map(|t| {
+                std::mem::size_of::<Tracked>()
+                    + super::INTERVAL_BYTES
+                    + t.holes.len() * std::mem::size_of::<(u64, u64)>()
+            })
+            .sum()
     }
 }
