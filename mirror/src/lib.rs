@@ -129,11 +129,12 @@ impl Dev {
             .filter(|(&a, p)| a.saturating_add(p.span()) > start)
             .map(|(&a, _)| a)
             .collect();
-        // Each zap that removes something is one device TLB flush.
-        if !pages.is_empty() {
-            cost::add(Metric::Zapped, pages.len() as u64);
-            cost::one(Metric::TlbFlushes);
+        // Nothing mapped, nothing cached: every entry the TLB holds came
+        // from the table, and left it through a zap that flushed.
+        if pages.is_empty() {
+            return;
         }
+        cost::add(Metric::Zapped, pages.len() as u64);
         for a in pages {
             self.dpt.remove(&a);
         }
@@ -146,6 +147,7 @@ impl Dev {
     /// Drops every cached translation that reaches a byte of `[start, end)`.
     pub fn flush_tlb(&mut self, start: u64, end: u64) {
         self.tlb_flushes += 1;
+        cost::one(Metric::TlbFlushes);
         let from = if self.planted.is(PlantedBug::TlbFlushMissesHuge) {
             start / PAGE * PAGE
         } else {
@@ -396,6 +398,7 @@ impl ClassicOps for Callback {
         st.dev.dpt.clear();
         st.dev.tlb.clear();
         st.dev.tlb_flushes += 1;
+        cost::one(Metric::TlbFlushes);
     }
 }
 
