@@ -353,6 +353,15 @@ impl Task {
         self.inv.as_ref().map(|i| *i.range())
     }
 
+    /// Where a moving mremap puts the range, once planned: what it will
+    /// return, known from the plan on (its moves apply before it finishes).
+    pub fn destination(&self) -> Option<u64> {
+        match self.remap {
+            Some(Remap::Move { dst, .. }) => Some(dst),
+            _ => None,
+        }
+    }
+
     /// True right after an apply step: the range's PTEs have changed and
     /// its invalidation has not ended yet.
     pub fn just_applied(&self) -> bool {
