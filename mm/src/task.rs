@@ -928,9 +928,26 @@ impl Task {
                 }
             }
             MmOp::Ksm { a, b } => {
+                // The page that stays must still be write-protected: a
+                // write fault in between may have reused it in place (it
+                // was mapped once), and merging into a frame that `a` can
+                // write would share that write with `b`. In the kernel the
+                // kept page is a KSM page by then, which a write fault
+                // always copies; here the merge is simply off.
+                let kept_read_only = || {
+                    matches!(
+                        mm.pte(a),
+                        Some(Pte::Present {
+                            writable: false,
+                            ..
+                        })
+                    )
+                };
                 if i == 0 {
                     write_protect(mm, r.start, r.end);
-                } else if let Some((fa, _)) = ksm_candidates(mm, phys, a, b) {
+                } else if let Some((fa, _)) =
+                    ksm_candidates(mm, phys, a, b).filter(|_| kept_read_only())
+                {
                     mm.set_pte(
                         phys,
                         page_of(b),

@@ -579,6 +579,34 @@ fn a_write_fault_racing_ksm_never_writes_through_the_merged_frame() {
 }
 
 #[test]
+fn ksm_never_merges_into_a_page_that_a_write_fault_reused_meanwhile() {
+    // KSM write-protects the page it keeps (range 0), then merges the other
+    // into it (range 1). A store to the kept page in between reuses it in
+    // place (mapped once) and makes it writable again: merging into it then
+    // would share every later store with the merged page.
+    let (mut mm, mut phys, _seen, _iv) = setup();
+    mmap(&mut mm, &mut phys, W, 2, MapKind::AnonPrivate);
+    write(&mut mm, &mut phys, W, 5);
+    write(&mut mm, &mut phys, W + PAGE, 5);
+    let mut ksm = Task::new(MmOp::Ksm { a: W, b: W + PAGE }, 1);
+    while !ksm.just_applied() {
+        assert!(matches!(
+            ksm.step(&mut mm, &mut phys, &Always),
+            TaskStep::Progress
+        ));
+    }
+    write(&mut mm, &mut phys, W, 5);
+    assert!(matches!(
+        mm.pte(W),
+        Some(Pte::Present { writable: true, .. })
+    ));
+    let _ = finish_task(&mut ksm, &mut mm, &mut phys);
+    assert_ne!(mm.pte(W), mm.pte(W + PAGE), "merged into a writable page");
+    write(&mut mm, &mut phys, W, 6);
+    assert_eq!(read(&mut mm, &mut phys, W + PAGE), 5, "a's store leaked into b");
+}
+
+#[test]
 fn device_migration_and_cpu_fault_back() {
     let (mut mm, mut phys, seen, _iv) = setup();
     mmap(&mut mm, &mut phys, W, 4, MapKind::AnonPrivate);
