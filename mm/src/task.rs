@@ -855,7 +855,7 @@ impl Task {
             }
             MmOp::MakeExclusive { owner, .. } => self.pages += make_exclusive(mm, phys, r, owner),
             MmOp::Access { .. } | MmOp::FaultIn { .. } => {
-                let (addr, _) = self.access();
+                let (addr, write) = self.access();
                 let page = page_of(addr);
                 match mm.pte(addr) {
                     Some(Pte::Device {
@@ -879,6 +879,13 @@ impl Task {
                         return;
                     }
                     _ => {}
+                }
+                // Only a write breaks COW. A read planned to bring the page
+                // back from a device may find it back already (an evict
+                // meanwhile), read-only: it must stay so, whatever the VMA
+                // allows.
+                if !write {
+                    return;
                 }
                 // COW break; re-checked because reclaim and migration do not
                 // take the mmap lock.

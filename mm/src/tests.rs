@@ -607,6 +607,40 @@ fn ksm_never_merges_into_a_page_that_a_write_fault_reused_meanwhile() {
 }
 
 #[test]
+fn a_read_that_finds_its_device_page_evicted_meanwhile_maps_it_read_only() {
+    // A load plans to bring a device page back (a Migrate range); the
+    // device evicts it first. The load's apply then finds a read-only
+    // system page: a read never breaks COW, least of all in a read-only VMA.
+    let (mut mm, mut phys, _seen, _iv) = setup();
+    let op = MmOp::Mmap {
+        addr: W,
+        len: PAGE,
+        kind: MapKind::AnonPrivate,
+        prot: Prot::Read,
+    };
+    run(&mut mm, &mut phys, op).unwrap();
+    let (addr, len, owner) = (W, PAGE, 1);
+    run(&mut mm, &mut phys, MmOp::DeviceMigrate { addr, len, owner }).unwrap();
+    let mut load = Task::new(MmOp::Access { addr, write: None }, 1);
+    for _ in 0..2 {
+        assert!(matches!(
+            load.step(&mut mm, &mut phys, &Always),
+            TaskStep::Progress
+        ));
+    }
+    run(&mut mm, &mut phys, MmOp::Evict { addr, len, owner }).unwrap();
+    assert!(matches!(
+        finish_task(&mut load, &mut mm, &mut phys),
+        Ok(Outcome::Value(0))
+    ));
+    assert!(
+        matches!(mm.pte(W), Some(Pte::Present { writable: false, .. })),
+        "{:?}",
+        mm.pte(W)
+    );
+}
+
+#[test]
 fn device_migration_and_cpu_fault_back() {
     let (mut mm, mut phys, seen, _iv) = setup();
     mmap(&mut mm, &mut phys, W, 4, MapKind::AnonPrivate);
