@@ -603,7 +603,11 @@ fn ksm_never_merges_into_a_page_that_a_write_fault_reused_meanwhile() {
     let _ = finish_task(&mut ksm, &mut mm, &mut phys);
     assert_ne!(mm.pte(W), mm.pte(W + PAGE), "merged into a writable page");
     write(&mut mm, &mut phys, W, 6);
-    assert_eq!(read(&mut mm, &mut phys, W + PAGE), 5, "a's store leaked into b");
+    assert_eq!(
+        read(&mut mm, &mut phys, W + PAGE),
+        5,
+        "a's store leaked into b"
+    );
 }
 
 #[test]
@@ -634,7 +638,13 @@ fn a_read_that_finds_its_device_page_evicted_meanwhile_maps_it_read_only() {
         Ok(Outcome::Value(0))
     ));
     assert!(
-        matches!(mm.pte(W), Some(Pte::Present { writable: false, .. })),
+        matches!(
+            mm.pte(W),
+            Some(Pte::Present {
+                writable: false,
+                ..
+            })
+        ),
         "{:?}",
         mm.pte(W)
     );

@@ -108,9 +108,10 @@ pub fn coalesce(mut regions: Vec<Region>) -> Vec<Region> {
     for r in regions {
         if let Some(last) = out.last_mut() {
             let continues = match (last.kind, r.kind) {
-                (RegionKind::File { file: a, pgoff: p }, RegionKind::File { file: b, pgoff: q }) => {
-                    a == b && p + (last.end - last.start) / PAGE == q
-                }
+                (
+                    RegionKind::File { file: a, pgoff: p },
+                    RegionKind::File { file: b, pgoff: q },
+                ) => a == b && p + (last.end - last.start) / PAGE == q,
                 (a, b) => a == b,
             };
             if last.end == r.start && continues && last.read == r.read && last.write == r.write {
@@ -311,9 +312,8 @@ impl Shadow {
 
     /// Whether anything is mapped in `[start, end)`.
     pub fn any_mapped(&self, mm: usize, start: u64, end: u64) -> bool {
-        self.space(mm).is_some_and(|s| {
-            s.at(start).is_some() || s.maps.range(start..end).next().is_some()
-        })
+        self.space(mm)
+            .is_some_and(|s| s.at(start).is_some() || s.maps.range(start..end).next().is_some())
     }
 
     /// A moving mremap of `[src, src + old_len)` to `dst` with `new_len`
@@ -334,7 +334,9 @@ impl Shadow {
             return Ok(());
         };
         let Some((start, m)) = s.at(src).map(|(a, m)| (a, *m)) else {
-            return Err(format!("mremap moved {src:#x}, which the shadow has unmapped"));
+            return Err(format!(
+                "mremap moved {src:#x}, which the shadow has unmapped"
+            ));
         };
         let moved = old_len.min(new_len);
         let carried: Vec<(u64, u64)> = s
@@ -377,7 +379,9 @@ impl Shadow {
             return Ok(());
         };
         let Some((start, m)) = s.at(addr).map(|(a, m)| (a, *m)) else {
-            return Err(format!("mremap grew {addr:#x}, which the shadow has unmapped"));
+            return Err(format!(
+                "mremap grew {addr:#x}, which the shadow has unmapped"
+            ));
         };
         let old_end = addr.saturating_add(old_len);
         let new_end = addr.saturating_add(new_len);
@@ -509,8 +513,7 @@ impl Shadow {
                 s.private.insert(page, v);
             }
             Backing::Shared { obj, pgoff } => {
-                self.objects
-                    .insert((obj, pgoff + (page - start) / PAGE), v);
+                self.objects.insert((obj, pgoff + (page - start) / PAGE), v);
             }
         }
         Ok(())

@@ -145,7 +145,11 @@ impl World<'_> {
                 MmOutcome::Value(v),
             ) => {
                 if let Err(m) = self.shadow.store(mm, addr, *v) {
-                    return Err(self.shadow_diverge(None, format!("t{t} m{mm} write {addr:#x}"), &m));
+                    return Err(self.shadow_diverge(
+                        None,
+                        format!("t{t} m{mm} write {addr:#x}"),
+                        &m,
+                    ));
                 }
             }
             _ => {}
@@ -190,7 +194,7 @@ impl World<'_> {
         for (i, mm) in self.mms.iter().enumerate() {
             let Some(mm) = mm else { continue };
             if mm.exited || !self.shadow.live(i) {
-                if mm.exited != !self.shadow.live(i) {
+                if mm.exited == self.shadow.live(i) {
                     return Err(self.diverge(
                         DivergenceKind::Shadow,
                         None,
@@ -263,7 +267,11 @@ fn regions(rs: &[Region]) -> String {
             (true, false) => "ro",
             _ => "none",
         };
-        s.push(format!("{:#x}+{:#x} {kind} {prot}", r.start, r.end - r.start));
+        s.push(format!(
+            "{:#x}+{:#x} {kind} {prot}",
+            r.start,
+            r.end - r.start
+        ));
     }
     if s.is_empty() {
         "nothing".into()
