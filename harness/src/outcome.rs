@@ -51,6 +51,9 @@ pub enum DivergenceKind {
     Unnotified,
     /// An `expect` line did not hold (only when [`RunOptions::expect`] is set).
     Expect,
+    /// A value or a mapping disagreed with the shadow memory, which is
+    /// kept from the ops alone (oracles::shadow).
+    Shadow,
 }
 
 impl DivergenceKind {
@@ -71,11 +74,12 @@ impl DivergenceKind {
             DivergenceKind::Livelock => "livelock",
             DivergenceKind::Unnotified => "unnotified",
             DivergenceKind::Expect => "expect",
+            DivergenceKind::Shadow => "shadow",
         }
     }
 
     /// Every kind.
-    pub const ALL: [DivergenceKind; 14] = [
+    pub const ALL: [DivergenceKind; 15] = [
         DivergenceKind::Result,
         DivergenceKind::Callbacks,
         DivergenceKind::CallbackSeq,
@@ -90,6 +94,7 @@ impl DivergenceKind {
         DivergenceKind::Livelock,
         DivergenceKind::Unnotified,
         DivergenceKind::Expect,
+        DivergenceKind::Shadow,
     ];
 }
 

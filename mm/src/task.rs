@@ -353,6 +353,15 @@ impl Task {
         self.inv.as_ref().map(|i| *i.range())
     }
 
+    /// Where a moving mremap puts the range, once planned: what it will
+    /// return, known from the plan on (its moves apply before it finishes).
+    pub fn destination(&self) -> Option<u64> {
+        match self.remap {
+            Some(Remap::Move { dst, .. }) => Some(dst),
+            _ => None,
+        }
+    }
+
     /// True right after an apply step: the range's PTEs have changed and
     /// its invalidation has not ended yet.
     pub fn just_applied(&self) -> bool {
@@ -849,7 +858,7 @@ impl Task {
             }
             MmOp::MakeExclusive { owner, .. } => self.pages += make_exclusive(mm, phys, r, owner),
             MmOp::Access { .. } | MmOp::FaultIn { .. } => {
-                let (addr, _) = self.access();
+                let (addr, write) = self.access();
                 let page = page_of(addr);
                 match mm.pte(addr) {
                     Some(Pte::Device {
@@ -873,6 +882,13 @@ impl Task {
                         return;
                     }
                     _ => {}
+                }
+                // Only a write breaks COW. A read planned to bring the page
+                // back from a device may find it back already (an evict
+                // meanwhile), read-only: it must stay so, whatever the VMA
+                // allows.
+                if !write {
+                    return;
                 }
                 // COW break; re-checked because reclaim and migration do not
                 // take the mmap lock.
@@ -922,9 +938,26 @@ impl Task {
                 }
             }
             MmOp::Ksm { a, b } => {
+                // The page that stays must still be write-protected: a
+                // write fault in between may have reused it in place (it
+                // was mapped once), and merging into a frame that `a` can
+                // write would share that write with `b`. In the kernel the
+                // kept page is a KSM page by then, which a write fault
+                // always copies; here the merge is simply off.
+                let kept_read_only = || {
+                    matches!(
+                        mm.pte(a),
+                        Some(Pte::Present {
+                            writable: false,
+                            ..
+                        })
+                    )
+                };
                 if i == 0 {
                     write_protect(mm, r.start, r.end);
-                } else if let Some((fa, _)) = ksm_candidates(mm, phys, a, b) {
+                } else if let Some((fa, _)) =
+                    ksm_candidates(mm, phys, a, b).filter(|_| kept_read_only())
+                {
                     mm.set_pte(
                         phys,
                         page_of(b),

@@ -579,6 +579,78 @@ fn a_write_fault_racing_ksm_never_writes_through_the_merged_frame() {
 }
 
 #[test]
+fn ksm_never_merges_into_a_page_that_a_write_fault_reused_meanwhile() {
+    // KSM write-protects the page it keeps (range 0), then merges the other
+    // into it (range 1). A store to the kept page in between reuses it in
+    // place (mapped once) and makes it writable again: merging into it then
+    // would share every later store with the merged page.
+    let (mut mm, mut phys, _seen, _iv) = setup();
+    mmap(&mut mm, &mut phys, W, 2, MapKind::AnonPrivate);
+    write(&mut mm, &mut phys, W, 5);
+    write(&mut mm, &mut phys, W + PAGE, 5);
+    let mut ksm = Task::new(MmOp::Ksm { a: W, b: W + PAGE }, 1);
+    while !ksm.just_applied() {
+        assert!(matches!(
+            ksm.step(&mut mm, &mut phys, &Always),
+            TaskStep::Progress
+        ));
+    }
+    write(&mut mm, &mut phys, W, 5);
+    assert!(matches!(
+        mm.pte(W),
+        Some(Pte::Present { writable: true, .. })
+    ));
+    let _ = finish_task(&mut ksm, &mut mm, &mut phys);
+    assert_ne!(mm.pte(W), mm.pte(W + PAGE), "merged into a writable page");
+    write(&mut mm, &mut phys, W, 6);
+    assert_eq!(
+        read(&mut mm, &mut phys, W + PAGE),
+        5,
+        "a's store leaked into b"
+    );
+}
+
+#[test]
+fn a_read_that_finds_its_device_page_evicted_meanwhile_maps_it_read_only() {
+    // A load plans to bring a device page back (a Migrate range); the
+    // device evicts it first. The load's apply then finds a read-only
+    // system page: a read never breaks COW, least of all in a read-only VMA.
+    let (mut mm, mut phys, _seen, _iv) = setup();
+    let op = MmOp::Mmap {
+        addr: W,
+        len: PAGE,
+        kind: MapKind::AnonPrivate,
+        prot: Prot::Read,
+    };
+    run(&mut mm, &mut phys, op).unwrap();
+    let (addr, len, owner) = (W, PAGE, 1);
+    run(&mut mm, &mut phys, MmOp::DeviceMigrate { addr, len, owner }).unwrap();
+    let mut load = Task::new(MmOp::Access { addr, write: None }, 1);
+    for _ in 0..2 {
+        assert!(matches!(
+            load.step(&mut mm, &mut phys, &Always),
+            TaskStep::Progress
+        ));
+    }
+    run(&mut mm, &mut phys, MmOp::Evict { addr, len, owner }).unwrap();
+    assert!(matches!(
+        finish_task(&mut load, &mut mm, &mut phys),
+        Ok(Outcome::Value(0))
+    ));
+    assert!(
+        matches!(
+            mm.pte(W),
+            Some(Pte::Present {
+                writable: false,
+                ..
+            })
+        ),
+        "{:?}",
+        mm.pte(W)
+    );
+}
+
+#[test]
 fn device_migration_and_cpu_fault_back() {
     let (mut mm, mut phys, seen, _iv) = setup();
     mmap(&mut mm, &mut phys, W, 4, MapKind::AnonPrivate);

@@ -5,6 +5,7 @@
 
 pub mod mirror;
 pub mod reference;
+pub mod shadow;
 
 pub use reference::{
     CallbackModel, Expected, Mark, Membership, ModelInvalidation, ModelRead, ModelRemove,

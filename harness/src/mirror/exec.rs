@@ -28,6 +28,8 @@ use crate::program::{
 };
 use crate::text::{expect_text, states_text};
 
+mod shadow;
+
 /// Retries with no change of the global seq since the previous attempt. A
 /// retry needs a callback, so a seq change; the one exception is a second
 /// hit in the same cycle, after which read_begin waits for the cycle end.
@@ -220,6 +222,8 @@ struct World<'p> {
     // The last turn could not move.
     blocked: bool,
     out: Outcome,
+    // What every address space holds, kept from the ops alone.
+    shadow: oracles::shadow::Shadow,
 }
 
 type Checked = Result<(), Box<Divergence>>;
@@ -253,8 +257,10 @@ pub fn run_mirror(program: &Program, opts: &RunOptions) -> Outcome {
         forking: false,
         blocked: false,
         out: Outcome::default(),
+        shadow: oracles::shadow::Shadow::new(MMS as usize),
     };
     w.mms[0] = Some(Mm::new(MmId(0), cfg));
+    w.shadow.create(0);
     for (d, s) in program.config.devices.iter().enumerate() {
         if let Some(s) = s {
             let mm = w.mms[0].as_ref().expect("m0 exists");
@@ -395,7 +401,7 @@ impl World<'_> {
                 "driver locks free".into(),
             ));
         }
-        Ok(())
+        self.shadow_final()
     }
 
     /// One step of thread `t`; returns what happened, for the trace.
@@ -678,7 +684,8 @@ impl World<'_> {
         at: Option<usize>,
     ) -> Result<(String, u64), Box<Divergence>> {
         let m = self.mirrors[d].as_ref().expect("open");
-        let mm = self.mms[m.mm.0 as usize].as_ref().expect("live");
+        let mi = m.mm.0 as usize;
+        let mm = self.mms[mi].as_ref().expect("live");
         let cpu = oracles::mirror::reference_read(mm, &self.phys, addr);
         match *access {
             Access::Read => {
@@ -693,6 +700,7 @@ impl World<'_> {
                     ));
                 }
                 self.feature(0x100 | (v.min(3) as u32));
+                self.shadow_device(d, mi, addr, access, v, at)?;
                 Ok((say!(self, "device read {v:#x}"), v))
             }
             Access::Write(v) => {
@@ -711,6 +719,7 @@ impl World<'_> {
                         format!("a CPU read returns {v:#x}"),
                     ));
                 }
+                self.shadow_device(d, mi, addr, access, v, at)?;
                 Ok((say!(self, "device wrote {v:#x}"), v))
             }
         }
@@ -740,6 +749,7 @@ impl World<'_> {
                 let after: Vec<(u64, Pte)> = m.ptes().collect();
                 self.mms[mm_i] = Some(m);
                 self.check_notified(t, mm_i, what, &before, &after, task.open_range())?;
+                self.shadow_step(t, mm_i, task)?;
                 match r {
                     TaskStep::Progress => {
                         self.feature(0x200 | u32::from(what.as_bytes()[1]));
@@ -757,6 +767,7 @@ impl World<'_> {
                         if what == "fork" {
                             self.forking = false;
                         }
+                        self.shadow_done(t, mm_i, *task.op(), &r)?;
                         self.answer(t, Answer::of_mm(&r));
                         match r {
                             Ok(MmOutcome::Forked(mut child)) => {
@@ -779,6 +790,7 @@ impl World<'_> {
                                             format!("memory holds {}", show(now)),
                                         ));
                                     }
+                                    self.shadow_load(t, mm_i, addr, v)?;
                                 }
                                 say!(self, "m{mm_i} {what}: {v:#x}")
                             }
