@@ -119,6 +119,9 @@ pub fn print(p: &Program) -> String {
     if c.target == Target::Mirror {
         let _ = write!(s, " devices={}", devices_text(&c.devices));
     }
+    if c.target == Target::Threads {
+        let _ = write!(s, " schedule={:#x}", c.schedule);
+    }
     s.push('\n');
     for step in &p.steps {
         s.push_str(&format_step(step));
@@ -493,12 +496,13 @@ fn parse_config(l: &mut Line<'_>) -> Result<ProgramConfig, ParseError> {
                 c.devices = parse_devices(l, val)?;
                 devices_tok = Some(tok);
             }
+            "schedule" => c.schedule = l.num(val, "schedule")?,
             _ => {
                 return Err(l.at(
                     tok,
                     format!(
                         "unknown key `{key}` (expected target, threads, initial_seq, \
-                         task_size or devices)"
+                         task_size, devices or schedule)"
                     ),
                 ))
             }
@@ -559,7 +563,9 @@ fn parse_step(l: &mut Line<'_>, c: &ProgramConfig) -> Result<Step, ParseError> {
             };
             return Err(l.at(kw, format!("{what} ({MIRROR_OPS})")));
         }
-        (Target::Notifier, false) if kw.text == "step" || kw.text == "expect" => {
+        (Target::Notifier | Target::Threads, false)
+            if kw.text == "step" || kw.text == "expect" =>
+        {
             return Err(l.at(
                 kw,
                 format!(
@@ -569,7 +575,7 @@ fn parse_step(l: &mut Line<'_>, c: &ProgramConfig) -> Result<Step, ParseError> {
                 ),
             ))
         }
-        (Target::Notifier, true) => {
+        (Target::Notifier | Target::Threads, true) => {
             return Err(l.at(
                 kw,
                 format!(
@@ -579,7 +585,7 @@ fn parse_step(l: &mut Line<'_>, c: &ProgramConfig) -> Result<Step, ParseError> {
                 ),
             ))
         }
-        (Target::Notifier, false) => parse_notifier_op(l, kw)?,
+        (Target::Notifier | Target::Threads, false) => parse_notifier_op(l, kw)?,
     };
     l.finish()?;
     Ok(Step { thread, op })
