@@ -11,13 +11,12 @@
 //! `mnfuzz` binary build every target with one feature set, so the
 //! `notifier` and `mirror` targets run on the same core as the `threads`
 //! target; shuttle's primitives panic outside a shuttle execution. The
-//! choice costs one well-predicted branch per lock and none on the atomics,
-//! which stay std's: shuttle runs every task on the one OS thread that
-//! called it, so std atomics are coherent there, and the core touches
-//! them outside its lock only where the protocol does (`set_seq` and
-//! `read_retry` under the driver's lock, whose acquisition is a shuttle
-//! scheduling point; `phase`, read under the core lock). Without the
-//! feature this module is the plain std re-export it always was.
+//! choice costs one well-predicted branch per lock and per atomic access.
+//! The atomics must be shuttle's too: shuttle's scheduling point of an
+//! unlock comes *before* the lock is released, so a load right after an
+//! unlock (the gap of `notifier-read-begin-unlocked`) is reachable by
+//! another task only if the load is a scheduling point itself. Without
+//! the feature this module is the plain std re-export it always was.
 
 #[cfg(loom)]
 pub(crate) use loom::{
@@ -28,11 +27,14 @@ pub(crate) use loom::{
 #[cfg(all(not(loom), not(feature = "shuttle")))]
 pub(crate) use std::sync::{Condvar, Mutex, MutexGuard};
 
+#[cfg(all(not(loom), not(feature = "shuttle")))]
+pub(crate) use std::sync::atomic::{AtomicU64, AtomicU8};
+
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+pub(crate) use std::sync::atomic::Ordering;
 
 #[cfg(all(not(loom), feature = "shuttle"))]
-pub(crate) use dispatch::{Condvar, DualKey, Mutex, MutexGuard};
+pub(crate) use dispatch::{AtomicU64, AtomicU8, Condvar, DualKey, Mutex, MutexGuard};
 
 #[cfg(feature = "shuttle")]
 pub use dispatch::ShuttleScope;
@@ -188,7 +190,45 @@ mod dispatch {
         }
     }
 
-        pub enum Condvar {
+        macro_rules! atomic {
+        ($name:ident, $t:ty) => {
+            pub enum $name {
+                Std(std::sync::atomic::$name),
+                Shuttle(shuttle::sync::atomic::$name),
+            }
+
+            impl $name {
+                pub fn new(v: $t) -> $name {
+                    if in_shuttle() {
+                        $name::Shuttle(shuttle::sync::atomic::$name::new(v))
+                    } else {
+                        $name::Std(std::sync::atomic::$name::new(v))
+                    }
+                }
+
+                #[inline]
+                pub fn load(&self, o: std::sync::atomic::Ordering) -> $t {
+                    match self {
+                        $name::Std(a) => a.load(o),
+                        $name::Shuttle(a) => a.load(o),
+                    }
+                }
+
+                #[inline]
+                pub fn store(&self, v: $t, o: std::sync::atomic::Ordering) {
+                    match self {
+                        $name::Std(a) => a.store(v, o),
+                        $name::Shuttle(a) => a.store(v, o),
+                    }
+                }
+            }
+        };
+    }
+
+    atomic!(AtomicU64, u64);
+    atomic!(AtomicU8, u8);
+
+    pub enum Condvar {
         Std(std::sync::Condvar),
         Shuttle(shuttle::sync::Condvar),
     }
