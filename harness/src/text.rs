@@ -563,9 +563,7 @@ fn parse_step(l: &mut Line<'_>, c: &ProgramConfig) -> Result<Step, ParseError> {
             };
             return Err(l.at(kw, format!("{what} ({MIRROR_OPS})")));
         }
-        (Target::Notifier | Target::Threads, false)
-            if kw.text == "step" || kw.text == "expect" =>
-        {
+        (Target::Notifier | Target::Threads, false) if kw.text == "step" || kw.text == "expect" => {
             return Err(l.at(
                 kw,
                 format!(

@@ -74,13 +74,13 @@ mod sync;
 pub use error::{Culprit, Error, InvalidateError};
 pub use planted::{Component, PlantedBug};
 pub use range::{Event, Owner, Range};
-#[cfg(feature = "shuttle")]
-pub use sync::ShuttleScope;
 pub use subscriptions::{
     in_callback, ClassicId, ClassicOps, Config, Deferred, Finish, Interval, IntervalId,
     IntervalOps, Invalidation, Phase, ReadBegin, RemoveWait, SeqWait, Snapshot, Start,
     Subscriptions,
 };
+#[cfg(feature = "shuttle")]
+pub use sync::ShuttleScope;
 
 /// The page size of the simulated machine.
 pub const PAGE_SIZE: u64 = 4096;

@@ -35,8 +35,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use notifier::{
-    ClassicOps, Config, Interval, IntervalId, Invalidation, Owner, Range, Start,
-    Subscriptions,
+    ClassicOps, Config, Interval, IntervalId, Invalidation, Owner, Range, Start, Subscriptions,
 };
 use oracles::{CallbackModel, Refuse};
 use shuttle::sync::Mutex;
@@ -260,8 +259,10 @@ impl World {
         if self.trace {
             let step = crate::program::Step { thread: t, op: *op };
             let e = effect();
-            s.trace
-                .push(format!("{line:>4}: {}    -> #{order} {e}", format_step(&step)));
+            s.trace.push(format!(
+                "{line:>4}: {}    -> #{order} {e}",
+                format_step(&step)
+            ));
         }
     }
 
