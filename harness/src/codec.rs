@@ -1050,7 +1050,7 @@ pub(crate) mod tests {
 
     fn any_op(target: Target) -> BoxedStrategy<Op> {
         match target {
-            Target::Notifier => any_notifier_op().boxed(),
+            Target::Notifier | Target::Threads => any_notifier_op().boxed(),
             Target::Mirror => any_mirror_op().boxed(),
         }
     }
@@ -1084,9 +1084,10 @@ pub(crate) mod tests {
                     initial_seq,
                     task_size,
                     devices: match target {
-                        Target::Notifier => [None, None],
+                        Target::Notifier | Target::Threads => [None, None],
                         Target::Mirror => devices,
                     },
+                    schedule: 0,
                 },
             );
         config.prop_flat_map(|config| {
@@ -1255,6 +1256,7 @@ pub(crate) mod tests {
                 initial_seq: 0x1234_5678,
                 task_size: MIN_TASK_SIZE + 1,
                 devices: [None, None],
+                schedule: 0,
             },
             steps: vec![Step {
                 thread: 3,
@@ -1501,6 +1503,7 @@ pub(crate) mod tests {
                 initial_seq: 0xffff_0000_0000_0010,
                 task_size: 0xffff_ffff_f000,
                 devices: [None, None],
+                schedule: 0,
             },
             steps: vec![
                 Step {
@@ -1575,6 +1578,7 @@ pub(crate) mod tests {
                 initial_seq: 3,
                 task_size: 1,
                 devices: [None, None],
+                schedule: 0,
             },
             steps: vec![
                 Step {

@@ -717,6 +717,7 @@ mod tests {
                 initial_seq: u64::MAX - 3,
                 task_size: 1 << 47,
                 devices: [None, None],
+                schedule: 0,
             },
             steps: vec![
                 Step {
@@ -858,6 +859,7 @@ t2 release
                 initial_seq: 1000,
                 task_size: 1 << 32,
                 devices: [None, None],
+                schedule: 0,
             }
         );
         assert_eq!(
@@ -1167,6 +1169,7 @@ t2 release
                 initial_seq: 2,
                 task_size: 1 << 47,
                 devices: [Some(full_va), None],
+                schedule: 0,
             },
             steps: vec![
                 mm(
@@ -1707,6 +1710,7 @@ t0 m1 exit
                 initial_seq: 2,
                 task_size: 1 << 47,
                 devices: [Some(odp(14)), Some(reg_cache)],
+                schedule: 0,
             },
             steps: vec![
                 mm(

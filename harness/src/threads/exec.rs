@@ -100,11 +100,14 @@ fn diverge(s: &SinkRef, kind: DivergenceKind, step: Option<usize>, doing: String
     }
 }
 
+/// A registered classic subscriber: its id and its callbacks.
+type Classic = (notifier::ClassicId, Arc<ClassicCb>);
+
 /// Everything the tasks share.
 struct World {
     subs: Subscriptions,
     slots: Mutex<[Option<Interval>; SLOTS as usize]>,
-    classic: Mutex<[Option<(notifier::ClassicId, Arc<ClassicCb>)>; CLASSIC_SLOTS as usize]>,
+    classic: Mutex<[Option<Classic>; CLASSIC_SLOTS as usize]>,
     driver: Arc<Mutex<Driver>>,
     /// The CPU page table: each page's version moves on at every change,
     /// between an invalidation's start and its end.
