@@ -667,7 +667,8 @@ mod tests {
     #[test]
     fn rows_are_every_target_then_every_strategy_and_pair() {
         let r = rows(&SoakOptions::default());
-        assert_eq!(r.len(), 1 + 8 + 28);
+        assert_eq!(r.len(), 1 + 8 + 28 + 1);
+        assert_eq!(r[37].target, Target::Threads);
         assert_eq!(r[0].strategy(), "-");
         assert_eq!(r[1].strategy(), "fullva");
         assert_eq!(r[6].strategy(), "gpusvm");

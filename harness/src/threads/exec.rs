@@ -596,9 +596,52 @@ impl World {
     }
 }
 
+std::thread_local! {
+    static IN_RUN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Shuttle installs, once per process, a panic hook that reports a failing
+/// task's schedule and hides the panics it uses to tear tasks down; for
+/// every other panic of the process it only prints "Task failed" noise
+/// first. Keep its hook for panics inside a threads run, and the hook the
+/// process had for all others.
+fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let own = std::panic::take_hook();
+        // An empty execution makes shuttle install its hook now.
+        let log = Arc::new(std::sync::Mutex::new(Log::default()));
+        shuttle::Runner::new(SeededScheduler::new(0, log), shuttle::Config::new()).run(|| {});
+        let shuttle_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if IN_RUN.with(|c| c.get()) {
+                shuttle_hook(info)
+            } else {
+                own(info)
+            }
+        }));
+    });
+}
+
+/// Sets [`IN_RUN`] for its lifetime.
+struct RunScope(bool);
+
+impl RunScope {
+    fn enter() -> RunScope {
+        RunScope(IN_RUN.with(|c| c.replace(true)))
+    }
+}
+
+impl Drop for RunScope {
+    fn drop(&mut self) {
+        IN_RUN.with(|c| c.set(self.0));
+    }
+}
+
 /// Runs a `threads` program: its lines split per thread, one shuttle task
 /// each, interleaved by `config.schedule`.
 pub fn run_threads(p: &Program, opts: &RunOptions) -> Outcome {
+    install_panic_hook();
     let nthreads = p.config.threads as usize;
     let mut lines: Vec<Vec<(usize, Op)>> = vec![Vec::new(); nthreads];
     for (i, s) in p.steps.iter().enumerate() {
@@ -660,6 +703,7 @@ pub fn run_threads(p: &Program, opts: &RunOptions) -> Outcome {
     };
     let result = {
         let _scope = notifier::ShuttleScope::enter();
+        let _run = RunScope::enter();
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runner.run(body)))
     };
     let mut s = std::mem::take(&mut *sink(&results));
