@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Short, bounded run of each external fuzzing engine on one target
-# (SMOKE_TARGET: notifier, the default, or mirror).
+# (SMOKE_TARGET: notifier, the default, mirror or threads).
 # Fails on any finding (crash, divergence panic, timeout) or if an engine did not run.
 #
 # Usage: ci/engine-smoke.sh [libfuzzer|afl|honggfuzz|all]      (default: all)
-# Env:   SMOKE_TARGET    notifier (default) or mirror
+# Env:   SMOKE_TARGET    notifier (default), mirror or threads
 #        SMOKE_SECONDS   fuzzing time per engine (default 25)
 #        SMOKE_TIMEOUT   seconds one input may run before it counts as a hang (default 10)
 #        SMOKE_KEEP=1    keep the temp work dir even when all engines pass
@@ -18,8 +18,8 @@ SMOKE_SECONDS="${SMOKE_SECONDS:-25}"
 SMOKE_TIMEOUT="${SMOKE_TIMEOUT:-10}"
 TARGET="${SMOKE_TARGET:-notifier}"
 case "$TARGET" in
-  notifier|mirror) ;;
-  *) echo "SMOKE_TARGET must be notifier or mirror" >&2; exit 2 ;;
+  notifier|mirror|threads) ;;
+  *) echo "SMOKE_TARGET must be notifier, mirror or threads" >&2; exit 2 ;;
 esac
 features=()
 if [[ -n "${SMOKE_FEATURES:-}" ]]; then features=(--features "$SMOKE_FEATURES"); fi

@@ -4,7 +4,7 @@
 # aggregate status line. Fails if any run finds something or does not run.
 #
 # Usage: ci/fuzz-all.sh [BUDGET_SECONDS]        (default: $FUZZ_ALL_BUDGET or 600)
-# Env:   FUZZ_ALL_TARGETS  targets (default: "notifier mirror")
+# Env:   FUZZ_ALL_TARGETS  targets (default: "notifier mirror threads")
 #        FUZZ_ALL_ENGINES  engines (default: "builtin libfuzzer afl honggfuzz")
 #        FUZZ_ALL_KEEP=1   keep the logs even when every run is clean
 #
@@ -24,7 +24,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 budget="${1:-${FUZZ_ALL_BUDGET:-600}}"
 [[ "$budget" =~ ^[1-9][0-9]*$ ]] || { echo "usage: $0 [BUDGET_SECONDS]" >&2; exit 2; }
-read -r -a targets <<<"${FUZZ_ALL_TARGETS:-notifier mirror}"
+read -r -a targets <<<"${FUZZ_ALL_TARGETS:-notifier mirror threads}"
 read -r -a engines <<<"${FUZZ_ALL_ENGINES:-builtin libfuzzer afl honggfuzz}"
 for e in "${engines[@]}"; do
   case "$e" in
@@ -34,8 +34,8 @@ for e in "${engines[@]}"; do
 done
 for t in "${targets[@]}"; do
   case "$t" in
-    notifier|mirror) ;;
-    *) echo "unknown target '$t' (notifier mirror)" >&2; exit 2 ;;
+    notifier|mirror|threads) ;;
+    *) echo "unknown target '$t' (notifier mirror threads)" >&2; exit 2 ;;
   esac
 done
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-1}"

@@ -398,7 +398,10 @@ pub fn run_cmd(cmd: Cmd) -> Result<ExitCode, String> {
                 println!("{}", b.name());
             }
             for b in notifier::PlantedBug::CONCURRENT {
-                println!("{}  (real threads only: the loom models find it)", b.name());
+                println!(
+                    "{}  (real threads only: the loom models and the threads target find it)",
+                    b.name()
+                );
             }
             if !cfg!(feature = "planted-bugs") {
                 eprintln!("(this build cannot plant them: rebuild with --features planted-bugs)");

@@ -4,7 +4,8 @@
 //! corpus (or from `corpus/<target>/` with `--seeds`) on a build with that
 //! bug planted, and runs until its first detection or the time limit. The
 //! time and the executions to that detection are recorded. Core bugs are
-//! hunted on the `notifier` target, mm and mirror bugs on `mirror`.
+//! hunted on the `notifier` target, mm and mirror bugs on `mirror`, and the
+//! core's concurrent bugs ([`PlantedBug::CONCURRENT`]) on `threads`.
 //!
 //! * `builtin` and `random` run in this process: `harness::engine::fuzz`
 //!   with one job and seeds 1..=N, with and without feedback. Trial 1 with
@@ -277,8 +278,16 @@ fn stats(v: &[f64]) -> Option<(f64, f64, f64)> {
     Some((med, v[0], v[n - 1]))
 }
 
+/// Every planted bug: the split-phase ones, then the concurrent ones.
+fn every_bug() -> impl Iterator<Item = PlantedBug> {
+    PlantedBug::ALL.into_iter().chain(PlantedBug::CONCURRENT)
+}
+
 /// The target a bug is hunted on.
 fn target_of(bug: PlantedBug) -> Target {
+    if PlantedBug::CONCURRENT.contains(&bug) {
+        return Target::Threads;
+    }
     match bug.component() {
         Component::Notifier => Target::Notifier,
         Component::Mm | Component::Mirror => Target::Mirror,
@@ -332,7 +341,7 @@ pub fn main(args: HuntArgs) -> Result<ExitCode, String> {
     }
     let bugs: Vec<PlantedBug> = match (&args.bug, args.all) {
         (Some(name), false) => vec![resolve_planted(name)?],
-        (None, true) => PlantedBug::ALL.to_vec(),
+        (None, true) => every_bug().collect(),
         _ => return Err("hunt: give --bug NAME or --all".into()),
     };
     if args.trials == 0 || args.seconds.is_nan() || args.seconds <= 0.0 {
@@ -497,7 +506,7 @@ fn warn_if_stale(root: &Path) {
 }
 
 fn sort_records(v: &mut [Record]) {
-    let bug_ix = |b: PlantedBug| PlantedBug::ALL.iter().position(|&x| x == b);
+    let bug_ix = |b: PlantedBug| every_bug().position(|x| x == b);
     v.sort_by(|a, b| {
         (&a.corpus, bug_ix(a.bug), a.engine).cmp(&(&b.corpus, bug_ix(b.bug), b.engine))
     });
@@ -1246,7 +1255,7 @@ fn markdown(records: &[Record]) -> String {
             let _ = write!(s, "---|");
         }
         s.push('\n');
-        for bug in PlantedBug::ALL {
+        for bug in every_bug() {
             let Some(first) = rs.iter().find(|r| r.bug == bug) else {
                 continue;
             };
@@ -1313,8 +1322,7 @@ fn plot(records: &[Record]) -> String {
         .into_iter()
         .filter(|e| rs.iter().any(|r| r.engine == *e))
         .collect();
-    let bugs: Vec<PlantedBug> = PlantedBug::ALL
-        .into_iter()
+    let bugs: Vec<PlantedBug> = every_bug()
         .filter(|b| rs.iter().any(|r| r.bug == *b))
         .collect();
     let finite: Vec<f64> = rs

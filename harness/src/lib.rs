@@ -31,6 +31,7 @@ pub mod report;
 pub mod soak;
 pub mod targets;
 pub mod text;
+pub mod threads;
 
 /// Running a program of any target: the shared result types and the
 /// dispatch to the target's executor.

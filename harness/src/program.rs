@@ -45,17 +45,22 @@ pub enum Target {
     /// Device mirrors on the simulated address space, against the
     /// stale-PTE, coherence and liveness oracles.
     Mirror,
+    /// The notifier core's blocking API on real (shuttle-scheduled)
+    /// threads: each logical thread runs its own lines in order, and
+    /// `config.schedule` seeds the interleaving (`harness::threads`).
+    Threads,
 }
 
 impl Target {
     /// Every target.
-    pub const ALL: [Target; 2] = [Target::Notifier, Target::Mirror];
+    pub const ALL: [Target; 3] = [Target::Notifier, Target::Mirror, Target::Threads];
 
     /// Its name on command lines, in corpus paths and in `.ops` headers.
     pub fn name(self) -> &'static str {
         match self {
             Target::Notifier => "notifier",
             Target::Mirror => "mirror",
+            Target::Threads => "threads",
         }
     }
 
@@ -83,6 +88,9 @@ pub struct ProgramConfig {
     /// part hanging when a classic subscriber refuses after the intervals
     /// accepted, as Linux does (`kernel_compat=1`; DESIGN.md §2).
     pub kernel_compat: bool,
+    /// Threads target: the seed of the schedule (which thread runs at each
+    /// scheduling point); 0 for the other targets, which never read it.
+    pub schedule: u64,
 }
 
 impl Default for ProgramConfig {
@@ -94,6 +102,7 @@ impl Default for ProgramConfig {
             task_size: u64::MAX,
             devices: [None, None],
             kernel_compat: false,
+            schedule: 0,
         }
     }
 }
@@ -110,7 +119,7 @@ impl ProgramConfig {
         if self.task_size < MIN_TASK_SIZE {
             return Err(format!("task_size must be at least {MIN_TASK_SIZE:#x}"));
         }
-        if self.target == Target::Notifier && self.devices != [None, None] {
+        if self.target != Target::Mirror && self.devices != [None, None] {
             return Err("devices belong to the mirror target".into());
         }
         if self.target != Target::Notifier && self.kernel_compat {
@@ -118,6 +127,9 @@ impl ProgramConfig {
         }
         for d in self.devices.iter().flatten() {
             d.check()?;
+        }
+        if self.target != Target::Threads && self.schedule != 0 {
+            return Err("schedule belongs to the threads target".into());
         }
         Ok(())
     }

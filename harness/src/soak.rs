@@ -229,7 +229,7 @@ pub fn rows(opts: &SoakOptions) -> Vec<Row> {
     let mut v = Vec::new();
     for &target in &opts.targets {
         match target {
-            Target::Notifier => v.push(Row { target, pin: None }),
+            Target::Notifier | Target::Threads => v.push(Row { target, pin: None }),
             Target::Mirror => v.extend(
                 DevicePin::all(opts.pairs)
                     .into_iter()
@@ -668,7 +668,8 @@ mod tests {
     #[test]
     fn rows_are_every_target_then_every_strategy_and_pair() {
         let r = rows(&SoakOptions::default());
-        assert_eq!(r.len(), 1 + 8 + 8 + 28);
+        assert_eq!(r.len(), 1 + 8 + 8 + 28 + 1);
+        assert_eq!(r[45].target, Target::Threads);
         assert_eq!(r[0].strategy(), "-");
         assert_eq!(r[1].strategy(), "fullva");
         assert_eq!(r[6].strategy(), "gpusvm");

@@ -86,6 +86,7 @@ fn run_inner(program: &Program, opts: &RunOptions) -> Outcome {
     match program.config.target {
         Target::Notifier => crate::notifier::exec::run_notifier(program, opts),
         Target::Mirror => crate::mirror::exec::run_mirror(program, opts),
+        Target::Threads => crate::threads::exec::run_threads(program, opts),
     }
 }
 
@@ -139,6 +140,12 @@ pub fn mirror_pinned(data: &[u8], pin: &DevicePin) {
 /// The `notifier` target: the core against `ReferenceNotifier`.
 pub fn notifier(data: &[u8]) {
     run_bytes(Target::Notifier, data);
+}
+
+/// The `threads` target: the core's blocking API on threads whose
+/// interleaving the input chooses (shuttle).
+pub fn threads(data: &[u8]) {
+    run_bytes(Target::Threads, data);
 }
 
 /// The `mirror` target: device mirrors on the simulated address space,

@@ -122,6 +122,9 @@ pub fn print(p: &Program) -> String {
     if c.kernel_compat {
         s.push_str(" kernel_compat=1");
     }
+    if c.target == Target::Threads {
+        let _ = write!(s, " schedule={:#x}", c.schedule);
+    }
     s.push('\n');
     for step in &p.steps {
         s.push_str(&format_step(step));
@@ -505,12 +508,13 @@ fn parse_config(l: &mut Line<'_>) -> Result<ProgramConfig, ParseError> {
                 };
                 compat_tok = Some(tok);
             }
+            "schedule" => c.schedule = l.num(val, "schedule")?,
             _ => {
                 return Err(l.at(
                     tok,
                     format!(
                         "unknown key `{key}` (expected target, threads, initial_seq, \
-                         task_size, devices or kernel_compat)"
+                         task_size, devices, kernel_compat or schedule)"
                     ),
                 ))
             }
@@ -574,7 +578,7 @@ fn parse_step(l: &mut Line<'_>, c: &ProgramConfig) -> Result<Step, ParseError> {
             };
             return Err(l.at(kw, format!("{what} ({MIRROR_OPS})")));
         }
-        (Target::Notifier, false) if kw.text == "step" || kw.text == "expect" => {
+        (Target::Notifier | Target::Threads, false) if kw.text == "step" || kw.text == "expect" => {
             return Err(l.at(
                 kw,
                 format!(
@@ -584,7 +588,7 @@ fn parse_step(l: &mut Line<'_>, c: &ProgramConfig) -> Result<Step, ParseError> {
                 ),
             ))
         }
-        (Target::Notifier, true) => {
+        (Target::Notifier | Target::Threads, true) => {
             return Err(l.at(
                 kw,
                 format!(
@@ -594,7 +598,7 @@ fn parse_step(l: &mut Line<'_>, c: &ProgramConfig) -> Result<Step, ParseError> {
                 ),
             ))
         }
-        (Target::Notifier, false) => parse_notifier_op(l, kw)?,
+        (Target::Notifier | Target::Threads, false) => parse_notifier_op(l, kw)?,
     };
     l.finish()?;
     Ok(Step { thread, op })
@@ -729,6 +733,7 @@ mod tests {
                 task_size: 1 << 47,
                 devices: [None, None],
                 kernel_compat: false,
+                schedule: 0,
             },
             steps: vec![
                 Step {
@@ -871,6 +876,7 @@ t2 release
                 task_size: 1 << 32,
                 devices: [None, None],
                 kernel_compat: false,
+                schedule: 0,
             }
         );
         assert_eq!(
@@ -1193,6 +1199,7 @@ t2 release
                 task_size: 1 << 47,
                 devices: [Some(full_va), None],
                 kernel_compat: false,
+                schedule: 0,
             },
             steps: vec![
                 mm(
@@ -1738,6 +1745,7 @@ t0 m1 exit
                 task_size: 1 << 47,
                 devices: [Some(odp(14)), Some(reg_cache)],
                 kernel_compat: false,
+                schedule: 0,
             },
             steps: vec![
                 mm(

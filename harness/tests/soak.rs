@@ -38,7 +38,7 @@ fn a_clean_round_fills_every_row_of_the_table() {
     };
     let rep = soak(&opts);
     let all = rows(&opts);
-    assert_eq!(all.len(), 37, "notifier, 8 strategies, 28 pairs");
+    assert_eq!(all.len(), 38, "notifier, 8 strategies, 28 pairs, threads");
     assert_eq!(rep.rows, all);
     assert_eq!(rep.cells.len(), 2 * all.len());
     for (i, c) in rep.cells.iter().enumerate() {
@@ -53,10 +53,10 @@ fn a_clean_round_fills_every_row_of_the_table() {
             panic!("cell {i}: {}", r.unwrap_or_default());
         }
     }
-    assert_eq!(rep.execs(), 2 * 37 * CLEAN_RUNS);
+    assert_eq!(rep.execs(), 2 * 38 * CLEAN_RUNS);
     let table = rep.table();
     let lines: Vec<&str> = table.lines().collect();
-    assert_eq!(lines.len(), 1 + 37 + 1, "{table}");
+    assert_eq!(lines.len(), 1 + 38 + 1, "{table}");
     for (row, line) in all.iter().zip(&lines[1..]) {
         let words: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(
@@ -72,10 +72,10 @@ fn a_clean_round_fills_every_row_of_the_table() {
             "{table}"
         );
     }
-    let total: Vec<&str> = lines[38].split_whitespace().collect();
+    let total: Vec<&str> = lines[39].split_whitespace().collect();
     assert_eq!(
         total,
-        ["total", "74", "1", &(74 * CLEAN_RUNS).to_string(), "0"]
+        ["total", "76", "1", &(76 * CLEAN_RUNS).to_string(), "0"]
     );
 }
 

@@ -80,6 +80,8 @@ pub use subscriptions::{
     IntervalOps, Invalidation, Phase, ReadBegin, RemoveWait, SeqWait, Snapshot, Start,
     Subscriptions,
 };
+#[cfg(feature = "shuttle")]
+pub use sync::ShuttleScope;
 
 /// The page size of the simulated machine.
 pub const PAGE_SIZE: u64 = 4096;

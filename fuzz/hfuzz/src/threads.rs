@@ -1,0 +1,5 @@
+mod hook;
+
+fn main() {
+    hook::run(harness::targets::threads);
+}
