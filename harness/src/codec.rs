@@ -46,8 +46,8 @@
 //!               insert 10, remove 5, check_retry 2, register 2, unregister 2,
 //!               release 1
 //!   (mirror)    `step` (a turn that queues nothing) has weight 4 and no operands
-//!   insert      slot span cb             slot = b % SLOTS; b >= 0xf0 instead:
-//!               populate: count span    count = 1 + b % 128
+//!   insert      slot span cb             slot = b % SLOTS; b >= 0xf8 instead:
+//!               populate: count span    count = 64 + b / 2 if b < 128, else b - 127
 //!   remove, read_begin                   slot
 //!   commit, check_retry                  (none: the thread's latest fault)
 //!   start       event span flags         event = Event::ALL[b % 8]; end = start + len

@@ -27,14 +27,18 @@ pub(crate) fn refuse_code(b: u8) -> Refuse {
 }
 
 /// An insert whose slot byte is at least this is a `populate`: one insert
-/// in sixteen. Big trees then show in about a sixth of the executions, at
-/// about half the executions per second of a target without them (one in
-/// eight gave 28% for a further 15% of the speed).
-pub(crate) const POPULATE_CODE: u8 = 0xf0;
+/// in 32. With counts drawn mostly from 64 up, a tree of 64 shows in about
+/// one execution in eight; big trees cost about three times a small one's
+/// instructions, so rarer and bigger beats frequent and mixed (issue 18).
+pub(crate) const POPULATE_CODE: u8 = 0xf8;
 
-/// `populate`'s count: `1 + b % 128`.
+/// `populate`'s count: half the codes give a big tree (64..=127), the
+/// other half any count (1..=128).
 pub(crate) fn populate_count(b: u8) -> u8 {
-    1 + b % MAX_POPULATE
+    match b {
+        0..=127 => 64 + b / 2,
+        _ => 1 + (b - 128) % MAX_POPULATE,
+    }
 }
 
 /// Whether a callback byte's interval is two-pass: a fifth of the codes of
@@ -107,7 +111,7 @@ pub(crate) fn push_notifier_op(out: &mut Vec<u8>, op: Op, task_size: u64) {
         }
         Op::Populate { count, start, len } => {
             out.push(POPULATE_CODE);
-            out.push(count - 1);
+            out.push(first_code(|b| populate_count(b) == count).unwrap_or(0));
             push_span(out, start, len, task_size);
         }
         Op::Remove { slot } | Op::ReadBegin { slot } | Op::Unregister { slot } => out.push(slot),
