@@ -1279,43 +1279,29 @@ impl World<'_> {
             let Some(mm) = self.mms[m.mm.0 as usize].as_ref() else {
                 continue;
             };
-            // The TLB holds translations the device still uses: once a
-            // start has returned (a two-pass start after its finishes),
-            // every one of them obeys the rule of a PTE.
-            if let Some(st) = m.with_tlb(|tlb| oracles::mirror::stale_pte(mm, m.owner.0, tlb)) {
+            // The page table first, then the TLB: the translations the
+            // device still uses. Once a start has returned (a two-pass start
+            // after its finishes) every one of them obeys the rule of a PTE.
+            let table = m.with_ptes(|ptes| oracles::mirror::stale_pte(mm, m.owner.0, ptes));
+            let stale = match table {
+                Some(st) => Some((st, "", "maps")),
+                None => m
+                    .with_tlb(|tlb| oracles::mirror::stale_pte(mm, m.owner.0, tlb))
+                    .map(|st| (st, " TLB", "'s TLB translates")),
+            };
+            if let Some((st, what, verb)) = stale {
+                let access = if st.device.write {
+                    "writable"
+                } else {
+                    "read-only"
+                };
                 return Err(self.diverge(
                     DivergenceKind::StalePte,
                     at,
-                    format!("checking d{} TLB after the step", m.id),
+                    format!("checking d{}{what} after the step", m.id),
                     format!(
-                        "d{}'s TLB translates {:#x} to frame {} {}",
-                        m.id,
-                        st.addr,
-                        st.device.frame.0,
-                        if st.device.write {
-                            "writable"
-                        } else {
-                            "read-only"
-                        }
-                    ),
-                    format!("the CPU PTE of m{} is {:?}", m.mm.0, st.cpu),
-                ));
-            }
-            if let Some(st) = m.with_ptes(|ptes| oracles::mirror::stale_pte(mm, m.owner.0, ptes)) {
-                return Err(self.diverge(
-                    DivergenceKind::StalePte,
-                    at,
-                    format!("checking d{} after the step", m.id),
-                    format!(
-                        "d{} maps {:#x} to frame {} {}",
-                        m.id,
-                        st.addr,
-                        st.device.frame.0,
-                        if st.device.write {
-                            "writable"
-                        } else {
-                            "read-only"
-                        }
+                        "d{}{verb} {:#x} to frame {} {access}",
+                        m.id, st.addr, st.device.frame.0
                     ),
                     format!("the CPU PTE of m{} is {:?}", m.mm.0, st.cpu),
                 ));
