@@ -20,6 +20,7 @@ pub mod cli;
 pub mod codec;
 pub mod engine;
 pub mod files;
+pub mod linux;
 pub mod minimize;
 pub mod mirror;
 pub mod notifier;

@@ -51,6 +51,10 @@ pub enum DivergenceKind {
     Unnotified,
     /// An `expect` line did not hold (only when [`RunOptions::expect`] is set).
     Expect,
+    /// The simulated mm and the real Linux kernel disagreed (the `linux`
+    /// target): an op's result, a value, userfaultfd events, page
+    /// presence or frame sharing.
+    Linux,
 }
 
 impl DivergenceKind {
@@ -71,11 +75,12 @@ impl DivergenceKind {
             DivergenceKind::Livelock => "livelock",
             DivergenceKind::Unnotified => "unnotified",
             DivergenceKind::Expect => "expect",
+            DivergenceKind::Linux => "linux",
         }
     }
 
     /// Every kind.
-    pub const ALL: [DivergenceKind; 14] = [
+    pub const ALL: [DivergenceKind; 15] = [
         DivergenceKind::Result,
         DivergenceKind::Callbacks,
         DivergenceKind::CallbackSeq,
@@ -90,6 +95,7 @@ impl DivergenceKind {
         DivergenceKind::Livelock,
         DivergenceKind::Unnotified,
         DivergenceKind::Expect,
+        DivergenceKind::Linux,
     ];
 }
 

@@ -30,6 +30,9 @@ pub const MMS: u8 = 2;
 pub const DEVICES: u8 = 2;
 /// Files that `mmap ... file:N` may map.
 pub const FILES: u32 = 2;
+/// The `task_size` of every linux-target program: the size of the real
+/// child's address window.
+pub const LINUX_TASK_SIZE: u64 = MIN_TASK_SIZE;
 /// Most runs an `expect [STATES]` has.
 pub const MAX_RUNS: usize = 8;
 /// Most pages an `expect [STATES]` covers: the most a snapshot reports.
@@ -43,17 +46,32 @@ pub enum Target {
     /// Device mirrors on the simulated address space, against the
     /// stale-PTE, coherence and liveness oracles.
     Mirror,
+    /// The mm part of a mirror program on the simulated mm and on a real
+    /// child process at once, compared after every op (DESIGN.md §9;
+    /// needs Linux, root and userfaultfd).
+    Linux,
 }
 
 impl Target {
     /// Every target.
-    pub const ALL: [Target; 2] = [Target::Notifier, Target::Mirror];
+    pub const ALL: [Target; 3] = [Target::Notifier, Target::Mirror, Target::Linux];
+
+    /// The targets that run on the simulation alone (what `soak` and
+    /// `bench` cover by default): `linux` needs a real kernel.
+    pub const SIMULATED: [Target; 2] = [Target::Notifier, Target::Mirror];
+
+    /// Whether its programs are written in the mirror target's ops (`mN`
+    /// ops, `expect`): mirror and linux.
+    pub fn speaks_mm(self) -> bool {
+        matches!(self, Target::Mirror | Target::Linux)
+    }
 
     /// Its name on command lines, in corpus paths and in `.ops` headers.
     pub fn name(self) -> &'static str {
         match self {
             Target::Notifier => "notifier",
             Target::Mirror => "mirror",
+            Target::Linux => "linux",
         }
     }
 
@@ -113,6 +131,19 @@ impl ProgramConfig {
         }
         if self.target != Target::Notifier && self.kernel_compat {
             return Err("kernel_compat belongs to the notifier target".into());
+        }
+        if self.target == Target::Linux {
+            if self.devices != [None, None] {
+                return Err("the linux target has no devices".into());
+            }
+            if self.threads != 1 {
+                return Err("the linux target runs one thread (threads=1)".into());
+            }
+            if self.task_size != LINUX_TASK_SIZE {
+                return Err(format!(
+                    "the linux target's task_size is its window, {LINUX_TASK_SIZE:#x}"
+                ));
+            }
         }
         for d in self.devices.iter().flatten() {
             d.check()?;
@@ -242,6 +273,22 @@ impl Op {
     }
 }
 
+/// Whether the linux target takes `op`: the mm ops a real process can be
+/// made to do deterministically. Reclaim (no swap to rely on), NUMA
+/// migration, KSM, THP collapse and split and the OOM reaper are
+/// simulation-only; so are devices and `step`.
+pub fn linux_op(op: &MmStep) -> bool {
+    !matches!(
+        op,
+        MmStep::Reclaim { .. }
+            | MmStep::Migrate { .. }
+            | MmStep::Ksm { .. }
+            | MmStep::Collapse { .. }
+            | MmStep::Split { .. }
+            | MmStep::OomReap
+    )
+}
+
 /// One line of a program: thread `thread` performs `op`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Step {
@@ -295,7 +342,13 @@ impl Program {
                 s.op,
                 Op::Mm { .. } | Op::Dev { .. } | Op::Yield | Op::Expect(_)
             );
-            if mirror_op != (self.config.target == Target::Mirror) {
+            let linux_misfit = self.config.target == Target::Linux
+                && match s.op {
+                    Op::Mm { op, .. } => !linux_op(&op),
+                    Op::Expect(_) => false,
+                    _ => true,
+                };
+            if mirror_op != self.config.target.speaks_mm() || linux_misfit {
                 return Err(format!(
                     "step {n}: {} is not an op of the {} target",
                     s.op.keyword(),
