@@ -109,7 +109,8 @@ pub enum MmOp {
         /// MREMAP_DONTUNMAP.
         dontunmap: bool,
     },
-    /// madvise(MADV_DONTNEED).
+    /// madvise(MADV_DONTNEED): zaps the mapped parts of the range; ENOMEM
+    /// (`Fault`) when it has holes, after zapping.
     Dontneed {
         /// Address.
         addr: u64,
@@ -740,7 +741,30 @@ impl Task {
         let (s, old_end) = aligned(addr, old_len, ts)?;
         let old_len = old_end - s;
         let new_len = aligned(0, new_len, ts)?.1;
+        // The arguments first, as Linux checks them before it looks up
+        // the VMA: the destination, and dontunmap's equal lengths.
+        if let Some(d) = new_addr {
+            let (d, d_end) = aligned(d, new_len, ts)?;
+            if d < old_end && s < d_end {
+                return Err(MmError::Inval);
+            }
+        }
+        if dontunmap && old_len != new_len {
+            return Err(MmError::Inval);
+        }
         let vma = *mm.vma_at(s).ok_or(MmError::Fault)?;
+        // Linux allows a shrinking (or same-size) remap in place whenever
+        // a VMA contains the start: it only unmaps the tail, whatever is
+        // mapped there, even past that VMA's end.
+        if new_addr.is_none() && !dontunmap && new_len <= old_len {
+            self.remap = Some(Remap::Shrink);
+            let tail = s + new_len;
+            return Ok(if tail < old_end && mm.any_vma(tail, old_end) {
+                vec![range(tail, old_end, Event::Unmap)]
+            } else {
+                vec![]
+            });
+        }
         if old_end > vma.end {
             return Err(MmError::Fault);
         }
@@ -992,6 +1016,16 @@ impl Task {
                     write: prot.write(),
                 });
                 Ok(Outcome::Addr(s))
+            }
+            MmOp::Dontneed { addr, len } => {
+                // madvise works on the mapped parts of the range and then
+                // reports the holes with ENOMEM, as Linux does.
+                let (s, e) = aligned(addr, len, mm.config.task_size)?;
+                let covered: u64 = mm.vmas_in(s, e).iter().map(|v| v.end - v.start).sum();
+                if covered != e - s {
+                    return Err(MmError::Fault);
+                }
+                Ok(Outcome::Done)
             }
             MmOp::Mprotect { addr, len, prot } => {
                 if mm.planted(PlantedBug::MprotectNoInvalidate) {

@@ -702,7 +702,9 @@ impl Executor {
                         return Reply::OutOfWindow;
                     }
                     let store = (op == code::WRITE).then_some(b);
-                    match cpu_access(WINDOW_BASE + a, store) {
+                    // The simulation has one word per page: an access
+                    // anywhere in a page is of its first word.
+                    match cpu_access(WINDOW_BASE + a / PAGE * PAGE, store) {
                         Ok(v) => Reply::Ok(v),
                         Err(c) => Reply::Segv(c),
                     }
@@ -1035,6 +1037,16 @@ impl Real {
                 }
             }
             if cmd[0] == code::EXIT && r == Reply::Ok(0) {
+                // Its socket closes after its address space is torn down
+                // (exit_files after exit_mm): wait for that, so that the
+                // other process's pagemap no longer counts its mappings.
+                let mut fds = [PollFd::new(ch.as_fd(), PollFlags::POLLIN)];
+                if poll(&mut fds, timeout()).map_err(|e| format!("poll: {e}"))? == 0 {
+                    return Err(format!("m{mm} did not exit within 5 s"));
+                }
+                if let Ok(Some(_)) = recv_words(ch.as_fd()) {
+                    return Err(format!("m{mm} answered after exit"));
+                }
                 if let Some(s) = self.sides[mm].as_mut() {
                     s.live = false;
                     s.pagemap = None;
