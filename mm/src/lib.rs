@@ -55,6 +55,9 @@ pub struct Phys {
     next_slot: u32,
     cache: BTreeMap<(u32, u64), FrameId>,
     next_obj: u32,
+    // Pages of each anonymous shared object (its mmap length): a page
+    // past the end is SIGBUS, as for Linux's shmem file behind it.
+    obj_pages: BTreeMap<u32, u64>,
 }
 
 impl Default for Phys {
@@ -92,6 +95,7 @@ impl Phys {
             next_slot: 0,
             cache: BTreeMap::new(),
             next_obj: FIRST_ANON_OBJECT,
+            obj_pages: BTreeMap::new(),
         }
     }
 
@@ -225,6 +229,19 @@ impl Phys {
     pub fn new_object(&mut self) -> u32 {
         self.next_obj += 1;
         self.next_obj
+    }
+
+    /// A new anonymous shared object of `pages` pages.
+    pub fn new_object_of(&mut self, pages: u64) -> u32 {
+        let obj = self.new_object();
+        self.obj_pages.insert(obj, pages);
+        obj
+    }
+
+    /// Whether page `pgoff` of object `obj` exists (anonymous shared
+    /// objects end where their first mapping ended; files do not end).
+    pub fn object_has(&self, obj: u32, pgoff: u64) -> bool {
+        self.obj_pages.get(&obj).is_none_or(|&n| pgoff < n)
     }
 
     /// Frames currently live (for reports and oracles).
@@ -471,7 +488,8 @@ impl Mm {
     }
 
     /// What a CPU read of `addr` returns now, without changing anything;
-    /// None if no readable VMA maps it (the read would fault with SIGSEGV).
+    /// None if no readable VMA maps it (the read would fault with SIGSEGV)
+    /// or it is past the end of its shared object (SIGBUS).
     pub fn cpu_view(&self, phys: &Phys, addr: u64) -> Option<u64> {
         let vma = self.vma_at(addr).filter(|v| v.read)?;
         Some(match self.pte(addr) {
@@ -480,6 +498,7 @@ impl Mm {
             | Some(Pte::Exclusive { frame, .. }) => phys.data(frame),
             Some(Pte::Swap { slot }) => phys.swap_data(slot),
             None => match vma.object_page(addr) {
+                Some((obj, pg)) if !phys.object_has(obj, pg) => return None,
                 Some((obj, pg)) => phys.cache_data(obj, pg),
                 None => 0,
             },
@@ -569,6 +588,32 @@ impl Mm {
         let keys: Vec<u64> = self.vmas.range(start..end).map(|(&k, _)| k).collect();
         for k in keys {
             self.vmas.remove(&k);
+        }
+    }
+
+    /// Merges adjacent VMAs that Linux would have merged: same backing,
+    /// same protection, contiguous page offsets. (Linux also requires
+    /// compatible anon_vmas, which the simulation does not track: two
+    /// separately faulted anonymous VMAs made adjacent by mprotect merge
+    /// here and not there.)
+    pub(crate) fn merge_vmas(&mut self) {
+        let mut out: Vec<Vma> = Vec::with_capacity(self.vmas.len());
+        for v in self.vmas.values() {
+            if let Some(last) = out.last_mut() {
+                let mergeable = last.end == v.start
+                    && last.backing == v.backing
+                    && last.read == v.read
+                    && last.write == v.write
+                    && v.pgoff == last.pgoff + (last.end - last.start) / PAGE;
+                if mergeable {
+                    last.end = v.end;
+                    continue;
+                }
+            }
+            out.push(*v);
+        }
+        if out.len() != self.vmas.len() {
+            self.vmas = out.into_iter().map(|v| (v.start, v)).collect();
         }
     }
 

@@ -9,7 +9,8 @@
 //!   which), the value a load read, where mmap and mremap mapped;
 //! - userfaultfd events against the simulation's invalidations: every
 //!   `Unmap` range of munmap, mmap over a mapping and mremap is an `UNMAP`
-//!   event with that range, except that a moving mremap's old range is a
+//!   event with that range (in any order: userfaultfd delivers them after
+//!   the op), except that a moving mremap's old range is a
 //!   `REMAP` event (from, to, old length) followed by the `UNMAP` of the
 //!   old range (none with `dontunmap`); a dontneed's `Clear`
 //!   range, clipped to the mappings, is the union of the `REMOVE` events
@@ -169,6 +170,7 @@ fn reply_text(r: Reply) -> String {
         }
         Reply::Segv(1) => "SIGSEGV (SEGV_MAPERR)".into(),
         Reply::Segv(2) => "SIGSEGV (SEGV_ACCERR)".into(),
+        Reply::Segv(c) if c & 0x100 != 0 => format!("SIGBUS (si_code {})", c & 0xff),
         Reply::Segv(c) => format!("SIGSEGV (si_code {c})"),
         Reply::OutOfWindow => "not run: outside the window".into(),
     }
@@ -207,8 +209,8 @@ fn ranges_text(v: &[(u64, u64)]) -> String {
         .join(" ")
 }
 
-/// The events as compared: unmap and remap in order, removes as a union,
-/// forks counted.
+/// The events as compared: unmap and remap as a multiset, removes as a
+/// union, forks counted.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Events {
     ordered: Vec<UffdEvent>,
@@ -436,14 +438,17 @@ impl World<'_> {
                     Some(Answer::Value(a)) if a != addr => Some(a),
                     _ => None,
                 };
+                let len = old_len.div_ceil(PAGE).wrapping_mul(PAGE);
+                let mut remapped = false;
                 for r in ranges.iter().filter(|r| r.event == Event::Unmap) {
                     match moved_to {
                         Some(to) if r.start == addr => {
+                            remapped = true;
                             want.ordered.push(UffdEvent::Remap {
                                 mm: mm8,
                                 from: addr,
                                 to,
-                                len: old_len.div_ceil(PAGE) * PAGE,
+                                len: r.end - r.start,
                             });
                             // Then the old range goes, as by munmap.
                             if !dontunmap {
@@ -460,6 +465,15 @@ impl World<'_> {
                             end: r.end,
                         }),
                     }
+                }
+                // A duplicate (old_len 0) moves nothing: REMAP of length 0.
+                if let Some(to) = moved_to.filter(|_| !remapped && len == 0) {
+                    want.ordered.push(UffdEvent::Remap {
+                        mm: mm8,
+                        from: addr,
+                        to,
+                        len: 0,
+                    });
                 }
             }
             MmStep::Dontneed { .. } => {
@@ -483,6 +497,10 @@ impl World<'_> {
                 UffdEvent::Fork { .. } => got.forks += 1,
             }
         }
+        // userfaultfd queues unmap events and delivers them once the
+        // mmap lock is dropped: their order is not the invalidations'.
+        want.ordered.sort_unstable();
+        got.ordered.sort_unstable();
         if want == got {
             return Ok(());
         }

@@ -141,7 +141,8 @@ pub enum Reply {
     Ok(u64),
     /// The system call failed with this errno.
     Errno(i32),
-    /// The access raised SIGSEGV with this `si_code` (1 MAPERR, 2 ACCERR).
+    /// The access raised SIGSEGV with this `si_code` (1 MAPERR, 2 ACCERR),
+    /// or SIGBUS (`0x100 | si_code`).
     Segv(i32),
     /// Not run: the range leaves the window.
     OutOfWindow,
@@ -345,7 +346,7 @@ thread_local! {
 static RECOVER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 static SEGV_CODE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
-extern "C" fn on_segv(_sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     use std::sync::atomic::Ordering::SeqCst;
     let rec = RECOVER.load(SeqCst);
     // SAFETY: the kernel passes a valid siginfo and ucontext to an
@@ -353,10 +354,11 @@ extern "C" fn on_segv(_sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut l
     unsafe {
         if rec == 0 {
             // Not one of ours: die of it.
-            libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+            libc::signal(sig, libc::SIG_DFL);
             return;
         }
-        SEGV_CODE.store((*info).si_code, SeqCst);
+        let bus = if sig == libc::SIGBUS { 0x100 } else { 0 };
+        SEGV_CODE.store(bus | (*info).si_code, SeqCst);
         let uc = ctx as *mut libc::ucontext_t;
         (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] = rec as i64;
     }
@@ -410,6 +412,9 @@ pub fn file_word(file: u32, pgoff: u64) -> u64 {
 
 /// Files the executor creates (the op language's `file:0`, `file:1`).
 const FILES: u32 = 2;
+/// Their size, in windows: the simulation's files do not end, and
+/// mremap can carry a file page's offset past the window's size.
+const FILE_WINDOWS: u64 = 4;
 
 struct Executor {
     task_size: u64,
@@ -474,8 +479,8 @@ fn executor(ch0: OwnedFd, ch1: OwnedFd, task_size: u64) -> ! {
             nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
         )
         .and_then(|fd| {
-            nix::unistd::ftruncate(&fd, task_size as i64)?;
-            for pg in 0..task_size / PAGE {
+            nix::unistd::ftruncate(&fd, (FILE_WINDOWS * task_size) as i64)?;
+            for pg in 0..FILE_WINDOWS * task_size / PAGE {
                 let w = file_word(f, pg).to_le_bytes();
                 nix::sys::uio::pwrite(&fd, &w, (pg * PAGE) as i64)?;
             }
@@ -515,6 +520,7 @@ fn executor(ch0: OwnedFd, ch1: OwnedFd, task_size: u64) -> ! {
             nix::sys::signal::SigSet::empty(),
         );
         let _ = nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGSEGV, &act);
+        let _ = nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGBUS, &act);
     }
     let pid = nix::unistd::getpid().as_raw() as u64;
     if send_words(ch0.as_fd(), &[0, pid], &[uffd.as_raw_fd()]).is_err() {
@@ -593,8 +599,14 @@ impl Executor {
     /// The lowest free range of `len` bytes in the window, by
     /// `/proc/self/maps` (the simulation's placement policy for a moving
     /// mremap, which the kernel would place anywhere).
-    fn free_range(&self, len: u64) -> Option<u64> {
-        let maps = window_maps(std::process::id(), self.task_size).ok()?;
+    ///
+    /// The old range `busy` counts as taken even when nothing maps it, so
+    /// that a move from an unmapped range fails on that (EFAULT) and not
+    /// on an overlap of our choosing.
+    fn free_range(&self, len: u64, busy: (u64, u64)) -> Option<u64> {
+        let mut maps = window_maps(std::process::id(), self.task_size).ok()?;
+        maps.push(busy);
+        maps.sort_unstable();
         let mut at = 0u64;
         for (s, e) in maps {
             if e <= at {
@@ -607,6 +619,40 @@ impl Executor {
             }
         }
         (at + len <= self.task_size).then_some(at)
+    }
+
+    /// The error of a moving mremap that finds no room in the window:
+    /// Linux's checks before it places the new range (alignment,
+    /// dontunmap's equal lengths, a VMA at the start that holds the old range, dontunmap's
+    /// private anonymous memory), else ENOMEM.
+    fn unplaceable(&self, a: u64, old: u64, new: u64, dontunmap: bool) -> i32 {
+        if !a.is_multiple_of(PAGE) || dontunmap && old != new {
+            return libc::EINVAL;
+        }
+        let Ok(text) = std::fs::read_to_string("/proc/self/maps") else {
+            return libc::ENOMEM;
+        };
+        let at = WINDOW_BASE + a;
+        for line in text.lines() {
+            let mut f = line.split(' ');
+            let (Some(range), Some(perms)) = (f.next(), f.next()) else {
+                continue;
+            };
+            let Some((s, e)) = range.split_once('-') else {
+                continue;
+            };
+            let (Ok(s), Ok(e)) = (u64::from_str_radix(s, 16), u64::from_str_radix(e, 16)) else {
+                continue;
+            };
+            if s <= at && at < e {
+                if at + old > e {
+                    return libc::EFAULT;
+                }
+                let _ = perms;
+                return libc::ENOMEM;
+            }
+        }
+        libc::EFAULT
     }
 
     fn run(&mut self, cmd: &Cmd) -> Reply {
@@ -655,7 +701,10 @@ impl Executor {
                 }
                 code::MREMAP => {
                     let (old, new, to, dontunmap) = (b, c, d, e != 0);
-                    if !win(a, old) {
+                    // A new length the window cannot hold is the
+                    // simulation's task_size limit, which the real
+                    // process does not have.
+                    if !win(a, old) || !win(0, new) {
                         return Reply::OutOfWindow;
                     }
                     if to != u64::MAX && !win(to, new) {
@@ -692,9 +741,14 @@ impl Executor {
                     if new_r == 0 {
                         return Reply::Errno(libc::EINVAL);
                     }
-                    match self.free_range(new_r) {
+                    let old_r = old.div_ceil(PAGE) * PAGE;
+                    match self.free_range(new_r, (a, a + old_r)) {
                         Some(dst) => errno_reply(fixed(dst, extra), off),
-                        None => Reply::Errno(libc::ENOMEM),
+                        // No room in the window: the kernel would have
+                        // placed it elsewhere. What it checks before
+                        // placing decides the error; then ENOMEM, the
+                        // simulation's answer for a full address space.
+                        None => Reply::Errno(self.unplaceable(a, old_r, new_r, dontunmap)),
                     }
                 }
                 code::READ | code::WRITE => {
