@@ -39,6 +39,8 @@ struct Cli {
 /// }
 /// ```
 pub fn main() -> ExitCode {
+    // The linux target's child processes start as this binary.
+    crate::linux::zygote_main_if_requested();
     exit(run_cmd(Cli::parse().cmd))
 }
 

@@ -275,6 +275,10 @@ pub fn zygote_main_if_requested() {
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
     // SAFETY: the parent put the control socket at ZYGOTE_FD before exec.
     let ctl = unsafe { OwnedFd::from_raw_fd(ZYGOTE_FD) };
+    // The handshake: this binary knows it is a zygote.
+    if send_words(ctl.as_fd(), &[ZYGOTE_HELLO], &[]).is_err() {
+        std::process::exit(0);
+    }
     loop {
         let (words, mut fds) = match recv_words(ctl.as_fd()) {
             Ok(Some(m)) => m,
@@ -310,7 +314,15 @@ impl Drop for Zygote {
     }
 }
 
+/// The zygote's first message.
+const ZYGOTE_HELLO: u64 = 0x6d6e_6675_7a7a_7967;
+
 fn spawn_zygote() -> Result<Zygote, String> {
+    // A binary without the hook runs its own main as the "zygote": that
+    // one must not start zygotes in turn.
+    if std::env::var_os(ZYGOTE_ENV).is_some() {
+        return Err(NO_HOOK.into());
+    }
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let (ctl, theirs) = socketpair(
         AddressFamily::Unix,
@@ -334,8 +346,19 @@ fn spawn_zygote() -> Result<Zygote, String> {
     cmd.stdin(std::process::Stdio::null());
     let child = cmd.spawn().map_err(|e| format!("spawning the zygote: {e}"))?;
     drop(theirs);
-    Ok(Zygote { child, ctl })
+    let z = Zygote { child, ctl };
+    let mut fds = [PollFd::new(z.ctl.as_fd(), PollFlags::POLLIN)];
+    let said = poll(&mut fds, PollTimeout::from(2000u16)).unwrap_or(0) > 0
+        && matches!(recv_words(z.ctl.as_fd()), Ok(Some((w, _))) if w == [ZYGOTE_HELLO]);
+    if !said {
+        // Dropping it kills it.
+        return Err(NO_HOOK.into());
+    }
+    Ok(z)
 }
+
+const NO_HOOK: &str = "this program does not start the linux target's zygote: call \
+    harness::linux::zygote_main_if_requested() first thing in main";
 
 thread_local! {
     static ZYGOTE: std::cell::RefCell<Option<Zygote>> = const { std::cell::RefCell::new(None) };
