@@ -1124,6 +1124,13 @@ pub(crate) mod tests {
         match target {
             Target::Notifier => any_notifier_op().boxed(),
             Target::Mirror => any_mirror_op().boxed(),
+            Target::Linux => prop_oneof![
+                6 => (0..MMS, any_mm_step())
+                    .prop_filter("a linux op", |(_, op)| crate::program::linux_op(op))
+                    .prop_map(|(mm, op)| Op::Mm { mm, op }),
+                1 => any_expect().prop_map(Op::Expect),
+            ]
+            .boxed(),
         }
     }
 
@@ -1139,7 +1146,11 @@ pub(crate) mod tests {
     /// hand rather than decoded.
     pub(crate) fn arb_program() -> impl Strategy<Value = Program> {
         let config = (
-            prop_oneof![Just(Target::Notifier), Just(Target::Mirror)],
+            prop_oneof![
+                Just(Target::Notifier),
+                Just(Target::Mirror),
+                Just(Target::Linux)
+            ],
             1..=MAX_THREADS,
             prop_oneof![any::<u64>().prop_map(|s| s & !1), Just(2u64), Just(0u64)],
             prop_oneof![
@@ -1150,16 +1161,19 @@ pub(crate) mod tests {
             any_devices(),
         )
             .prop_map(
-                |(target, threads, initial_seq, task_size, devices)| ProgramConfig {
-                    target,
-                    threads,
-                    initial_seq,
-                    task_size,
-                    devices: match target {
-                        Target::Notifier => [None, None],
-                        Target::Mirror => devices,
-                    },
-                    kernel_compat: false,
+                |(target, threads, initial_seq, task_size, devices)| {
+                    let linux = target == Target::Linux;
+                    ProgramConfig {
+                        target,
+                        threads: if linux { 1 } else { threads },
+                        initial_seq,
+                        task_size: if linux { LINUX_TASK_SIZE } else { task_size },
+                        devices: match target {
+                            Target::Notifier | Target::Linux => [None, None],
+                            Target::Mirror => devices,
+                        },
+                        kernel_compat: false,
+                    }
                 },
             );
         config.prop_flat_map(|config| {
@@ -1712,6 +1726,35 @@ pub(crate) mod tests {
                     prop_assert_eq!(&decode(&bytes), &p);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_linux_target_byte_is_two_and_keeps_the_others() {
+        assert_eq!(target_code(2), Target::Linux);
+        for b in (0..=u8::MAX).filter(|&b| b != 2) {
+            let old = [Target::Notifier, Target::Mirror][b as usize % 2];
+            assert_eq!(target_code(b), old, "byte {b}");
+        }
+        // Its kinds: the mirror table's, minus what a real process cannot
+        // be made to do.
+        for (b, k) in LINUX_KINDS.iter().enumerate() {
+            assert_eq!(*k, linux_kind(MIRROR_KINDS[b]));
+            assert!(
+                !matches!(
+                    k,
+                    Kind::DevRead
+                        | Kind::DevWrite
+                        | Kind::Yield
+                        | Kind::Reclaim
+                        | Kind::Ksm
+                        | Kind::Collapse
+                        | Kind::Split
+                        | Kind::OomReap
+                        | Kind::MmMigrate
+                ),
+                "{k:?}"
+            );
         }
     }
 
