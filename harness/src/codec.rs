@@ -1160,22 +1160,20 @@ pub(crate) mod tests {
             ],
             any_devices(),
         )
-            .prop_map(
-                |(target, threads, initial_seq, task_size, devices)| {
-                    let linux = target == Target::Linux;
-                    ProgramConfig {
-                        target,
-                        threads: if linux { 1 } else { threads },
-                        initial_seq,
-                        task_size: if linux { LINUX_TASK_SIZE } else { task_size },
-                        devices: match target {
-                            Target::Notifier | Target::Linux => [None, None],
-                            Target::Mirror => devices,
-                        },
-                        kernel_compat: false,
-                    }
-                },
-            );
+            .prop_map(|(target, threads, initial_seq, task_size, devices)| {
+                let linux = target == Target::Linux;
+                ProgramConfig {
+                    target,
+                    threads: if linux { 1 } else { threads },
+                    initial_seq,
+                    task_size: if linux { LINUX_TASK_SIZE } else { task_size },
+                    devices: match target {
+                        Target::Notifier | Target::Linux => [None, None],
+                        Target::Mirror => devices,
+                    },
+                    kernel_compat: false,
+                }
+            });
         config.prop_flat_map(|config| {
             let step = (0..config.threads, any_op(config.target))
                 .prop_map(|(thread, op)| Step { thread, op });

@@ -297,6 +297,11 @@ pub struct Vma {
     pub read: bool,
     /// Writable.
     pub write: bool,
+    /// Its anon_vma, once a private page was allocated in it (a write
+    /// fault or a COW break); an id within its address space. Linux merges
+    /// VMAs only with compatible anon_vmas, and gives a never-faulted
+    /// anonymous VMA that mremap moves the page offset of its new address.
+    pub anon_vma: Option<u32>,
 }
 
 impl Vma {
@@ -407,6 +412,7 @@ pub struct Mm {
     pub lock: MmapLock,
     /// Whether it has exited.
     pub exited: bool,
+    next_anon_vma: u32,
 }
 
 impl std::fmt::Debug for Mm {
@@ -438,6 +444,22 @@ impl Mm {
             huge: BTreeSet::new(),
             lock: MmapLock::default(),
             exited: false,
+            next_anon_vma: 0,
+        }
+    }
+
+    /// Gives the private VMA at `addr` an anon_vma if it has none (a
+    /// private page is being allocated in it).
+    pub(crate) fn prepare_anon_vma(&mut self, addr: u64) {
+        let Some(start) = self.vma_at(addr).map(|v| v.start) else {
+            return;
+        };
+        let next = self.next_anon_vma;
+        if let Some(v) = self.vmas.get_mut(&start) {
+            if v.backing.is_private() && v.anon_vma.is_none() {
+                v.anon_vma = Some(next);
+                self.next_anon_vma += 1;
+            }
         }
     }
 
@@ -592,21 +614,24 @@ impl Mm {
     }
 
     /// Merges adjacent VMAs that Linux would have merged: same backing,
-    /// same protection, contiguous page offsets. (Linux also requires
-    /// compatible anon_vmas, which the simulation does not track: two
-    /// separately faulted anonymous VMAs made adjacent by mprotect merge
-    /// here and not there.)
+    /// same protection, contiguous page offsets, compatible anon_vmas
+    /// (one has none, or both the same).
     pub(crate) fn merge_vmas(&mut self) {
         let mut out: Vec<Vma> = Vec::with_capacity(self.vmas.len());
         for v in self.vmas.values() {
             if let Some(last) = out.last_mut() {
+                let anon_ok = last.anon_vma.is_none()
+                    || v.anon_vma.is_none()
+                    || last.anon_vma == v.anon_vma;
                 let mergeable = last.end == v.start
+                    && anon_ok
                     && last.backing == v.backing
                     && last.read == v.read
                     && last.write == v.write
                     && v.pgoff == last.pgoff + (last.end - last.start) / PAGE;
                 if mergeable {
                     last.end = v.end;
+                    last.anon_vma = last.anon_vma.or(v.anon_vma);
                     continue;
                 }
             }
@@ -645,7 +670,12 @@ impl Mm {
     pub(crate) fn fork_into(&self, phys: &mut Phys, id: MmId) -> Mm {
         let mut child = Mm::new(id, self.config);
         for v in self.vmas.values() {
-            child.insert_vma(*v);
+            // anon_vma_fork: a new anon_vma for each VMA that has one.
+            let anon_vma = v.anon_vma.map(|_| {
+                child.next_anon_vma += 1;
+                child.next_anon_vma - 1
+            });
+            child.insert_vma(Vma { anon_vma, ..*v });
         }
         for (&vpn, &pte) in &self.ptes {
             let private = self

@@ -939,6 +939,7 @@ impl Task {
                     let frame = if exclusive {
                         frame
                     } else {
+                        mm.prepare_anon_vma(addr);
                         phys.alloc(phys.data(frame))
                     };
                     mm.set_pte(
@@ -1054,9 +1055,14 @@ impl Task {
                     backing,
                     // Linux gives anonymous memory its address as the
                     // page offset: what lets neighbours merge.
-                    pgoff: if kind == MapKind::AnonPrivate { s / PAGE } else { 0 },
+                    pgoff: if kind == MapKind::AnonPrivate {
+                        s / PAGE
+                    } else {
+                        0
+                    },
                     read: prot.read(),
                     write: prot.write(),
+                    anon_vma: None,
                 });
                 Ok(Outcome::Addr(s))
             }
@@ -1346,10 +1352,17 @@ fn move_mapping(
     if !dontunmap {
         mm.remove_vmas(phys, src, src + len);
     }
+    // copy_vma: a never-faulted anonymous VMA takes its new address as
+    // its offset (so it merges there as a new mapping would).
+    let pgoff = if v.backing.is_private() && v.anon_vma.is_none() {
+        dst / PAGE
+    } else {
+        v.pgoff + (src - v.start) / PAGE
+    };
     mm.insert_vma(Vma {
         start: dst,
         end: dst + new_len,
-        pgoff: v.pgoff + (src - v.start) / PAGE,
+        pgoff,
         ..v
     });
 }
@@ -1457,7 +1470,10 @@ fn access_slow(
                 // Past the end of a shared object: SIGBUS.
                 Some((obj, pg)) if !phys.object_has(obj, pg) => return Err(MmError::Fault),
                 Some((obj, pg)) => (phys.cache_page(obj, pg), vma.write),
-                None if for_write => (phys.alloc(0), true),
+                None if for_write => {
+                    mm.prepare_anon_vma(addr);
+                    (phys.alloc(0), true)
+                }
                 None => (phys.zero(), false),
             };
             mm.set_pte(phys, page, Pte::Present { frame: f, writable });

@@ -260,7 +260,10 @@ fn mremap_dontunmap_takes_any_mapping_of_an_unchanged_length() {
         dontunmap: true,
     };
     // Shared memory too, since Linux 5.13.
-    assert!(run(&mut mm, &mut phys, remap(W, 2 * PAGE)).is_ok(), "shared");
+    assert!(
+        run(&mut mm, &mut phys, remap(W, 2 * PAGE)).is_ok(),
+        "shared"
+    );
     run(
         &mut mm,
         &mut phys,

@@ -552,10 +552,9 @@ impl World<'_> {
                 let bad = match sim {
                     _ if swapped => Some("swapped out".to_string()),
                     None if real_present => Some(format!("present (pfn {pfn:#x})")),
-                    Some(f) if !real_present => Some(format!(
-                        "not present (the simulation maps frame {})",
-                        f.0
-                    )),
+                    Some(f) if !real_present => {
+                        Some(format!("not present (the simulation maps frame {})", f.0))
+                    }
                     _ => None,
                 };
                 if let Some(real_says) = bad {
@@ -603,7 +602,10 @@ impl World<'_> {
                         return Err(self.diverge(
                             DivergenceKind::Linux,
                             i,
-                            format!("m{m2} page {a2:#x} and m{m} page {addr:#x} share frame {}", f.0),
+                            format!(
+                                "m{m2} page {a2:#x} and m{m} page {addr:#x} share frame {}",
+                                f.0
+                            ),
                             format!("pagemap: different frames, pfn {p:#x} and {pfn:#x}"),
                         ));
                     }
@@ -616,7 +618,10 @@ impl World<'_> {
                         return Err(self.diverge(
                             DivergenceKind::Linux,
                             i,
-                            format!("m{m2} page {a2:#x} on frame {g}, m{m} page {addr:#x} on frame {}", f.0),
+                            format!(
+                                "m{m2} page {a2:#x} on frame {g}, m{m} page {addr:#x} on frame {}",
+                                f.0
+                            ),
                             format!("pagemap: both on pfn {pfn:#x}"),
                         ));
                     }
@@ -634,7 +639,13 @@ impl World<'_> {
         self.out.features.push(f);
     }
 
-    fn diverge(&self, kind: DivergenceKind, i: usize, sim: String, real: String) -> Box<Divergence> {
+    fn diverge(
+        &self,
+        kind: DivergenceKind,
+        i: usize,
+        sim: String,
+        real: String,
+    ) -> Box<Divergence> {
         Box::new(Divergence {
             kind,
             step: Some(i),
@@ -665,12 +676,7 @@ impl World<'_> {
             s.push_str("\n    present");
             for (a, p) in mmx.ptes() {
                 if let Pte::Present { frame, writable } = p {
-                    let _ = write!(
-                        s,
-                        " {a:#x}=f{}{}",
-                        frame.0,
-                        if writable { "w" } else { "" }
-                    );
+                    let _ = write!(s, " {a:#x}=f{}{}", frame.0, if writable { "w" } else { "" });
                 }
             }
             s.push('\n');

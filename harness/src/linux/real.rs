@@ -344,7 +344,9 @@ fn spawn_zygote() -> Result<Zygote, String> {
         });
     }
     cmd.stdin(std::process::Stdio::null());
-    let child = cmd.spawn().map_err(|e| format!("spawning the zygote: {e}"))?;
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("spawning the zygote: {e}"))?;
     drop(theirs);
     let z = Zygote { child, ctl };
     let mut fds = [PollFd::new(z.ctl.as_fd(), PollFlags::POLLIN)];
@@ -523,12 +525,7 @@ fn executor(ch0: OwnedFd, ch1: OwnedFd, task_size: u64) -> ! {
         Err(e) => startup_failure(&ch0, 4, e),
     };
     // SAFETY: USERFAULTFD_IOC_NEW takes the new descriptor's flags.
-    let uffd = match unsafe {
-        uffd_ioc_new(
-            dev.as_raw_fd(),
-            libc::O_CLOEXEC | libc::O_NONBLOCK,
-        )
-    } {
+    let uffd = match unsafe { uffd_ioc_new(dev.as_raw_fd(), libc::O_CLOEXEC | libc::O_NONBLOCK) } {
         // SAFETY: the ioctl returns a new descriptor.
         Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
         Err(e) => startup_failure(&ch0, 5, e),
@@ -695,10 +692,27 @@ impl Executor {
                     let at = std::num::NonZeroUsize::new((WINDOW_BASE + a) as usize);
                     let prot = prot_flags(d);
                     let r = match c {
-                        0 => mmap_anonymous(at, len, prot, MapFlags::MAP_PRIVATE | MapFlags::MAP_FIXED),
-                        1 => mmap_anonymous(at, len, prot, MapFlags::MAP_SHARED | MapFlags::MAP_FIXED),
+                        0 => mmap_anonymous(
+                            at,
+                            len,
+                            prot,
+                            MapFlags::MAP_PRIVATE | MapFlags::MAP_FIXED,
+                        ),
+                        1 => mmap_anonymous(
+                            at,
+                            len,
+                            prot,
+                            MapFlags::MAP_SHARED | MapFlags::MAP_FIXED,
+                        ),
                         f => match self.files.get((f - 2) as usize) {
-                            Some(fd) => mmap(at, len, prot, MapFlags::MAP_SHARED | MapFlags::MAP_FIXED, fd, 0),
+                            Some(fd) => mmap(
+                                at,
+                                len,
+                                prot,
+                                MapFlags::MAP_SHARED | MapFlags::MAP_FIXED,
+                                fd,
+                                0,
+                            ),
                             None => return Reply::Errno(libc::EBADF),
                         },
                     };
@@ -720,7 +734,10 @@ impl Executor {
                     if !win(a, b) {
                         return Reply::OutOfWindow;
                     }
-                    errno_reply(madvise(Self::ptr(a), b as usize, MmapAdvise::MADV_DONTNEED), |_| 0)
+                    errno_reply(
+                        madvise(Self::ptr(a), b as usize, MmapAdvise::MADV_DONTNEED),
+                        |_| 0,
+                    )
                 }
                 code::MREMAP => {
                     let (old, new, to, dontunmap) = (b, c, d, e != 0);
@@ -752,7 +769,13 @@ impl Executor {
                         return errno_reply(fixed(to, extra), off);
                     }
                     if !dontunmap && win(a, new) {
-                        match mremap(Self::ptr(a), old as usize, new as usize, MRemapFlags::empty(), None) {
+                        match mremap(
+                            Self::ptr(a),
+                            old as usize,
+                            new as usize,
+                            MRemapFlags::empty(),
+                            None,
+                        ) {
                             Ok(p) => return Reply::Ok(off(p)),
                             Err(Errno::ENOMEM) if new > old => {}
                             Err(e) => return Reply::Errno(e as i32),
@@ -900,7 +923,10 @@ impl Real {
             let step = words.get(1).copied().unwrap_or(0) as usize;
             let errno = Errno::from_raw(words.get(2).copied().unwrap_or(0) as i32);
             let what = STARTUP_STEPS.get(step).copied().unwrap_or("startup");
-            return Err(Refused(format!("{what} failed: {errno} ({})", errno.desc())));
+            return Err(Refused(format!(
+                "{what} failed: {errno} ({})",
+                errno.desc()
+            )));
         }
         let pid = words[1] as u32;
         let uffd = got.pop().expect("one");
@@ -1019,7 +1045,8 @@ impl Real {
                 Err(e) => return Err(format!("reading m{mm}'s userfaultfd ({raw}): {e}")),
             };
             for m in buf[..n].chunks_exact(UFFD_MSG) {
-                let w = |i: usize| u64::from_le_bytes(m[8 + 8 * i..16 + 8 * i].try_into().expect("8"));
+                let w =
+                    |i: usize| u64::from_le_bytes(m[8 + 8 * i..16 + 8 * i].try_into().expect("8"));
                 let off = |a: u64| a.wrapping_sub(WINDOW_BASE);
                 let mm8 = mm as u8;
                 match m[0] {
@@ -1071,7 +1098,10 @@ impl Real {
                     .filter(|&i| self.sides[i].as_ref().is_some_and(|s| s.uffd.is_some()))
                     .collect();
                 for &i in &uffds {
-                    let fd = self.sides[i].as_ref().and_then(|s| s.uffd.as_ref()).expect("has");
+                    let fd = self.sides[i]
+                        .as_ref()
+                        .and_then(|s| s.uffd.as_ref())
+                        .expect("has");
                     fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
                 }
                 let n = poll(&mut fds, timeout()).map_err(|e| format!("poll: {e}"))?;
@@ -1079,8 +1109,9 @@ impl Real {
                     return Err(format!("m{mm} did not answer {cmd:?} within 5 s"));
                 }
                 let readable = |f: &PollFd| {
-                    f.revents()
-                        .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR))
+                    f.revents().is_some_and(|r| {
+                        r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+                    })
                 };
                 let ready_uffds: Vec<usize> = uffds
                     .iter()
