@@ -863,7 +863,11 @@ impl Task {
                 ..
             } => match self.remap {
                 // The destination's old mappings, or the old range's tail.
-                Some(Remap::Move { .. }) if r.start != addr => mm.remove_vmas(phys, r.start, r.end),
+                // (A duplicate, old length 0, may have its destination at
+                // the source, which it then unmaps: EFAULT in finish.)
+                Some(Remap::Move { dst, .. }) if r.start == dst || r.start != addr => {
+                    mm.remove_vmas(phys, r.start, r.end)
+                }
                 Some(Remap::Move { dst, .. }) => {
                     // Plan checked that the rounded length does not overflow.
                     let new_len = new_len.div_ceil(PAGE) * PAGE;

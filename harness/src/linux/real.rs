@@ -668,7 +668,10 @@ impl Executor {
                 if at + old > e {
                     return libc::EFAULT;
                 }
-                let _ = perms;
+                // Duplicating (old length 0) a private mapping.
+                if old == 0 && perms.ends_with('p') {
+                    return libc::EINVAL;
+                }
                 return libc::ENOMEM;
             }
         }
