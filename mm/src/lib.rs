@@ -620,9 +620,8 @@ impl Mm {
         let mut out: Vec<Vma> = Vec::with_capacity(self.vmas.len());
         for v in self.vmas.values() {
             if let Some(last) = out.last_mut() {
-                let anon_ok = last.anon_vma.is_none()
-                    || v.anon_vma.is_none()
-                    || last.anon_vma == v.anon_vma;
+                let anon_ok =
+                    last.anon_vma.is_none() || v.anon_vma.is_none() || last.anon_vma == v.anon_vma;
                 let mergeable = last.end == v.start
                     && anon_ok
                     && last.backing == v.backing
