@@ -926,10 +926,7 @@ impl Real {
             let step = words.get(1).copied().unwrap_or(0) as usize;
             let errno = Errno::from_raw(words.get(2).copied().unwrap_or(0) as i32);
             let what = STARTUP_STEPS.get(step).copied().unwrap_or("startup");
-            return Err(Refused(format!(
-                "{what} failed: {errno} ({})",
-                errno.desc()
-            )));
+            return Err(Refused(format!("{what} failed: {errno}")));
         }
         let pid = words[1] as u32;
         let uffd = got.pop().expect("one");
@@ -945,8 +942,7 @@ impl Real {
         // SAFETY: UFFDIO_API on a userfaultfd with its struct.
         unsafe { uffdio_api(uffd.as_raw_fd(), &mut api) }.map_err(|e| {
             Refused(format!(
-                "ioctl(UFFDIO_API) with the fork, remap, remove and unmap events: {e} ({})",
-                e.desc()
+                "ioctl(UFFDIO_API) with the fork, remap, remove and unmap events: {e}"
             ))
         })?;
         let pagemap = File::open(format!("/proc/{pid}/pagemap"))
