@@ -117,7 +117,8 @@ pub mod code {
     pub const MUNMAP: u64 = 2;
     /// `[MPROTECT, addr, len, prot]`
     pub const MPROTECT: u64 = 3;
-    /// `[MREMAP, addr, old_len, new_len, to (u64::MAX: none), dontunmap]`
+    /// `[MREMAP, addr, old_len, new_len, to, flags]`: flags bit 0
+    /// dontunmap, bit 1 `to` is given.
     pub const MREMAP: u64 = 4;
     /// `[DONTNEED, addr, len]`
     pub const DONTNEED: u64 = 5;
@@ -743,14 +744,15 @@ impl Executor {
                     )
                 }
                 code::MREMAP => {
-                    let (old, new, to, dontunmap) = (b, c, d, e != 0);
+                    let (old, new, dontunmap) = (b, c, e & 1 != 0);
+                    let to = (e & 2 != 0).then_some(d);
                     // A new length the window cannot hold is the
                     // simulation's task_size limit, which the real
                     // process does not have.
                     if !win(a, old) || !win(0, new) {
                         return Reply::OutOfWindow;
                     }
-                    if to != u64::MAX && !win(to, new) {
+                    if to.is_some_and(|t| !win(t, new)) {
                         return Reply::OutOfWindow;
                     }
                     let off = |p: std::ptr::NonNull<libc::c_void>| p.as_ptr() as u64 - WINDOW_BASE;
@@ -768,7 +770,7 @@ impl Executor {
                     } else {
                         MRemapFlags::empty()
                     };
-                    if to != u64::MAX {
+                    if let Some(to) = to {
                         return errno_reply(fixed(to, extra), off);
                     }
                     if !dontunmap && win(a, new) {
