@@ -41,7 +41,7 @@ pub struct BenchOptions {
 impl Default for BenchOptions {
     fn default() -> BenchOptions {
         BenchOptions {
-            targets: Target::ALL.to_vec(),
+            targets: Target::SIMULATED.to_vec(),
             seconds: 10.0,
             seed: 1,
             programs: 2_000,
@@ -183,7 +183,7 @@ pub struct BenchArgs {
 /// and a missed goal.
 pub fn cli(args: &BenchArgs) -> Result<std::process::ExitCode, String> {
     let targets = if args.targets.is_empty() {
-        Target::ALL.to_vec()
+        Target::SIMULATED.to_vec()
     } else {
         args.targets
             .iter()
@@ -258,7 +258,7 @@ mod tests {
             ..BenchOptions::default()
         };
         let rows = bench(&opts).expect("clean targets");
-        assert_eq!(rows.len(), Target::ALL.len());
+        assert_eq!(rows.len(), Target::SIMULATED.len());
         for r in &rows {
             assert!(r.engine.execs > 0 && r.exec_only_per_sec > 0.0);
         }

@@ -39,6 +39,8 @@ struct Cli {
 /// }
 /// ```
 pub fn main() -> ExitCode {
+    // The linux target's child processes start as this binary.
+    crate::linux::zygote_main_if_requested();
     exit(run_cmd(Cli::parse().cmd))
 }
 
@@ -106,6 +108,37 @@ pub enum Cmd {
         /// default size).
         #[arg(long)]
         strategy: Vec<String>,
+    },
+    /// The real Linux kernel as an oracle: the built-in engine on the
+    /// `linux` target (the mm ops of mirror programs on the simulated mm
+    /// and on a real child process, compared after every op). Needs root
+    /// and userfaultfd; exits 2 saying which the kernel refused.
+    Conform {
+        /// Stop after this many seconds.
+        #[arg(long, default_value_t = 60.0)]
+        seconds: f64,
+        /// Stop after this many executions.
+        #[arg(long)]
+        runs: Option<u64>,
+        /// Seed of every random choice.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Parallel jobs (each has its own child processes).
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+        /// Seed corpus directory (default: corpus/linux, and the mirror
+        /// seeds of corpus/mirror, which decode as linux programs).
+        #[arg(long)]
+        corpus: Option<PathBuf>,
+        /// Where findings go (default: corpus/regressions/linux).
+        #[arg(long)]
+        regressions: Option<PathBuf>,
+        /// No live statistics.
+        #[arg(long)]
+        no_progress: bool,
+        /// Executions the minimizer may spend on a finding.
+        #[arg(long, default_value_t = 5_000)]
+        minimize_execs: u64,
     },
     /// Replay `.ops` files and byte inputs (files or directories).
     Replay {
@@ -202,6 +235,31 @@ pub fn pin_of(names: &[String]) -> Result<Option<DevicePin>, String> {
 /// Runs one command.
 pub fn run_cmd(cmd: Cmd) -> Result<ExitCode, String> {
     match cmd {
+        Cmd::Conform {
+            seconds,
+            runs,
+            seed,
+            jobs,
+            corpus,
+            regressions,
+            no_progress,
+            minimize_execs,
+        } => run_cmd(Cmd::Fuzz {
+            target: Target::Linux.name().into(),
+            jobs,
+            seed,
+            seconds: Some(seconds),
+            runs,
+            corpus,
+            regressions,
+            planted: None,
+            max_len: 256,
+            no_feedback: false,
+            no_progress,
+            minimize_execs,
+            kernel_compat: false,
+            strategy: Vec::new(),
+        }),
         Cmd::Fuzz {
             target,
             jobs,
@@ -227,10 +285,26 @@ pub fn run_cmd(cmd: Cmd) -> Result<ExitCode, String> {
             if kernel_compat && target != Target::Notifier {
                 return Err("--kernel-compat applies to the notifier target only".into());
             }
-            let corpus = corpus.unwrap_or_else(|| Path::new("corpus").join(target.name()));
+            if target == Target::Linux {
+                crate::linux::probe()
+                    .map_err(|e| format!("the linux target cannot run here: {e}"))?;
+            }
             let regressions =
                 regressions.unwrap_or_else(|| Path::new("corpus/regressions").join(target.name()));
-            let seeds = crate::files::seed_inputs(&corpus)?;
+            let seeds = match corpus {
+                Some(c) => crate::files::seed_inputs(&c)?,
+                // Mirror inputs decode as linux programs of the same shape.
+                None if target == Target::Linux => {
+                    let mut v = Vec::new();
+                    for dir in ["corpus/linux", "corpus/mirror"] {
+                        if Path::new(dir).is_dir() {
+                            v.extend(crate::files::seed_inputs(Path::new(dir))?);
+                        }
+                    }
+                    v
+                }
+                None => crate::files::seed_inputs(&Path::new("corpus").join(target.name()))?,
+            };
             eprintln!(
                 "mnfuzz: fuzzing {} with seed {seed}, {jobs} job(s), {} seed input(s){}{}",
                 target.name(),

@@ -10,8 +10,14 @@
 //!
 //! ```text
 //! header  target threads seq task_size [devices] [schedule]
-//!   target      even notifier, odd mirror (the threads target has no code:
-//!               its inputs decode with `decode_as`, which ignores this byte)
+//!   target      2 linux, else b % 2: even notifier, odd mirror (the threads
+//!               target has no code: its inputs decode with `decode_as`,
+//!               which ignores this byte; linux reads the mirror header:
+//!               threads, seq and task_size bytes and the devices byte with
+//!               its shift bytes are read as there, then threads = 1,
+//!               task_size = LINUX_TASK_SIZE and no devices; its kinds are
+//!               the mirror table's with every kind it cannot run replaced,
+//!               see LINUX_KINDS)
 //!   threads     [2,2,2,1,3,3,4,4][b & 7]
 //!   seq         0..=191 2 | ..=207 0 | ..=223 MAX-1 | ..=239 MAX-3 | ..=254 MAX-7
 //!               | 255 ESC (8 bytes LE, low bit cleared)
@@ -139,8 +145,8 @@ use notifier::Event;
 use crate::mirror::codec::*;
 use crate::notifier::codec::*;
 use crate::program::{
-    DevStep, MmStep, Op, Program, ProgramConfig, Step, Target, DEVICES, FILES, MAX_STEPS,
-    MIN_TASK_SIZE, MMS, PAGE, WINDOW_PAGES,
+    DevStep, MmStep, Op, Program, ProgramConfig, Step, Target, DEVICES, FILES, LINUX_TASK_SIZE,
+    MAX_STEPS, MIN_TASK_SIZE, MMS, PAGE, WINDOW_PAGES,
 };
 
 /// The code that is followed by 8 raw little-endian bytes.
@@ -252,6 +258,38 @@ pub(crate) const MIRROR_KIND_WEIGHTS: [(Kind, usize); 29] = [
     (Kind::Expect, 1),
 ];
 
+/// The linux target's stand-in for each mirror kind it cannot run (the
+/// simulation-only mm ops, devices, `step`): [`LINUX_KINDS`] is the
+/// mirror table with these replaced, so a mirror input decodes to a
+/// linux program of the same shape and the kinds it keeps keep their tags.
+pub(crate) const fn linux_kind(k: Kind) -> Kind {
+    match k {
+        Kind::DevRead | Kind::OomReap | Kind::DevUnregister => Kind::MmRead,
+        Kind::DevWrite | Kind::Split | Kind::DevWork => Kind::MmWrite,
+        Kind::Ksm | Kind::DevOpen | Kind::Yield => Kind::Mmap,
+        Kind::Snapshot | Kind::DevEvict => Kind::Munmap,
+        Kind::DevMigrate => Kind::Mprotect,
+        Kind::Reclaim | Kind::Collapse | Kind::DevExclusive => Kind::Mremap,
+        Kind::MmMigrate | Kind::DevAttr => Kind::Dontneed,
+        Kind::DevRegister => Kind::ClearRefs,
+        k => k,
+    }
+}
+
+const fn linux_table(mirror: &[Kind; 64]) -> [Kind; 64] {
+    let mut t = *mirror;
+    let mut i = 0;
+    while i < 64 {
+        t[i] = linux_kind(t[i]);
+        i += 1;
+    }
+    t
+}
+
+/// Linux `tag & 63` to kind: read 12, write 12, mmap 11, munmap 7,
+/// mremap 7, dontneed 5, mprotect 4, clear_refs 3, fork 1, exit 1, expect 1.
+pub(crate) const LINUX_KINDS: [Kind; 64] = linux_table(&MIRROR_KINDS);
+
 /// Notifier `tag & 63` to kind.
 pub(crate) const KINDS: [Kind; 64] = kind_table(&KIND_WEIGHTS);
 /// Mirror `tag & 63` to kind.
@@ -301,6 +339,7 @@ pub(crate) fn kinds(target: Target) -> &'static [Kind; 64] {
     match target {
         Target::Notifier | Target::Threads => &KINDS,
         Target::Mirror => &MIRROR_KINDS,
+        Target::Linux => &LINUX_KINDS,
     }
 }
 
@@ -364,7 +403,12 @@ pub(crate) fn kind_of(op: &Op) -> Kind {
 /// Even notifier, odd mirror, as ever: the threads target has no code of
 /// its own (its inputs decode with [`decode_as`]), so old seeds keep theirs.
 pub(crate) fn target_code(b: u8) -> Target {
-    [Target::Notifier, Target::Mirror][b as usize % 2]
+    // Byte 2 was a notifier byte that no corpus input has; every other
+    // byte keeps its meaning.
+    match b {
+        2 => Target::Linux,
+        _ => [Target::Notifier, Target::Mirror][b as usize % 2],
+    }
 }
 
 pub(crate) fn threads_code(b: u8) -> u8 {
@@ -577,12 +621,23 @@ impl Reader<'_, '_> {
         let task_size = self.u64_with(task_size_code, task_size_raw);
         let mut devices = match target {
             Target::Notifier | Target::Threads => [None, None],
-            Target::Mirror => devices_code(self.byte()),
+            Target::Mirror | Target::Linux => devices_code(self.byte()),
         };
         for d in devices.iter_mut().flatten() {
             if let Some(p) = size_param(*d) {
                 d.param = shift_code(p, self.byte());
             }
+        }
+        if target == Target::Linux {
+            return ProgramConfig {
+                target,
+                threads: 1,
+                initial_seq,
+                task_size: LINUX_TASK_SIZE,
+                devices: [None, None],
+                kernel_compat: false,
+                schedule: 0,
+            };
         }
         let schedule = if target == Target::Threads {
             self.raw()
@@ -606,7 +661,7 @@ impl Reader<'_, '_> {
         let kind = tag_kind(tag, c.target);
         let op = match c.target {
             Target::Notifier | Target::Threads => self.notifier_op(kind, c),
-            Target::Mirror => self.mirror_op(kind, c),
+            Target::Mirror | Target::Linux => self.mirror_op(kind, c),
         };
         Step { thread, op }
     }
@@ -831,7 +886,7 @@ pub fn encode(p: &Program) -> Vec<u8> {
     out.push(first_code(|b| threads_code(b) == c.threads).unwrap_or(0) | compat);
     push_u64(&mut out, c.initial_seq, seq_code);
     push_u64(&mut out, c.task_size, task_size_code);
-    if c.target == Target::Mirror {
+    if c.target.speaks_mm() {
         let kinds = c.devices.map(|d| d.map(kind_of_strategy));
         let b = first_code(|b| devices_code(b) == kinds).unwrap_or(0);
         out.push(b);
@@ -1088,6 +1143,13 @@ pub(crate) mod tests {
         match target {
             Target::Notifier | Target::Threads => any_notifier_op().boxed(),
             Target::Mirror => any_mirror_op().boxed(),
+            Target::Linux => prop_oneof![
+                6 => (0..MMS, any_mm_step())
+                    .prop_filter("a linux op", |(_, op)| crate::program::linux_op(op))
+                    .prop_map(|(mm, op)| Op::Mm { mm, op }),
+                1 => any_expect().prop_map(Op::Expect),
+            ]
+            .boxed(),
         }
     }
 
@@ -1103,7 +1165,11 @@ pub(crate) mod tests {
     /// hand rather than decoded.
     pub(crate) fn arb_program() -> impl Strategy<Value = Program> {
         let config = (
-            prop_oneof![Just(Target::Notifier), Just(Target::Mirror)],
+            prop_oneof![
+                Just(Target::Notifier),
+                Just(Target::Mirror),
+                Just(Target::Linux)
+            ],
             1..=MAX_THREADS,
             prop_oneof![any::<u64>().prop_map(|s| s & !1), Just(2u64), Just(0u64)],
             prop_oneof![
@@ -1113,20 +1179,21 @@ pub(crate) mod tests {
             ],
             any_devices(),
         )
-            .prop_map(
-                |(target, threads, initial_seq, task_size, devices)| ProgramConfig {
+            .prop_map(|(target, threads, initial_seq, task_size, devices)| {
+                let linux = target == Target::Linux;
+                ProgramConfig {
                     target,
-                    threads,
+                    threads: if linux { 1 } else { threads },
                     initial_seq,
-                    task_size,
+                    task_size: if linux { LINUX_TASK_SIZE } else { task_size },
                     devices: match target {
-                        Target::Notifier | Target::Threads => [None, None],
+                        Target::Notifier | Target::Threads | Target::Linux => [None, None],
                         Target::Mirror => devices,
                     },
                     kernel_compat: false,
                     schedule: 0,
-                },
-            );
+                }
+            });
         config.prop_flat_map(|config| {
             let step = (0..config.threads, any_op(config.target))
                 .prop_map(|(thread, op)| Step { thread, op });
@@ -1684,6 +1751,35 @@ pub(crate) mod tests {
                     prop_assert_eq!(&decode(&bytes), &p);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_linux_target_byte_is_two_and_keeps_the_others() {
+        assert_eq!(target_code(2), Target::Linux);
+        for b in (0..=u8::MAX).filter(|&b| b != 2) {
+            let old = [Target::Notifier, Target::Mirror][b as usize % 2];
+            assert_eq!(target_code(b), old, "byte {b}");
+        }
+        // Its kinds: the mirror table's, minus what a real process cannot
+        // be made to do.
+        for (b, k) in LINUX_KINDS.iter().enumerate() {
+            assert_eq!(*k, linux_kind(MIRROR_KINDS[b]));
+            assert!(
+                !matches!(
+                    k,
+                    Kind::DevRead
+                        | Kind::DevWrite
+                        | Kind::Yield
+                        | Kind::Reclaim
+                        | Kind::Ksm
+                        | Kind::Collapse
+                        | Kind::Split
+                        | Kind::OomReap
+                        | Kind::MmMigrate
+                ),
+                "{k:?}"
+            );
         }
     }
 

@@ -21,6 +21,7 @@ pub mod codec;
 pub mod cost;
 pub mod engine;
 pub mod files;
+pub mod linux;
 pub mod minimize;
 pub mod mirror;
 pub mod notifier;

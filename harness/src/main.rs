@@ -28,6 +28,9 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // Before anything else (and before any thread): the linux target's
+    // child processes start as this binary.
+    harness::linux::zygote_main_if_requested();
     harness::cli::exit(match Cli::parse().cmd {
         Cmd::Common(cmd) => harness::cli::run_cmd(cmd),
         Cmd::Hunt(args) => hunt::main(args),

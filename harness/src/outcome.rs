@@ -54,6 +54,10 @@ pub enum DivergenceKind {
     /// A value or a mapping disagreed with the shadow memory, which is
     /// kept from the ops alone (oracles::shadow).
     Shadow,
+    /// The simulated mm and the real Linux kernel disagreed (the `linux`
+    /// target): an op's result, a value, userfaultfd events, page
+    /// presence or frame sharing.
+    Linux,
 }
 
 impl DivergenceKind {
@@ -75,11 +79,12 @@ impl DivergenceKind {
             DivergenceKind::Unnotified => "unnotified",
             DivergenceKind::Expect => "expect",
             DivergenceKind::Shadow => "shadow",
+            DivergenceKind::Linux => "linux",
         }
     }
 
     /// Every kind.
-    pub const ALL: [DivergenceKind; 15] = [
+    pub const ALL: [DivergenceKind; 16] = [
         DivergenceKind::Result,
         DivergenceKind::Callbacks,
         DivergenceKind::CallbackSeq,
@@ -95,6 +100,7 @@ impl DivergenceKind {
         DivergenceKind::Unnotified,
         DivergenceKind::Expect,
         DivergenceKind::Shadow,
+        DivergenceKind::Linux,
     ];
 }
 

@@ -32,6 +32,9 @@ pub const MMS: u8 = 2;
 pub const DEVICES: u8 = 2;
 /// Files that `mmap ... file:N` may map.
 pub const FILES: u32 = 2;
+/// The `task_size` of every linux-target program: the size of the real
+/// child's address window.
+pub const LINUX_TASK_SIZE: u64 = MIN_TASK_SIZE;
 /// Most runs an `expect [STATES]` has.
 pub const MAX_RUNS: usize = 8;
 /// Most pages an `expect [STATES]` covers: the most a snapshot reports.
@@ -49,11 +52,30 @@ pub enum Target {
     /// threads: each logical thread runs its own lines in order, and
     /// `config.schedule` seeds the interleaving (`harness::threads`).
     Threads,
+    /// The mm part of a mirror program on the simulated mm and on a real
+    /// child process at once, compared after every op (DESIGN.md §9;
+    /// needs Linux, root and userfaultfd).
+    Linux,
 }
 
 impl Target {
     /// Every target.
-    pub const ALL: [Target; 3] = [Target::Notifier, Target::Mirror, Target::Threads];
+    pub const ALL: [Target; 4] = [
+        Target::Notifier,
+        Target::Mirror,
+        Target::Threads,
+        Target::Linux,
+    ];
+
+    /// The targets that need no real kernel (what `soak` and `bench`
+    /// cover by default): `linux` needs root and userfaultfd.
+    pub const SIMULATED: [Target; 3] = [Target::Notifier, Target::Mirror, Target::Threads];
+
+    /// Whether its programs are written in the mirror target's ops (`mN`
+    /// ops, `expect`): mirror and linux.
+    pub fn speaks_mm(self) -> bool {
+        matches!(self, Target::Mirror | Target::Linux)
+    }
 
     /// Its name on command lines, in corpus paths and in `.ops` headers.
     pub fn name(self) -> &'static str {
@@ -61,6 +83,7 @@ impl Target {
             Target::Notifier => "notifier",
             Target::Mirror => "mirror",
             Target::Threads => "threads",
+            Target::Linux => "linux",
         }
     }
 
@@ -124,6 +147,19 @@ impl ProgramConfig {
         }
         if self.target != Target::Notifier && self.kernel_compat {
             return Err("kernel_compat belongs to the notifier target".into());
+        }
+        if self.target == Target::Linux {
+            if self.devices != [None, None] {
+                return Err("the linux target has no devices".into());
+            }
+            if self.threads != 1 {
+                return Err("the linux target runs one thread (threads=1)".into());
+            }
+            if self.task_size != LINUX_TASK_SIZE {
+                return Err(format!(
+                    "the linux target's task_size is its window, {LINUX_TASK_SIZE:#x}"
+                ));
+            }
         }
         for d in self.devices.iter().flatten() {
             d.check()?;
@@ -269,6 +305,22 @@ impl Op {
     }
 }
 
+/// Whether the linux target takes `op`: the mm ops a real process can be
+/// made to do deterministically. Reclaim (no swap to rely on), NUMA
+/// migration, KSM, THP collapse and split and the OOM reaper are
+/// simulation-only; so are devices and `step`.
+pub fn linux_op(op: &MmStep) -> bool {
+    !matches!(
+        op,
+        MmStep::Reclaim { .. }
+            | MmStep::Migrate { .. }
+            | MmStep::Ksm { .. }
+            | MmStep::Collapse { .. }
+            | MmStep::Split { .. }
+            | MmStep::OomReap
+    )
+}
+
 /// One line of a program: thread `thread` performs `op`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Step {
@@ -323,7 +375,13 @@ impl Program {
                 s.op,
                 Op::Mm { .. } | Op::Dev { .. } | Op::Yield | Op::Expect(_)
             );
-            if mirror_op != (self.config.target == Target::Mirror) {
+            let linux_misfit = self.config.target == Target::Linux
+                && match s.op {
+                    Op::Mm { op, .. } => !linux_op(&op),
+                    Op::Expect(_) => false,
+                    _ => true,
+                };
+            if mirror_op != self.config.target.speaks_mm() || linux_misfit {
                 return Err(format!(
                     "step {n}: {} is not an op of the {} target",
                     s.op.keyword(),

@@ -70,7 +70,7 @@ pub struct SoakOptions {
 impl Default for SoakOptions {
     fn default() -> SoakOptions {
         SoakOptions {
-            targets: Target::ALL.to_vec(),
+            targets: Target::SIMULATED.to_vec(),
             pairs: true,
             strategies: Vec::new(),
             first_seed: 1,
@@ -229,7 +229,7 @@ pub fn rows(opts: &SoakOptions) -> Vec<Row> {
     let mut v = Vec::new();
     for &target in &opts.targets {
         match target {
-            Target::Notifier | Target::Threads => v.push(Row { target, pin: None }),
+            Target::Notifier | Target::Threads | Target::Linux => v.push(Row { target, pin: None }),
             Target::Mirror => v.extend(
                 DevicePin::all(opts.pairs)
                     .into_iter()
@@ -526,7 +526,7 @@ pub fn cli(args: &SoakArgs) -> Result<ExitCode, String> {
         }
     }
     if targets.is_empty() {
-        targets = Target::ALL.to_vec();
+        targets = Target::SIMULATED.to_vec();
     }
     if args.seconds.is_some_and(|s| s.is_nan() || s <= 0.0) {
         return Err("soak: --seconds must be positive".into());

@@ -87,6 +87,7 @@ fn run_inner(program: &Program, opts: &RunOptions) -> Outcome {
         Target::Notifier => crate::notifier::exec::run_notifier(program, opts),
         Target::Mirror => crate::mirror::exec::run_mirror(program, opts),
         Target::Threads => crate::threads::exec::run_threads(program, opts),
+        Target::Linux => crate::linux::run(program, opts),
     }
 }
 
@@ -152,4 +153,25 @@ pub fn threads(data: &[u8]) {
 /// against the stale-PTE, coherence and liveness oracles.
 pub fn mirror(data: &[u8]) {
     run_bytes(Target::Mirror, data);
+}
+
+/// Checks once that the real side of the `linux` target works here, and
+/// ends the process with exit code 2 and the reason when it does not.
+pub fn linux_available() {
+    static PROBED: OnceLock<()> = OnceLock::new();
+    PROBED.get_or_init(|| {
+        if let Err(e) = crate::linux::probe() {
+            eprintln!("mnfuzz: the linux target cannot run here: {e}");
+            std::process::exit(2);
+        }
+    });
+}
+
+/// The `linux` target: the mm ops of a program on the simulated mm and on
+/// a real child process, compared after every op. Call
+/// [`crate::linux::zygote_main_if_requested`] first thing in `main` (or a
+/// libFuzzer `init`).
+pub fn linux(data: &[u8]) {
+    linux_available();
+    run_bytes(Target::Linux, data);
 }

@@ -521,6 +521,16 @@ fn parse_config(l: &mut Line<'_>) -> Result<ProgramConfig, ParseError> {
         }
         seen.push(key);
     }
+    // A linux program's thread count and task_size are fixed: the keys
+    // may be left out.
+    if c.target == Target::Linux {
+        if !seen.contains(&"threads") {
+            c.threads = 1;
+        }
+        if !seen.contains(&"task_size") {
+            c.task_size = crate::program::LINUX_TASK_SIZE;
+        }
+    }
     // Whatever else the program module demands of a config: devices of a
     // notifier program are the `devices` key's fault.
     c.validate().map_err(|m| {
@@ -566,11 +576,13 @@ fn parse_step(l: &mut Line<'_>, c: &ProgramConfig) -> Result<Step, ParseError> {
     let kw = l.next("op")?;
     let mirror = is_slot(kw, 'm') || is_slot(kw, 'd');
     let op = match (c.target, mirror) {
-        (Target::Mirror, false) if kw.text == "step" => Op::Yield,
-        (Target::Mirror, false) if kw.text == "expect" => Op::Expect(parse_expect(l)?),
-        (Target::Mirror, true) if is_slot(kw, 'm') => parse_mm(l, kw)?,
-        (Target::Mirror, true) => parse_dev(l, kw)?,
-        (Target::Mirror, false) => {
+        (Target::Mirror | Target::Linux, false) if kw.text == "step" => Op::Yield,
+        (Target::Mirror | Target::Linux, false) if kw.text == "expect" => {
+            Op::Expect(parse_expect(l)?)
+        }
+        (Target::Mirror | Target::Linux, true) if is_slot(kw, 'm') => parse_mm(l, kw)?,
+        (Target::Mirror | Target::Linux, true) => parse_dev(l, kw)?,
+        (Target::Mirror | Target::Linux, false) => {
             let what = if NOTIFIER_KEYWORDS.contains(&kw.text) {
                 format!("`{}` is not an op of the mirror target", kw.text)
             } else {

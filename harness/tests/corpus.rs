@@ -45,6 +45,8 @@ fn replay(path: &Path, target: Target) -> Result<(), Failed> {
 }
 
 fn main() {
+    // The linux target's child processes start as this binary.
+    harness::linux::zygote_main_if_requested();
     let args = Arguments::from_args();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus");
     let mut trials = Vec::new();

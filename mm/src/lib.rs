@@ -55,6 +55,9 @@ pub struct Phys {
     next_slot: u32,
     cache: BTreeMap<(u32, u64), FrameId>,
     next_obj: u32,
+    // Pages of each anonymous shared object (its mmap length): a page
+    // past the end is SIGBUS, as for Linux's shmem file behind it.
+    obj_pages: BTreeMap<u32, u64>,
 }
 
 impl Default for Phys {
@@ -92,6 +95,7 @@ impl Phys {
             next_slot: 0,
             cache: BTreeMap::new(),
             next_obj: FIRST_ANON_OBJECT,
+            obj_pages: BTreeMap::new(),
         }
     }
 
@@ -227,6 +231,19 @@ impl Phys {
         self.next_obj
     }
 
+    /// A new anonymous shared object of `pages` pages.
+    pub fn new_object_of(&mut self, pages: u64) -> u32 {
+        let obj = self.new_object();
+        self.obj_pages.insert(obj, pages);
+        obj
+    }
+
+    /// Whether page `pgoff` of object `obj` exists (anonymous shared
+    /// objects end where their first mapping ended; files do not end).
+    pub fn object_has(&self, obj: u32, pgoff: u64) -> bool {
+        self.obj_pages.get(&obj).is_none_or(|&n| pgoff < n)
+    }
+
     /// Frames currently live (for reports and oracles).
     pub fn live_frames(&self) -> usize {
         self.frames.iter().filter(|f| f.live).count()
@@ -280,6 +297,11 @@ pub struct Vma {
     pub read: bool,
     /// Writable.
     pub write: bool,
+    /// Its anon_vma, once a private page was allocated in it (a write
+    /// fault or a COW break); an id within its address space. Linux merges
+    /// VMAs only with compatible anon_vmas, and gives a never-faulted
+    /// anonymous VMA that mremap moves the page offset of its new address.
+    pub anon_vma: Option<u32>,
 }
 
 impl Vma {
@@ -390,6 +412,7 @@ pub struct Mm {
     pub lock: MmapLock,
     /// Whether it has exited.
     pub exited: bool,
+    next_anon_vma: u32,
 }
 
 impl std::fmt::Debug for Mm {
@@ -421,6 +444,22 @@ impl Mm {
             huge: BTreeSet::new(),
             lock: MmapLock::default(),
             exited: false,
+            next_anon_vma: 0,
+        }
+    }
+
+    /// Gives the private VMA at `addr` an anon_vma if it has none (a
+    /// private page is being allocated in it).
+    pub(crate) fn prepare_anon_vma(&mut self, addr: u64) {
+        let Some(start) = self.vma_at(addr).map(|v| v.start) else {
+            return;
+        };
+        let next = self.next_anon_vma;
+        if let Some(v) = self.vmas.get_mut(&start) {
+            if v.backing.is_private() && v.anon_vma.is_none() {
+                v.anon_vma = Some(next);
+                self.next_anon_vma += 1;
+            }
         }
     }
 
@@ -471,7 +510,8 @@ impl Mm {
     }
 
     /// What a CPU read of `addr` returns now, without changing anything;
-    /// None if no readable VMA maps it (the read would fault with SIGSEGV).
+    /// None if no readable VMA maps it (the read would fault with SIGSEGV)
+    /// or it is past the end of its shared object (SIGBUS).
     pub fn cpu_view(&self, phys: &Phys, addr: u64) -> Option<u64> {
         let vma = self.vma_at(addr).filter(|v| v.read)?;
         Some(match self.pte(addr) {
@@ -480,6 +520,7 @@ impl Mm {
             | Some(Pte::Exclusive { frame, .. }) => phys.data(frame),
             Some(Pte::Swap { slot }) => phys.swap_data(slot),
             None => match vma.object_page(addr) {
+                Some((obj, pg)) if !phys.object_has(obj, pg) => return None,
                 Some((obj, pg)) => phys.cache_data(obj, pg),
                 None => 0,
             },
@@ -572,6 +613,34 @@ impl Mm {
         }
     }
 
+    /// Merges adjacent VMAs that Linux would have merged: same backing,
+    /// same protection, contiguous page offsets, compatible anon_vmas
+    /// (one has none, or both the same).
+    pub(crate) fn merge_vmas(&mut self) {
+        let mut out: Vec<Vma> = Vec::with_capacity(self.vmas.len());
+        for v in self.vmas.values() {
+            if let Some(last) = out.last_mut() {
+                let anon_ok =
+                    last.anon_vma.is_none() || v.anon_vma.is_none() || last.anon_vma == v.anon_vma;
+                let mergeable = last.end == v.start
+                    && anon_ok
+                    && last.backing == v.backing
+                    && last.read == v.read
+                    && last.write == v.write
+                    && v.pgoff == last.pgoff + (last.end - last.start) / PAGE;
+                if mergeable {
+                    last.end = v.end;
+                    last.anon_vma = last.anon_vma.or(v.anon_vma);
+                    continue;
+                }
+            }
+            out.push(*v);
+        }
+        if out.len() != self.vmas.len() {
+            self.vmas = out.into_iter().map(|v| (v.start, v)).collect();
+        }
+    }
+
     pub(crate) fn insert_vma(&mut self, v: Vma) {
         self.vmas.insert(v.start, v);
     }
@@ -600,7 +669,12 @@ impl Mm {
     pub(crate) fn fork_into(&self, phys: &mut Phys, id: MmId) -> Mm {
         let mut child = Mm::new(id, self.config);
         for v in self.vmas.values() {
-            child.insert_vma(*v);
+            // anon_vma_fork: a new anon_vma for each VMA that has one.
+            let anon_vma = v.anon_vma.map(|_| {
+                child.next_anon_vma += 1;
+                child.next_anon_vma - 1
+            });
+            child.insert_vma(Vma { anon_vma, ..*v });
         }
         for (&vpn, &pte) in &self.ptes {
             let private = self

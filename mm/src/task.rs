@@ -109,7 +109,8 @@ pub enum MmOp {
         /// MREMAP_DONTUNMAP.
         dontunmap: bool,
     },
-    /// madvise(MADV_DONTNEED).
+    /// madvise(MADV_DONTNEED): zaps the mapped parts of the range; ENOMEM
+    /// (`Fault`) when it has holes, after zapping.
     Dontneed {
         /// Address.
         addr: u64,
@@ -592,16 +593,26 @@ impl Task {
                     vec![]
                 }
             }
+            // A zero length is a no-op for mprotect and madvise (munmap
+            // and mmap refuse it).
+            MmOp::Mprotect { addr, len: 0, .. } | MmOp::Dontneed { addr, len: 0 }
+                if addr.is_multiple_of(PAGE) && addr <= ts =>
+            {
+                self.skipped = true;
+                vec![]
+            }
             MmOp::Mprotect { addr, len, .. } => {
+                // Linux changes the VMAs from the start up to the first
+                // hole, then fails with ENOMEM (finish says so).
                 let (s, e) = aligned(addr, len, ts)?;
-                let covered: u64 = mm.vmas_in(s, e).iter().map(|v| v.end - v.start).sum();
-                if covered != e - s {
+                let p = covered_prefix(mm, s, e);
+                if p == s {
                     return Err(MmError::Fault);
                 }
                 if mm.planted(PlantedBug::MprotectNoInvalidate) {
                     vec![]
                 } else {
-                    vec![range(s, e, Event::ProtectionVma)]
+                    vec![range(s, p, Event::ProtectionVma)]
                 }
             }
             MmOp::Mremap {
@@ -749,14 +760,54 @@ impl Task {
         dontunmap: bool,
     ) -> Result<Vec<Range>, MmError> {
         let ts = mm.config.task_size;
-        let (s, old_end) = aligned(addr, old_len, ts)?;
+        // old_len 0 duplicates a shared mapping at a new place (Linux's
+        // legacy use of mremap); a private one is EINVAL.
+        let (s, old_end) = if old_len == 0 && addr.is_multiple_of(PAGE) && addr < ts {
+            (addr, addr)
+        } else {
+            aligned(addr, old_len, ts)?
+        };
         let old_len = old_end - s;
         let new_len = aligned(0, new_len, ts)?.1;
+        // The arguments first, as Linux checks them before it looks up
+        // the VMA: the destination, and dontunmap's equal lengths.
+        if let Some(d) = new_addr {
+            let (d, d_end) = aligned(d, new_len, ts)?;
+            if d < old_end && s < d_end {
+                return Err(MmError::Inval);
+            }
+        }
+        if dontunmap && old_len != new_len {
+            return Err(MmError::Inval);
+        }
         let vma = *mm.vma_at(s).ok_or(MmError::Fault)?;
+        if old_len == 0 && vma.backing.is_private() {
+            return Err(MmError::Inval);
+        }
+        // Linux allows a shrinking (or same-size) remap in place whenever
+        // a VMA contains the start: it only unmaps the tail, whatever is
+        // mapped there, even past that VMA's end.
+        if new_addr.is_none() && !dontunmap && new_len <= old_len {
+            self.remap = Some(Remap::Shrink);
+            let tail = s + new_len;
+            return Ok(if tail < old_end && mm.any_vma(tail, old_end) {
+                vec![range(tail, old_end, Event::Unmap)]
+            } else {
+                vec![]
+            });
+        }
+        // MREMAP_FIXED to a shorter length unmaps the old range's tail
+        // first; what is left must lie in one VMA.
+        let tail = match new_addr {
+            Some(_) if new_len < old_len => Some((s + new_len, old_end)),
+            _ => None,
+        };
+        let old_end = tail.map_or(old_end, |t| t.0);
         if old_end > vma.end {
             return Err(MmError::Fault);
         }
-        if dontunmap && (!vma.backing.is_private() || old_len != new_len) {
+        // MREMAP_DONTUNMAP takes any mapping since Linux 5.13.
+        if dontunmap && old_len != new_len {
             return Err(MmError::Inval);
         }
         let remap = match new_addr {
@@ -800,7 +851,13 @@ impl Task {
                 if clear_dst {
                     r.push(range(dst, dst + new_len, Event::Unmap));
                 }
-                r.push(range(s, old_end, Event::Unmap));
+                if let Some((ts, te)) = tail.filter(|t| mm.any_vma(t.0, t.1)) {
+                    r.push(range(ts, te, Event::Unmap));
+                }
+                // A duplicate (old_len 0) leaves the old range alone.
+                if s < old_end {
+                    r.push(range(s, old_end, Event::Unmap));
+                }
                 r
             }
         })
@@ -817,7 +874,10 @@ impl Task {
                 dontunmap,
                 ..
             } => match self.remap {
-                Some(Remap::Move { dst, .. }) if r.start == dst => {
+                // The destination's old mappings, or the old range's tail.
+                // (A duplicate, old length 0, may have its destination at
+                // the source, which it then unmaps: EFAULT in finish.)
+                Some(Remap::Move { dst, .. }) if r.start == dst || r.start != addr => {
                     mm.remove_vmas(phys, r.start, r.end)
                 }
                 Some(Remap::Move { dst, .. }) => {
@@ -902,6 +962,7 @@ impl Task {
                     let frame = if exclusive {
                         frame
                     } else {
+                        mm.prepare_anon_vma(addr);
                         phys.alloc(phys.data(frame))
                     };
                     mm.set_pte(
@@ -1001,6 +1062,15 @@ impl Task {
     }
 
     fn finish(&mut self, mm: &mut Mm, phys: &mut Phys) -> Result<Outcome, MmError> {
+        let out = self.finish_op(mm, phys);
+        // Linux merges a changed VMA with compatible neighbours.
+        if let MmOp::Mmap { .. } | MmOp::Mprotect { .. } | MmOp::Mremap { .. } = self.op {
+            mm.merge_vmas();
+        }
+        out
+    }
+
+    fn finish_op(&mut self, mm: &mut Mm, phys: &mut Phys) -> Result<Outcome, MmError> {
         if self.skipped {
             return Ok(Outcome::Skipped);
         }
@@ -1015,7 +1085,7 @@ impl Task {
                 let backing = match kind {
                     MapKind::AnonPrivate => Backing::AnonPrivate,
                     MapKind::AnonShared => Backing::AnonShared {
-                        obj: phys.new_object(),
+                        obj: phys.new_object_of((e - s) / PAGE),
                     },
                     MapKind::File(file) => Backing::File { file },
                 };
@@ -1023,16 +1093,37 @@ impl Task {
                     start: s,
                     end: e,
                     backing,
-                    pgoff: 0,
+                    // Linux gives anonymous memory its address as the
+                    // page offset: what lets neighbours merge.
+                    pgoff: if kind == MapKind::AnonPrivate {
+                        s / PAGE
+                    } else {
+                        0
+                    },
                     read: prot.read(),
                     write: prot.write(),
+                    anon_vma: None,
                 });
                 Ok(Outcome::Addr(s))
             }
+            MmOp::Dontneed { addr, len } => {
+                // madvise works on the mapped parts of the range and then
+                // reports the holes with ENOMEM, as Linux does.
+                let (s, e) = aligned(addr, len, mm.config.task_size)?;
+                let covered: u64 = mm.vmas_in(s, e).iter().map(|v| v.end - v.start).sum();
+                if covered != e - s {
+                    return Err(MmError::Fault);
+                }
+                Ok(Outcome::Done)
+            }
             MmOp::Mprotect { addr, len, prot } => {
+                let (s, e) = aligned(addr, len, mm.config.task_size)?;
+                let p = covered_prefix(mm, s, e);
                 if mm.planted(PlantedBug::MprotectNoInvalidate) {
-                    let (s, e) = aligned(addr, len, mm.config.task_size)?;
-                    protect(mm, s, e, prot);
+                    protect(mm, s, p, prot);
+                }
+                if p < e {
+                    return Err(MmError::Fault);
                 }
                 Ok(Outcome::Done)
             }
@@ -1060,7 +1151,21 @@ impl Task {
                     mm.insert_vma(grown);
                     Ok(Outcome::Addr(addr))
                 }
-                Some(Remap::Move { dst, .. }) => Ok(Outcome::Addr(dst)),
+                Some(Remap::Move { dst, .. }) => {
+                    if old_len == 0 {
+                        // The duplicate: no old range moved, a new VMA of
+                        // the same pages.
+                        let v = *mm.vma_at(addr).ok_or(MmError::Fault)?;
+                        let new_len = aligned(0, new_len, mm.config.task_size)?.1;
+                        mm.insert_vma(Vma {
+                            start: dst,
+                            end: dst + new_len,
+                            pgoff: v.pgoff + (addr - v.start) / PAGE,
+                            ..v
+                        });
+                    }
+                    Ok(Outcome::Addr(dst))
+                }
                 _ => Ok(Outcome::Addr(addr)),
             },
             MmOp::Fork => {
@@ -1091,6 +1196,19 @@ impl Task {
             _ => Ok(Outcome::Done),
         }
     }
+}
+
+/// The end of the run of VMAs that covers `[s, e)` from `s` without a
+/// hole (`s` when nothing maps `s`).
+fn covered_prefix(mm: &Mm, s: u64, e: u64) -> u64 {
+    let mut p = s;
+    for v in mm.vmas_in(s, e) {
+        if v.start != p {
+            break;
+        }
+        p = v.end;
+    }
+    p
 }
 
 fn cow_vmas(mm: &Mm) -> Vec<Vma> {
@@ -1274,10 +1392,17 @@ fn move_mapping(
     if !dontunmap {
         mm.remove_vmas(phys, src, src + len);
     }
+    // copy_vma: a never-faulted anonymous VMA takes its new address as
+    // its offset (so it merges there as a new mapping would).
+    let pgoff = if v.backing.is_private() && v.anon_vma.is_none() {
+        dst / PAGE
+    } else {
+        v.pgoff + (src - v.start) / PAGE
+    };
     mm.insert_vma(Vma {
         start: dst,
         end: dst + new_len,
-        pgoff: v.pgoff + (src - v.start) / PAGE,
+        pgoff,
         ..v
     });
 }
@@ -1382,8 +1507,13 @@ fn access_slow(
         }
         None => {
             let (f, writable) = match vma.object_page(addr) {
+                // Past the end of a shared object: SIGBUS.
+                Some((obj, pg)) if !phys.object_has(obj, pg) => return Err(MmError::Fault),
                 Some((obj, pg)) => (phys.cache_page(obj, pg), vma.write),
-                None if for_write => (phys.alloc(0), true),
+                None if for_write => {
+                    mm.prepare_anon_vma(addr);
+                    (phys.alloc(0), true)
+                }
                 None => (phys.zero(), false),
             };
             mm.set_pte(phys, page, Pte::Present { frame: f, writable });

@@ -272,7 +272,7 @@ pub fn run_mirror(program: &Program, opts: &RunOptions) -> Outcome {
     w.out
 }
 
-fn mm_op(op: MmStep) -> (MmOp, &'static str) {
+pub(crate) fn mm_op(op: MmStep) -> (MmOp, &'static str) {
     let k = op.keyword();
     let op = match op {
         MmStep::Mmap {

@@ -1,0 +1,10 @@
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+// The simulated mm against the real kernel (needs root and userfaultfd);
+// the child processes start as this binary, hence the init hook.
+fuzz_target!(
+    init: harness::linux::zygote_main_if_requested(),
+    |data: &[u8]| harness::targets::linux(data)
+);

@@ -1,0 +1,93 @@
+//! The `linux` target: the real Linux kernel as a second oracle for the
+//! simulated mm (DESIGN.md §9). A program's `mN` ops run on the
+//! simulation and on a real child process, and both are compared after
+//! every op ([`exec`] says what is compared, [`real`] how the child is
+//! run and observed).
+//!
+//! Needs Linux on x86-64, root (pagemap shows PFNs only to
+//! CAP_SYS_ADMIN) and userfaultfd (`/dev/userfaultfd`). [`probe`] says
+//! which is missing.
+
+use crate::outcome::{Outcome, RunOptions};
+use crate::program::{Program, LINUX_TASK_SIZE};
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub mod exec;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub mod real;
+
+/// Runs a linux-target program.
+pub fn run(program: &Program, opts: &RunOptions) -> Outcome {
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    {
+        exec::run_linux(program, opts)
+    }
+    #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+    {
+        let _ = (program, opts);
+        Outcome {
+            divergence: Some(crate::outcome::Divergence {
+                kind: crate::outcome::DivergenceKind::Linux,
+                step: None,
+                doing: "starting the real child process".into(),
+                core: "(not run)".into(),
+                model: "the linux target needs Linux on x86-64".into(),
+                states: (String::new(), String::new()),
+            }),
+            ..Outcome::default()
+        }
+    }
+}
+
+/// Makes this process a zygote for the linux target's child processes
+/// when it was started as one; returns otherwise. Call it first thing in
+/// `main` (and in a libFuzzer target's `init`).
+pub fn zygote_main_if_requested() {
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    real::zygote_main_if_requested();
+}
+
+/// Whether the real side works here: starts a child, maps and writes a
+/// page, and checks that userfaultfd reports its unmap and that pagemap
+/// shows its PFN. Err names what the kernel refused.
+pub fn probe() -> Result<(), String> {
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    {
+        use real::{code, Real, Reply, UffdEvent};
+        let mut r = Real::spawn(LINUX_TASK_SIZE).map_err(|e| e.0)?;
+        let step = |r: &mut Real, cmd| r.call(0, cmd);
+        if step(&mut r, [code::MMAP, 0, 4096, 0, 2, 0])? != Reply::Ok(0) {
+            return Err("mmap in the child's window failed".into());
+        }
+        r.register_window(0)?;
+        step(&mut r, [code::WRITE, 0, 1, 0, 0, 0])?;
+        let pm = r.pagemap(0)?;
+        let ent = pm.first().copied().unwrap_or(0);
+        if ent >> 63 == 0 {
+            return Err("pagemap does not show a page just written".into());
+        }
+        if ent & ((1 << 55) - 1) == 0 {
+            return Err(
+                "/proc/PID/pagemap hides page frame numbers (they need CAP_SYS_ADMIN: run as root)"
+                    .into(),
+            );
+        }
+        step(&mut r, [code::MUNMAP, 0, 4096, 0, 0, 0])?;
+        let ev = r.take_events();
+        if !ev.contains(&UffdEvent::Unmap {
+            mm: 0,
+            start: 0,
+            end: 4096,
+        }) {
+            return Err(format!(
+                "userfaultfd did not report the unmap of a registered page (got {ev:?})"
+            ));
+        }
+        Ok(())
+    }
+    #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+    {
+        let _ = LINUX_TASK_SIZE;
+        Err("the linux target needs Linux on x86-64".into())
+    }
+}
