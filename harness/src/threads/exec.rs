@@ -114,7 +114,14 @@ struct World {
     cpu: Arc<Mutex<BTreeMap<u64, u64>>>,
     sink: SinkRef,
     trace: bool,
+    /// Intervals `populate` inserted so far (see [`MAX_BULK`]).
+    bulk: std::sync::atomic::AtomicU64,
 }
+
+/// Most intervals all `populate` lines of a run insert: every insert and
+/// every callback is a scheduling point, and shuttle's step bound is for
+/// runs, not for trees of thousands.
+const MAX_BULK: u64 = crate::program::MAX_POPULATE as u64;
 
 fn lock<T>(m: &Mutex<T>) -> shuttle::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -339,8 +346,12 @@ impl World {
             Op::Populate { count, start, len } => {
                 // Intervals no line names again: a bigger tree under the
                 // same blocking calls. The core holds them until release.
+                use std::sync::atomic::Ordering::Relaxed;
+                let room = MAX_BULK.saturating_sub(self.bulk.load(Relaxed));
+                let count = u64::from(count).min(room);
+                self.bulk.fetch_add(count, Relaxed);
                 let mut ok = 0u32;
-                for k in 0..u64::from(count) {
+                for k in 0..count {
                     let ops = Arc::new(IntervalCb {
                         model: oracles::CallbackModel::GOOD,
                         driver: self.driver.clone(),
@@ -703,6 +714,7 @@ pub fn run_threads(p: &Program, opts: &RunOptions) -> Outcome {
                 cpu: Arc::new(Mutex::new(BTreeMap::new())),
                 sink: results.clone(),
                 trace,
+                bulk: Default::default(),
             });
             let handles: Vec<_> = (0..nthreads)
                 .map(|t| {

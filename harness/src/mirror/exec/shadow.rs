@@ -129,7 +129,13 @@ impl World<'_> {
                 MmOutcome::Addr(a),
             ) => {
                 let (old_len, new_len) = (page_len(old_len), page_len(new_len));
-                if *a == addr && new_len > old_len {
+                if old_len == 0 && *a != addr {
+                    // A duplicate of a shared mapping (old length 0): the
+                    // source stays, the new range maps the same object.
+                    if let Err(why) = self.shadow.move_range(mm, addr, 0, new_len, *a, true) {
+                        return Err(self.shadow_inconsistent(t, mm, "mremap", why));
+                    }
+                } else if *a == addr && new_len > old_len {
                     if let Err(why) = self.shadow.grow(mm, addr, old_len, new_len) {
                         return Err(self.shadow_inconsistent(t, mm, "mremap", why));
                     }
