@@ -70,8 +70,10 @@ impl World<'_> {
                 new_addr,
                 dontunmap,
             } => match task.destination() {
-                // The source range: it moves now.
-                Some(dst) if r.start == addr => {
+                // The source range: it moves now. A duplicate (old length
+                // 0) moves nothing: its destination is cleared here and
+                // mapped when the mremap succeeds.
+                Some(dst) if r.start == addr && page_len(old_len) != 0 => {
                     let (old_len, new_len) = (page_len(old_len), page_len(new_len));
                     if new_addr.is_none() && sh.any_mapped(mm, dst, dst.saturating_add(new_len)) {
                         return Err(self.shadow_inconsistent(
