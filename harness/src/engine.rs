@@ -176,6 +176,12 @@ impl Rng {
         Rng(seed ^ 0x6a09_e667_f3bc_c908)
     }
 
+    /// A generator whose state is `state` as given (the cost workloads'
+    /// traces were drawn that way).
+    pub fn from_state(state: u64) -> Rng {
+        Rng(state)
+    }
+
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);

@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use crate::engine::Rng;
 use mm::{HUGE, PAGE};
 
 /// One step of a trace. Addresses are absolute; every step is run to its
@@ -114,7 +115,7 @@ impl Workload {
     /// The trace for `seed` and `size`.
     pub fn trace(self, seed: u64, size: u64) -> Vec<WOp> {
         let mut g = Gen {
-            rng: Rng::new(seed ^ (self as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            rng: Rng::from_state(seed ^ (self as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
             out: Vec::new(),
         };
         match self {
@@ -135,33 +136,21 @@ impl fmt::Display for Workload {
     }
 }
 
-/// SplitMix64: small, seeded, the same everywhere.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
+/// The draws the generators make, on the engine's SplitMix64.
+trait Draw {
+    /// Uniform in `0..n` (`0` when `n` is 0).
+    fn below64(&mut self, n: u64) -> u64;
+    /// True with probability `pct` percent.
+    fn pct(&mut self, pct: u64) -> bool;
+}
 
-impl Rng {
-    /// A generator from `seed`.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: u64) -> u64 {
+impl Draw for Rng {
+    fn below64(&mut self, n: u64) -> u64 {
         self.next_u64() % n.max(1)
     }
 
-    /// True with probability `pct` percent.
-    pub fn pct(&mut self, pct: u64) -> bool {
-        self.below(100) < pct
+    fn pct(&mut self, pct: u64) -> bool {
+        self.below64(100) < pct
     }
 }
 
@@ -190,7 +179,7 @@ impl Gen {
         for _ in 0..size {
             // Keep about 64 allocations alive.
             if live.len() >= 64 || (!live.is_empty() && self.rng.pct(30)) {
-                let i = self.rng.below(live.len() as u64) as usize;
+                let i = self.rng.below64(live.len() as u64) as usize;
                 let (addr, len) = live.swap_remove(i);
                 if len > PAGE && self.rng.pct(25) {
                     let keep = (len / PAGE / 2).max(1) * PAGE;
@@ -207,14 +196,14 @@ impl Gen {
             if free.is_empty() {
                 continue;
             }
-            let slot = free.swap_remove(self.rng.below(free.len() as u64) as usize);
+            let slot = free.swap_remove(self.rng.below64(free.len() as u64) as usize);
             let addr = ARENA + slot * SLOT;
-            let len = (1 + self.rng.below(32)) * PAGE;
+            let len = (1 + self.rng.below64(32)) * PAGE;
             let pages = len / PAGE;
             // Half the allocations are the CPU's alone; only the device's
             // get attributes.
             let touched = if self.rng.pct(50) {
-                1 + self.rng.below(pages.min(4))
+                1 + self.rng.below64(pages.min(4))
             } else {
                 0
             };
@@ -224,7 +213,7 @@ impl Gen {
             }
             self.out.push(WOp::Cpu { addr, write: true });
             for _ in 0..touched {
-                let a = addr + self.rng.below(pages) * PAGE;
+                let a = addr + self.rng.below64(pages) * PAGE;
                 self.out.push(WOp::Dev {
                     addr: a,
                     write: self.rng.pct(50),
@@ -253,20 +242,20 @@ impl Gen {
             len: RES,
         });
         let hot: Vec<u64> = (0..32)
-            .map(|_| base + self.rng.below(RES / PAGE) * PAGE)
+            .map(|_| base + self.rng.below64(RES / PAGE) * PAGE)
             .collect();
         for i in 0..size {
             let addr = if self.rng.pct(80) {
-                hot[self.rng.below(hot.len() as u64) as usize]
+                hot[self.rng.below64(hot.len() as u64) as usize]
             } else {
-                base + self.rng.below(RES / PAGE) * PAGE
+                base + self.rng.below64(RES / PAGE) * PAGE
             };
             self.out.push(WOp::Dev {
                 addr,
                 write: self.rng.pct(30),
             });
             if i % 64 == 63 {
-                let h = hot[self.rng.below(hot.len() as u64) as usize] / HUGE * HUGE;
+                let h = hot[self.rng.below64(hot.len() as u64) as usize] / HUGE * HUGE;
                 self.out.push(WOp::Dontneed { addr: h, len: HUGE });
             }
         }
@@ -344,11 +333,11 @@ impl Gen {
         for _ in 0..size {
             self.out.push(WOp::Fork);
             for _ in 0..4 {
-                let a = base + self.rng.below(PAGES) * PAGE;
+                let a = base + self.rng.below64(PAGES) * PAGE;
                 self.out.push(WOp::ChildWrite { addr: a });
             }
             for _ in 0..4 {
-                let a = base + self.rng.below(PAGES) * PAGE;
+                let a = base + self.rng.below64(PAGES) * PAGE;
                 self.out.push(WOp::Cpu {
                     addr: a,
                     write: true,
@@ -394,20 +383,20 @@ impl Gen {
             });
         }
         for _ in 0..size {
-            let a = base + self.rng.below(PAGES) * PAGE;
-            let op = match self.rng.below(10) {
+            let a = base + self.rng.below64(PAGES) * PAGE;
+            let op = match self.rng.below64(10) {
                 0..=3 => WOp::Reclaim { addr: a },
                 4..=5 => WOp::Migrate { addr: a },
                 6 => WOp::Ksm {
                     a,
-                    b: base + self.rng.below(PAGES) * PAGE,
+                    b: base + self.rng.below64(PAGES) * PAGE,
                 },
                 7..=8 => WOp::Collapse { addr: a },
                 _ => WOp::Split { addr: a },
             };
             self.out.push(op);
             for _ in 0..2 {
-                let near = (a / PAGE + self.rng.below(8)).min(base / PAGE + PAGES - 1) * PAGE;
+                let near = (a / PAGE + self.rng.below64(8)).min(base / PAGE + PAGES - 1) * PAGE;
                 self.out.push(WOp::Dev {
                     addr: near,
                     write: self.rng.pct(20),
@@ -442,20 +431,20 @@ impl Gen {
             });
         }
         for _ in 0..size {
-            let r = base + self.rng.below(PAGES / RANGE) * RANGE * PAGE;
+            let r = base + self.rng.below64(PAGES / RANGE) * RANGE * PAGE;
             self.out.push(WOp::DevMigrate {
                 addr: r,
                 len: RANGE * PAGE,
             });
             for _ in 0..4 {
-                let a = r + self.rng.below(RANGE) * PAGE;
+                let a = r + self.rng.below64(RANGE) * PAGE;
                 self.out.push(WOp::Dev {
                     addr: a,
                     write: self.rng.pct(50),
                 });
             }
             for _ in 0..4 {
-                let a = r + self.rng.below(RANGE) * PAGE;
+                let a = r + self.rng.below64(RANGE) * PAGE;
                 self.out.push(WOp::Cpu {
                     addr: a,
                     write: self.rng.pct(50),
