@@ -4,44 +4,12 @@
 //! directly.
 
 use mirror::{Fault, FaultStep, Mirror, StrategySpec};
-use mm::{Env, MapKind, Mm, MmConfig, MmId, MmOp, Phys, Task, TaskStep, PAGE};
+use mm::{Mm, Phys, PAGE};
 use notifier::{Event, InvalidateError, Range};
 
-const BASE: u64 = 1 << 30;
+mod common;
 
-/// No other logical thread holds a driver lock.
-struct Idle;
-
-impl Env for Idle {
-    fn callbacks_can_run(&self, _mm: MmId, _range: &Range) -> bool {
-        true
-    }
-}
-
-fn mapped() -> (Mm, Phys) {
-    let mut phys = Phys::new();
-    let mut mm = Mm::new(MmId(0), MmConfig::default());
-    let mut t = Task::new(
-        MmOp::Mmap {
-            addr: BASE,
-            len: 4 * PAGE,
-            kind: MapKind::AnonPrivate,
-            prot: mm::Prot::ReadWrite,
-        },
-        0,
-    );
-    for _ in 0..100 {
-        match t.step(&mut mm, &mut phys, &Idle) {
-            TaskStep::Progress => {}
-            TaskStep::Done(r) => {
-                r.expect("mmap");
-                return (mm, phys);
-            }
-            TaskStep::Blocked(b) => panic!("mmap blocked on an idle mm: {b:?}"),
-        }
-    }
-    panic!("mmap did not finish in 100 steps");
-}
+use common::{mapped, Idle, BASE};
 
 fn open(mm: &Mm, name: &str) -> Mirror {
     Mirror::open(0, mm, StrategySpec::from_name(name).unwrap(), None).unwrap()

@@ -5,41 +5,12 @@
 use std::sync::{Arc, Mutex};
 
 use mirror::{Dev, DevPte, Fault, FaultStep, Mirror, StrategySpec, Tlb};
-use mm::{Env, FrameId, MapKind, Mm, MmConfig, MmId, MmOp, Phys, Task, TaskStep, HUGE, PAGE};
+use mm::{FrameId, Mm, Phys, HUGE, PAGE};
 use notifier::{Event, Interval, Range};
 
-const BASE: u64 = 1 << 30;
+mod common;
 
-struct Idle;
-
-impl Env for Idle {
-    fn callbacks_can_run(&self, _mm: MmId, _range: &Range) -> bool {
-        true
-    }
-}
-
-fn mapped() -> (Mm, Phys) {
-    let mut phys = Phys::new();
-    let mut mm = Mm::new(MmId(0), MmConfig::default());
-    let op = MmOp::Mmap {
-        addr: BASE,
-        len: 4 * PAGE,
-        kind: MapKind::AnonPrivate,
-        prot: mm::Prot::ReadWrite,
-    };
-    let mut t = Task::new(op, 0);
-    for _ in 0..100 {
-        match t.step(&mut mm, &mut phys, &Idle) {
-            TaskStep::Progress => {}
-            TaskStep::Done(r) => {
-                r.expect("mmap");
-                return (mm, phys);
-            }
-            TaskStep::Blocked(b) => panic!("mmap blocked on an idle mm: {b:?}"),
-        }
-    }
-    panic!("mmap did not finish in 100 steps");
-}
+use common::{mapped, Idle, BASE};
 
 /// Faults `addr` in for reading; returns the frame installed.
 fn fault(m: &Mirror, mm: &mut Mm, phys: &mut Phys, addr: u64) -> FrameId {
