@@ -301,6 +301,9 @@ impl Callback {
         };
         if issued.is_empty()
             || (!range.blockable && self.planted(PlantedBug::TlbFinishSkippedNonblock))
+            || (range.event == Event::Migrate
+                && range.owner.is_some()
+                && self.planted(PlantedBug::TlbFinishSkipsMigrate))
         {
             return Start::Done;
         }

@@ -77,6 +77,9 @@ pub struct IntervalTree<T> {
     root: u32,
     free: u32,
     len: usize,
+    // Planted DeepFixupStale: the fix-up walk's path stack depth (0: none).
+    #[cfg(feature = "planted-bugs")]
+    fixup_depth: u32,
 }
 
 /// A view of one entry of an [`IntervalTree`].
@@ -136,6 +139,8 @@ impl<T> IntervalTree<T> {
             root: NIL,
             free: NIL,
             len: 0,
+            #[cfg(feature = "planted-bugs")]
+            fixup_depth: 0,
         }
     }
 
@@ -147,7 +152,15 @@ impl<T> IntervalTree<T> {
             root: NIL,
             free: NIL,
             len: 0,
+            #[cfg(feature = "planted-bugs")]
+            fixup_depth: 0,
         }
+    }
+
+    /// Planted `DeepFixupStale`: the fix-up walk stops after `levels`.
+    #[cfg(feature = "planted-bugs")]
+    pub(crate) fn plant_fixup_depth(&mut self, levels: u32) {
+        self.fixup_depth = levels;
     }
 
     /// Number of live entries.
@@ -476,7 +489,16 @@ impl<T> IntervalTree<T> {
     /// been processed.
     fn fix_up(&mut self, mut n: u32, barrier: u32) {
         let mut may_stop = barrier == NIL;
+        #[cfg(feature = "planted-bugs")]
+        let mut levels = 0u32;
         while n != NIL {
+            #[cfg(feature = "planted-bugs")]
+            {
+                levels += 1;
+                if self.fixup_depth != 0 && levels > self.fixup_depth {
+                    return;
+                }
+            }
             crate::cost::tree_visit(1);
             let Node {
                 height: old_h,

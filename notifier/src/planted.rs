@@ -126,6 +126,42 @@ pub enum PlantedBug {
     /// "drm/xe/hmm: Don't dereference struct page pointers without notifier
     /// lock").
     TlbFillBeforeRecheck,
+    /// The tree's fix-up walk after an insert or a removal keeps its path
+    /// in a stack of a fixed depth and stops when it is full, so in a tree
+    /// taller than that the nodes near the root keep a stale `max_last`
+    /// and an overlap query skips the subtree that holds a long interval
+    /// (the rule the kernel's augmented rbtree keeps with its `propagate`
+    /// callback: every ancestor of a changed node is refreshed, up to the
+    /// root or to the first one whose value did not change). Needs a big
+    /// tree: a path longer than the stack, over 87 live intervals.
+    DeepFixupStale,
+    /// mirror, device TLB with two-pass flushes: the finish pass skips
+    /// its flush for a migration range that carries any owner, as the
+    /// own-migration filter of the first pass does for the device's own
+    /// ones, so another device's migration leaves this device's TLB
+    /// translating the page that moved (the owner filter of nouveau and
+    /// amdgpu, `range->owner == self`, applied half in the deferred flush).
+    /// Needs a combination of configuration choices: a two-pass device and
+    /// a migration that reaches its mapped pages, from another device or
+    /// its own where its strategy tears down more than the event's pages
+    /// (GPU SVM unbinds whole ranges).
+    TlbFinishSkipsMigrate,
+    /// `remove` of an interval that the running cycle defers waits for the
+    /// next invalidate_range_end instead of the cycle's end (a per-range
+    /// count, as the pre-2019 hmm range tracking had, instead of the
+    /// collision-retry seq of "mm/mmu_notifier: add an interval tree
+    /// notifier"): when a second invalidation joined the cycle, remove
+    /// returns while its interval is still in the tree, and a third thread's
+    /// start calls it. Needs three interleaved threads.
+    RemoveWaitsOneEnd,
+    /// `set_seq` skips the store when the interval's last one was for the
+    /// cycle just before (a de-duplication that takes "invalidated in the
+    /// previous cycle" for "invalidated in this one"), so a reader that
+    /// began between the two cycles passes `read_retry` across the second
+    /// (the rule of mmu_interval_set_seq: every callback stores `cur_seq`).
+    /// Needs a sequence of six specific ops: insert, a whole cycle over the
+    /// interval, read_begin, a second cycle over it, read_retry.
+    SetSeqDedup,
 }
 
 /// Which crate carries a planted bug; a target finds the bugs of the crates it runs.
@@ -142,7 +178,7 @@ pub enum Component {
 impl PlantedBug {
     /// Every planted bug that a split-phase target can find (the fuzz
     /// targets and the hunt run these; see also [`PlantedBug::CONCURRENT`]).
-    pub const ALL: [PlantedBug; 26] = [
+    pub const ALL: [PlantedBug; 30] = [
         PlantedBug::ReleaseTwice,
         PlantedBug::InsertEvenSeq,
         PlantedBug::InsertNoMakeOdd,
@@ -169,7 +205,18 @@ impl PlantedBug {
         PlantedBug::TlbFinishSkippedNonblock,
         PlantedBug::TlbFlushMissesHuge,
         PlantedBug::TlbFillBeforeRecheck,
+        PlantedBug::DeepFixupStale,
+        PlantedBug::TlbFinishSkipsMigrate,
+        PlantedBug::RemoveWaitsOneEnd,
+        PlantedBug::SetSeqDedup,
     ];
+
+    /// The planted bugs of [`PlantedBug::ALL`] that need a rare state (a
+    /// tree of over 87 intervals): the built-in engine finds them in a
+    /// million executions or so, not in the 200,000 the debug-build tests
+    /// give every other bug, so a release-build test hunts them
+    /// (`harness/tests/deep.rs`).
+    pub const DEEP: [PlantedBug; 1] = [PlantedBug::DeepFixupStale];
 
     /// The planted bugs that only real concurrency exposes: each lives
     /// between two critical sections of one step of the core, which a
@@ -203,7 +250,8 @@ impl PlantedBug {
             | PlantedBug::KfdFaultOnPendingRange
             | PlantedBug::TlbFinishSkippedNonblock
             | PlantedBug::TlbFlushMissesHuge
-            | PlantedBug::TlbFillBeforeRecheck => Component::Mirror,
+            | PlantedBug::TlbFillBeforeRecheck
+            | PlantedBug::TlbFinishSkipsMigrate => Component::Mirror,
             _ => Component::Notifier,
         }
     }
@@ -240,6 +288,10 @@ impl PlantedBug {
             PlantedBug::TlbFinishSkippedNonblock => "mirror-tlb-finish-skipped-nonblock",
             PlantedBug::TlbFlushMissesHuge => "mirror-tlb-flush-misses-huge",
             PlantedBug::TlbFillBeforeRecheck => "mirror-tlb-fill-before-recheck",
+            PlantedBug::DeepFixupStale => "notifier-deep-fixup-stale",
+            PlantedBug::TlbFinishSkipsMigrate => "mirror-tlb-finish-skips-migrate",
+            PlantedBug::RemoveWaitsOneEnd => "notifier-remove-waits-one-end",
+            PlantedBug::SetSeqDedup => "notifier-set-seq-dedup",
         }
     }
 

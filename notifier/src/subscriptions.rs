@@ -186,6 +186,9 @@ struct IntervalInner {
     phase: AtomicU8,
     handle: AtomicU64,
     ops: Arc<dyn IntervalOps>,
+    // Planted SetSeqDedup: the cycle of the last stored set_seq, if on.
+    #[cfg(feature = "planted-bugs")]
+    dedup: Option<AtomicU64>,
 }
 
 /// A subscription to invalidations of `[start, last]`. Cheap to clone; all
@@ -267,6 +270,14 @@ impl Interval {
         if IN_CALLBACK.with(|c| c.get()) != Some(me) {
             return Err(Error::SetSeqOutsideCallback(self.inner.id));
         }
+        #[cfg(feature = "planted-bugs")]
+        if let Some(last) = &self.inner.dedup {
+            let prev = last.load(Ordering::Relaxed);
+            last.store(cur_seq, Ordering::Relaxed);
+            if prev == cur_seq.wrapping_sub(2) {
+                return Ok(());
+            }
+        }
         self.inner.seq.store(cur_seq, Ordering::Release);
         Ok(())
     }
@@ -324,6 +335,8 @@ struct State {
     released: bool,
     next_id: u64,
     waiters: u64,
+    // Interval ends run so far (planted RemoveWaitsOneEnd waits for one).
+    ends: u64,
 }
 
 impl State {
@@ -367,6 +380,9 @@ pub enum ReadBegin {
 #[must_use]
 pub struct SeqWait {
     seq: u64,
+    // Planted RemoveWaitsOneEnd: a remove's wait also ends with the next
+    // interval end after this count.
+    ends: Option<u64>,
 }
 
 impl SeqWait {
@@ -450,12 +466,23 @@ impl Subscriptions {
             state: Mutex::new(State {
                 seq: config.initial_seq,
                 active: 0,
-                tree: IntervalTree::new(),
+                tree: {
+                    #[allow(unused_mut)]
+                    let mut tree = IntervalTree::new();
+                    #[cfg(feature = "planted-bugs")]
+                    if config.planted == Some(PlantedBug::DeepFixupStale) {
+                        // A path stack of eight levels: AVL trees of up
+                        // to 87 intervals never fill it.
+                        tree.plant_fixup_depth(8);
+                    }
+                    tree
+                },
                 deferred: Vec::new(),
                 classic: Vec::new(),
                 released: false,
                 next_id: 0,
                 waiters: 0,
+                ends: 0,
             }),
             config,
             wq: Condvar::new(),
@@ -524,6 +551,10 @@ impl Subscriptions {
                 phase: AtomicU8::new(Phase::InTree as u8),
                 handle: AtomicU64::new(0),
                 ops,
+                #[cfg(feature = "planted-bugs")]
+                dedup: self
+                    .planted(PlantedBug::SetSeqDedup)
+                    .then(|| AtomicU64::new(u64::MAX)),
             }),
         };
         let seq = if st.active == 0 {
@@ -592,7 +623,10 @@ impl Subscriptions {
                 if self.planted(PlantedBug::RemoveEarly) {
                     return Ok(RemoveWait::Done);
                 }
-                Ok(RemoveWait::Wait(SeqWait { seq: st.seq }))
+                Ok(RemoveWait::Wait(SeqWait {
+                    seq: st.seq,
+                    ends: Some(st.ends),
+                }))
             }
             Phase::InTree => {
                 st.tree.remove(iv.handle());
@@ -605,7 +639,12 @@ impl Subscriptions {
 
     /// Whether a split-phase wait may complete now.
     pub fn wait_is_ready(&self, w: &SeqWait) -> bool {
-        self.lock().seq != w.seq
+        self.wait_over(&self.lock(), w)
+    }
+
+    fn wait_over(&self, st: &State, w: &SeqWait) -> bool {
+        st.seq != w.seq
+            || (self.planted(PlantedBug::RemoveWaitsOneEnd) && w.ends.is_some_and(|e| st.ends != e))
     }
 
     /// Completes a split-phase remove whose wait is ready.
@@ -630,7 +669,7 @@ impl Subscriptions {
     fn wait(&self, w: &SeqWait) {
         let mut st = self.lock();
         st.waiters += 1;
-        while st.seq == w.seq {
+        while !self.wait_over(&st, w) {
             st = self.wq.wait(st).unwrap_or_else(|e| e.into_inner());
         }
         st.waiters -= 1;
@@ -653,14 +692,14 @@ impl Subscriptions {
             drop(st);
             let seq = iv.inner.seq.load(Ordering::Relaxed);
             return Ok(if seq == global {
-                ReadBegin::Wait(SeqWait { seq })
+                ReadBegin::Wait(SeqWait { seq, ends: None })
             } else {
                 ReadBegin::Ready(seq)
             });
         }
         let seq = iv.inner.seq.load(Ordering::Acquire);
         if seq == st.seq {
-            Ok(ReadBegin::Wait(SeqWait { seq }))
+            Ok(ReadBegin::Wait(SeqWait { seq, ends: None }))
         } else {
             Ok(ReadBegin::Ready(seq))
         }
@@ -799,7 +838,12 @@ impl Subscriptions {
         let mut st = self.lock();
         debug_assert!(st.active > 0);
         st.active -= 1;
+        st.ends += 1;
         if st.active != 0 || !st.invalidating() {
+            if self.planted(PlantedBug::RemoveWaitsOneEnd) && st.waiters > 0 {
+                drop(st);
+                self.wq.notify_all();
+            }
             return;
         }
         let woke_early = self.planted(PlantedBug::WakeBeforeSeq);
