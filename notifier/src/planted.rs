@@ -162,6 +162,12 @@ pub enum PlantedBug {
     /// Needs a sequence of six specific ops: insert, a whole cycle over the
     /// interval, read_begin, a second cycle over it, read_retry.
     SetSeqDedup,
+    /// The last end of a cycle wakes one waiter (`notify_one`, the
+    /// kernel's `wake_up` where `wake_up_all` is needed): with two threads
+    /// asleep on the cycle, a read_begin and a remove, the other one never
+    /// wakes. Real threads only, and three of them: two sleepers and the
+    /// end.
+    WakeOne,
 }
 
 /// Which crate carries a planted bug; a target finds the bugs of the crates it runs.
@@ -223,10 +229,11 @@ impl PlantedBug {
     /// split-phase target runs as one atomic unit. The loom models
     /// (`notifier/tests/loom.rs`) find them; [`PlantedBug::ALL`] does not
     /// list them, because no split-phase target can.
-    pub const CONCURRENT: [PlantedBug; 3] = [
+    pub const CONCURRENT: [PlantedBug; 4] = [
         PlantedBug::EndDeferredLate,
         PlantedBug::WakeBeforeSeq,
         PlantedBug::ReadBeginUnlocked,
+        PlantedBug::WakeOne,
     ];
 
     /// The crate the bug lives in.
@@ -292,6 +299,7 @@ impl PlantedBug {
             PlantedBug::TlbFinishSkipsMigrate => "mirror-tlb-finish-skips-migrate",
             PlantedBug::RemoveWaitsOneEnd => "notifier-remove-waits-one-end",
             PlantedBug::SetSeqDedup => "notifier-set-seq-dedup",
+            PlantedBug::WakeOne => "notifier-wake-one",
         }
     }
 

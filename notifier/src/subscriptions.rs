@@ -884,7 +884,11 @@ impl Subscriptions {
         let wake = st.waiters > 0 && !woke_early;
         drop(st);
         if wake {
-            self.wq.notify_all();
+            if self.planted(PlantedBug::WakeOne) {
+                self.wq.notify_one();
+            } else {
+                self.wq.notify_all();
+            }
         }
     }
 

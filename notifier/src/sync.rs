@@ -321,8 +321,12 @@ mod dispatch {
 
     #[cold]
     #[inline(never)]
-    fn notify_shuttle(c: &shuttle::sync::Condvar) {
-        c.notify_all()
+    fn notify_shuttle(c: &shuttle::sync::Condvar, all: bool) {
+        if all {
+            c.notify_all()
+        } else {
+            c.notify_one()
+        }
     }
 
     impl Condvar {
@@ -351,7 +355,15 @@ mod dispatch {
         pub fn notify_all(&self) {
             match self {
                 Condvar::Std(c) => c.notify_all(),
-                Condvar::Shuttle(c) => notify_shuttle(c),
+                Condvar::Shuttle(c) => notify_shuttle(c, true),
+            }
+        }
+
+        #[inline]
+        pub fn notify_one(&self) {
+            match self {
+                Condvar::Std(c) => c.notify_one(),
+                Condvar::Shuttle(c) => notify_shuttle(c, false),
             }
         }
     }

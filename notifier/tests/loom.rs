@@ -205,6 +205,41 @@ fn remove_during_cycle(planted: Option<PlantedBug>) {
     assert_eq!(subs.tree_len(), 0);
 }
 
+/// Two sleepers on one cycle, a read_begin and a remove, on two threads;
+/// the cycle's end on a third must wake both.
+fn two_waiters(planted: Option<PlantedBug>) {
+    let subs = core(planted);
+    let (drv, cpu) = shared();
+    let iv = subs.insert(0, PAGE_SIZE, callback(&drv)).unwrap();
+    let other = subs
+        .insert(
+            PAGE_SIZE,
+            PAGE_SIZE,
+            std::sync::Arc::new(|_: &Interval, _: &Range, _: u64| true),
+        )
+        .unwrap();
+    let inv = subs
+        .invalidate_range_start(&Range::new(0, PAGE_SIZE, Event::Clear))
+        .unwrap();
+    let reader = {
+        let (subs, drv, cpu, iv) = (subs.clone(), drv.clone(), cpu.clone(), iv.clone());
+        thread::spawn(move || {
+            fault(&subs, &iv, &drv, &cpu);
+        })
+    };
+    let remover = {
+        let subs = subs.clone();
+        thread::spawn(move || subs.remove(&other).unwrap())
+    };
+    cpu.fetch_add(1, SeqCst);
+    subs.invalidate_range_end(inv);
+    reader.join().unwrap();
+    remover.join().unwrap();
+    assert_fresh(&drv, &cpu);
+    assert!(subs.is_quiescent());
+    subs.remove(&iv).unwrap();
+}
+
 /// Process exit against a fault in progress: after release returns the
 /// device maps nothing, and no commit comes after it.
 fn release_vs_fault(planted: Option<PlantedBug>) {
@@ -348,13 +383,14 @@ fn two_pass_vs_fault(planted: Option<PlantedBug>) {
 /// A model: a short program over the blocking API, run under loom.
 type Model = fn(Option<PlantedBug>);
 
-const MODELS: [(&str, Model); 6] = [
+const MODELS: [(&str, Model); 7] = [
     ("insert_remove", insert_remove),
     ("read_vs_invalidate", read_vs_invalidate),
     ("remove_during_cycle", remove_during_cycle),
     ("release_vs_fault", release_vs_fault),
     ("refusal_with_classic", refusal_with_classic),
     ("two_pass_vs_fault", two_pass_vs_fault),
+    ("two_waiters", two_waiters),
 ];
 
 #[test]
@@ -380,6 +416,11 @@ fn loom_release_vs_fault() {
 #[test]
 fn loom_two_pass_vs_fault() {
     check("two_pass_vs_fault", None, two_pass_vs_fault);
+}
+
+#[test]
+fn loom_two_waiters() {
+    check("two_waiters", None, two_waiters);
 }
 
 #[test]
