@@ -9,8 +9,9 @@
 #        HUNT_TRIALS_BUILTIN, HUNT_SECONDS_BUILTIN   the same for builtin and random (5, 30)
 #        HUNT_ARGS         more arguments for every `mnfuzz hunt`, e.g. --seeds
 # Needs the tools from ci/install-fuzzers.sh for the external engines. Worst case
-# 11 bugs x 3 engines x HUNT_TRIALS x HUNT_SECONDS (about 50 min with the defaults);
-# most bugs fall in seconds.
+# every planted bug (`mnfuzz planted`: 30 split-phase, 4 on real threads) x 3
+# engines x HUNT_TRIALS x HUNT_SECONDS, about 2.5 hours with the defaults; most
+# bugs fall in seconds, so a run takes about an hour on 2 cores.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
