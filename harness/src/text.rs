@@ -523,7 +523,7 @@ fn parse_config(l: &mut Line<'_>) -> Result<ProgramConfig, ParseError> {
     }
     // A linux program's thread count and task_size are fixed: the keys
     // may be left out.
-    if c.target == Target::Linux {
+    if c.target.real() {
         if !seen.contains(&"threads") {
             c.threads = 1;
         }
@@ -576,13 +576,13 @@ fn parse_step(l: &mut Line<'_>, c: &ProgramConfig) -> Result<Step, ParseError> {
     let kw = l.next("op")?;
     let mirror = is_slot(kw, 'm') || is_slot(kw, 'd');
     let op = match (c.target, mirror) {
-        (Target::Mirror | Target::Linux, false) if kw.text == "step" => Op::Yield,
-        (Target::Mirror | Target::Linux, false) if kw.text == "expect" => {
+        (Target::Mirror | Target::Linux | Target::Kvm, false) if kw.text == "step" => Op::Yield,
+        (Target::Mirror | Target::Linux | Target::Kvm, false) if kw.text == "expect" => {
             Op::Expect(parse_expect(l)?)
         }
-        (Target::Mirror | Target::Linux, true) if is_slot(kw, 'm') => parse_mm(l, kw)?,
-        (Target::Mirror | Target::Linux, true) => parse_dev(l, kw)?,
-        (Target::Mirror | Target::Linux, false) => {
+        (Target::Mirror | Target::Linux | Target::Kvm, true) if is_slot(kw, 'm') => parse_mm(l, kw)?,
+        (Target::Mirror | Target::Linux | Target::Kvm, true) => parse_dev(l, kw)?,
+        (Target::Mirror | Target::Linux | Target::Kvm, false) => {
             let what = if NOTIFIER_KEYWORDS.contains(&kw.text) {
                 format!("`{}` is not an op of the mirror target", kw.text)
             } else {
