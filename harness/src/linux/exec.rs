@@ -509,8 +509,8 @@ impl World<'_> {
         let write = matches!(op, MmStep::Write { .. });
         let mut agree = match (sim, reply) {
             (Ok(MmOutcome::Value(v)), Reply::Ok(w)) => *v == w,
-            (Err(MmError::Fault | MmError::Perm), _) => fault,
             (Err(_), Reply::OutOfWindow) => true,
+            (Err(MmError::Fault | MmError::Perm), _) => fault,
             _ => false,
         };
         // The same host condition must get the same answer from KVM

@@ -607,6 +607,14 @@ fn executor(ch0: OwnedFd, ch1: OwnedFd, task_size: u64) -> ! {
             }
             continue;
         }
+        if cmd[0] == code::EXIT {
+            // A VM's worker thread (KVM's NX huge page recovery task)
+            // shares this address space: the kernel tears the address
+            // space down only once that thread is gone. Destroying the VMs
+            // first waits for it, so that the exit is complete when the
+            // socket closes, as without guests.
+            ex.guests = [None, None];
+        }
         let r = ex.run(&cmd);
         let _ = send_words(ch.as_fd(), &encode_reply(r), &[]);
         if cmd[0] == code::EXIT {
