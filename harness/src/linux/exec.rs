@@ -41,6 +41,7 @@ use mm::{Env, Mm, MmConfig, MmError, MmId, Outcome as MmOutcome, Phys, Pte, Task
 use notifier::{Event, Range};
 
 use super::real::{code, Real, Refused, Reply, UffdEvent};
+use super::shadow::Tracker;
 use crate::mirror::exec::Answer;
 use crate::outcome::{Divergence, DivergenceKind, Outcome, RunOptions};
 use crate::program::{
@@ -70,6 +71,12 @@ struct World<'p> {
     /// How KVM refused each kind of guest access so far (host page
     /// protected, write): the first answer, which later ones must repeat.
     refusals: BTreeMap<(bool, bool), Reply>,
+    /// The kvm target: the shadow memory, kept from the ops alone.
+    shadow: Option<Tracker>,
+}
+
+fn show(v: Option<u64>) -> String {
+    v.map_or("nothing".into(), |v| format!("{v:#x}"))
 }
 
 /// `KVM_EXIT_MMIO`: how KVM answers a guest access to a page whose host
@@ -112,6 +119,7 @@ pub fn run_linux(program: &Program, opts: &RunOptions) -> Outcome {
         devs: [None; DEVICES as usize],
         kernel: String::new(),
         refusals: BTreeMap::new(),
+        shadow: (program.config.target == Target::Kvm).then(|| Tracker::new(MMS as usize)),
     };
     w.mms[0] = Some(Mm::new(MmId(0), cfg));
     let r = w.run();
@@ -347,7 +355,16 @@ impl World<'_> {
         let mut inside = false;
         let sim = loop {
             let mmx = self.mms[m].as_mut().expect("live");
-            match task.step(mmx, &mut self.phys, &Free) {
+            let stepped = task.step(mmx, &mut self.phys, &Free);
+            if let Some(Err(why)) = self.shadow.as_mut().map(|sh| sh.step(m, &task)) {
+                return Err(self.diverge(
+                    DivergenceKind::Shadow,
+                    i,
+                    format!("m{m}: {why}"),
+                    "the shadow memory's mappings allow it".into(),
+                ));
+            }
+            match stepped {
                 TaskStep::Progress => {
                     let now = task.in_invalidation();
                     if now && !inside {
@@ -387,6 +404,24 @@ impl World<'_> {
         match guest {
             None => self.compare_result(i, op, &sim, reply)?,
             Some(d) => self.compare_guest(i, d, op, &sim, reply)?,
+        }
+        if let Some(Err(mm)) = self.shadow.as_mut().map(|sh| sh.done(m, mop, &sim)) {
+            let who = match guest {
+                Some(d) => format!("the guest d{d}"),
+                None => "the CPU".into(),
+            };
+            return Err(self.diverge(
+                DivergenceKind::Shadow,
+                i,
+                format!(
+                    "m{} {:#x}: {} ({who} saw {})",
+                    mm.mm,
+                    mm.addr,
+                    mm.why,
+                    show(mm.got)
+                ),
+                format!("the shadow memory holds {}", show(mm.expected)),
+            ));
         }
         let who = if guest.is_some() { "kvm" } else { "linux" };
         let guest_saw = match (guest, &sim) {

@@ -17,6 +17,8 @@ pub mod exec;
 pub mod kvm;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub mod real;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub mod shadow;
 
 /// Runs a linux-target program.
 pub fn run(program: &Program, opts: &RunOptions) -> Outcome {
