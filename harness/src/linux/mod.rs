@@ -104,7 +104,7 @@ pub fn probe_kvm() -> Result<(), String> {
     {
         use real::{code, Real, Reply};
         if !std::path::Path::new("/dev/kvm").exists() {
-            return Err("/dev/kvm not available".into());
+            return Err("/dev/kvm does not exist".into());
         }
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
@@ -114,7 +114,7 @@ pub fn probe_kvm() -> Result<(), String> {
             .read(true)
             .write(true)
             .open("/dev/kvm")
-            .map_err(|e| format!("/dev/kvm not available: open: {e}"))?;
+            .map_err(|e| format!("/dev/kvm cannot be opened: {e}"))?;
         probe().map_err(|e| format!("userfaultfd or pagemap: {e}"))?;
         let mut r = Real::spawn(LINUX_TASK_SIZE).map_err(|e| e.0)?;
         let mut step = |cmd| r.call(0, cmd);
@@ -122,7 +122,7 @@ pub fn probe_kvm() -> Result<(), String> {
             Reply::Ok(_) => {}
             Reply::Errno(e) => {
                 return Err(format!(
-                    "/dev/kvm not available: creating a VM failed: {}",
+                    "/dev/kvm: creating a VM failed: {}",
                     nix::errno::Errno::from_raw(e)
                 ))
             }
@@ -139,6 +139,6 @@ pub fn probe_kvm() -> Result<(), String> {
     }
     #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
     {
-        Err("/dev/kvm not available: the kvm target needs Linux on x86-64".into())
+        Err("the kvm target needs Linux on x86-64".into())
     }
 }
