@@ -1199,17 +1199,17 @@ pub(crate) mod tests {
                     .prop_filter("a linux op", |(_, op)| crate::program::linux_op(op))
                     .prop_map(|(mm, op)| Op::Mm { mm, op }),
                 3 => (0..DEVICES, any_dev_step())
-                    .prop_map(|(dev, op)| match op {
-                        DevStep::Open { mm, .. } => DevStep::Open {
-                            mm,
-                            strategy: crate::program::KVM_DEVICE,
-                        },
-                        op => op,
+                    .prop_map(|(dev, op)| {
+                        let op = match op {
+                            DevStep::Open { mm, .. } => DevStep::Open {
+                                mm,
+                                strategy: crate::program::KVM_DEVICE,
+                            },
+                            op => op,
+                        };
+                        Op::Dev { dev, op }
                     })
-                    .prop_filter("a kvm op", |&(dev, op)| {
-                        crate::program::kvm_op(&Op::Dev { dev, op })
-                    })
-                    .prop_map(|(dev, op)| Op::Dev { dev, op }),
+                    .prop_filter("a kvm op", crate::program::kvm_op),
                 1 => any_expect().prop_map(Op::Expect),
             ]
             .boxed(),

@@ -564,7 +564,9 @@ impl World<'_> {
                 }
             }
         }
-        self.feature(0x5000 | u32::from(matches!(op, MmStep::Write { .. })) << 4 | reply_class(reply));
+        self.feature(
+            0x5000 | u32::from(matches!(op, MmStep::Write { .. })) << 4 | reply_class(reply),
+        );
         if agree {
             return Ok(());
         }
@@ -574,9 +576,7 @@ impl World<'_> {
             _ => format!("d{d}"),
         };
         let why = match (sim, reply) {
-            (Err(_), Reply::Ok(_)) => {
-                " (the guest used a page the host has unmapped or protected)"
-            }
+            (Err(_), Reply::Ok(_)) => " (the guest used a page the host has unmapped or protected)",
             (Ok(_), Reply::Ok(_)) => " (the guest saw another value)",
             (Ok(_), _) => " (the guest could not use a page the host CPU can)",
             _ => "",

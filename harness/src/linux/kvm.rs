@@ -120,9 +120,11 @@ pub const OPEN_STEPS: [&str; 7] = [
 impl Guest {
     /// A VM whose memory is the window `[base, base + size)`.
     pub fn open(base: u64, size: u64) -> Result<Guest, OpenError> {
-        let fail = |step: u8| move |e: kvm_ioctls::Error| OpenError {
-            step,
-            errno: e.errno(),
+        let fail = |step: u8| {
+            move |e: kvm_ioctls::Error| OpenError {
+                step,
+                errno: e.errno(),
+            }
         };
         let kvm = Kvm::new().map_err(fail(0))?;
         let vm = kvm.create_vm().map_err(fail(1))?;

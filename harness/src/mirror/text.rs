@@ -337,7 +337,7 @@ pub(crate) fn parse_dev(l: &mut Line<'_>, slot: Tok<'_>) -> Result<Op, ParseErro
             let strategy = if tok.text == "kvm" {
                 crate::program::KVM_DEVICE
             } else {
-                l.strategy(tok, Some("kvm"))?
+                l.strategy(tok, None)?
             };
             DevStep::Open { mm, strategy }
         }
