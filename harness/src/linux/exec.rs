@@ -403,7 +403,7 @@ impl World<'_> {
         self.last = Some(Answer::of_mm(&sim));
         match guest {
             None => self.compare_result(i, op, &sim, reply)?,
-            Some(d) => self.compare_guest(i, d, op, &sim, reply)?,
+            Some(d) => self.compare_guest(i, d, m, op, &sim, reply)?,
         }
         if let Some(Err(mm)) = self.shadow.as_mut().map(|sh| sh.done(m, mop, &sim)) {
             let who = match guest {
@@ -529,10 +529,12 @@ impl World<'_> {
     /// A guest access against the simulation's CPU access: the same value
     /// where the CPU may access; a failed `KVM_RUN` (`EFAULT`, with or
     /// without `KVM_EXIT_MEMORY_FAULT`) where it may not.
+    #[allow(clippy::too_many_arguments)]
     fn compare_guest(
         &mut self,
         i: usize,
         d: usize,
+        m: usize,
         op: MmStep,
         sim: &Result<MmOutcome, MmError>,
         reply: Reply,
@@ -589,13 +591,24 @@ impl World<'_> {
             ),
             None => why.to_string(),
         };
+        // What the host CPU sees there now, for the report (a load
+        // changes nothing where the simulation's CPU access succeeded).
+        let host = match (sim, op) {
+            (Ok(_), MmStep::Read { addr } | MmStep::Write { addr, .. }) => {
+                match self.real.call(m, [code::READ, addr, 0, 0, 0, 0]) {
+                    Ok(r) => format!("; the host CPU reads {}", reply_text(r)),
+                    Err(e) => format!("; the host CPU read broke: {e}"),
+                }
+            }
+            _ => String::new(),
+        };
         let kernel = self.kernel_release();
         Err(self.diverge(
             DivergenceKind::Kvm,
             i,
             format!("a CPU access: {}", sim_text(sim)),
             format!(
-                "the guest's {what}: {}{why}; Linux {kernel}",
+                "the guest's {what}: {}{why}{host}; Linux {kernel}",
                 reply_text(reply)
             ),
         ))

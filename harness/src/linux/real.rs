@@ -587,17 +587,34 @@ fn executor(ch0: OwnedFd, ch1: OwnedFd, task_size: u64) -> ! {
                 let _ = send_words(ch.as_fd(), &encode_reply(Reply::Errno(libc::EINVAL)), &[]);
                 continue;
             };
+            // With guests: m0 answers once m1 has closed its copies of
+            // them (below), so that they never keep m0's VMs alive.
+            let sync = if ex.guests.iter().any(Option::is_some) {
+                nix::unistd::pipe().ok()
+            } else {
+                None
+            };
             // SAFETY: the executor is single-threaded.
             match unsafe { nix::unistd::fork() } {
                 Ok(nix::unistd::ForkResult::Child) => {
                     // m1: answers on the second socket from now on. The
                     // guests belong to m0's address space (KVM refuses
-                    // them to any other): m1 closes its copies.
+                    // them to any other): m1 closes its copies, which
+                    // would otherwise keep m0's VMs, and with them m0's
+                    // address space, alive after m0 exits.
                     ch = c1;
                     ex.guests = [None, None];
+                    if let Some((r, w)) = sync {
+                        drop(r);
+                        let _ = nix::unistd::write(&w, &[1]);
+                    }
                 }
                 Ok(nix::unistd::ForkResult::Parent { child }) => {
                     drop(c1);
+                    if let Some((r, w)) = sync {
+                        drop(w);
+                        let _ = nix::unistd::read(&r, &mut [0u8; 1]);
+                    }
                     let r = Reply::Ok(child.as_raw() as u64);
                     let _ = send_words(ch.as_fd(), &encode_reply(r), &[]);
                 }
