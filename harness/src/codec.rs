@@ -1821,6 +1821,31 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_kvm_table_keeps_guest_accesses_and_the_linux_ops() {
+        let count = |k: Kind| KVM_KINDS.iter().filter(|&&x| x == k).count();
+        assert_eq!(
+            (
+                count(Kind::DevRead),
+                count(Kind::DevWrite),
+                count(Kind::DevOpen)
+            ),
+            (9, 9, 5)
+        );
+        for (b, k) in KVM_KINDS.iter().enumerate() {
+            assert_eq!(*k, kvm_kind(MIRROR_KINDS[b]));
+            // Every kind it keeps keeps its tag: encode's first tags hold.
+            assert_eq!(KVM_KINDS[FIRST_TAG[*k as usize] as usize], *k, "tag {b}");
+            if !matches!(k, Kind::DevRead | Kind::DevWrite | Kind::DevOpen) {
+                assert_eq!(*k, LINUX_KINDS[b], "tag {b}");
+            }
+        }
+        // Whatever the bytes, a kvm program's device ops are kvm ops.
+        let p = decode_as(Target::Kvm, &[0u8, 0, 0, 0, 0, 19, 1, 0, 20, 0, 5]);
+        assert_eq!(p.validate(), Ok(()));
+        assert!(p.steps.iter().all(|s| crate::program::kvm_op(&s.op)));
+    }
+
+    #[test]
     fn the_linux_target_byte_is_two_and_keeps_the_others() {
         assert_eq!(target_code(2), Target::Linux);
         for b in (0..=u8::MAX).filter(|&b| b != 2) {
