@@ -59,7 +59,7 @@ log "build.sh finished in $((SECONDS - start))s"
 mapfile -t targets < <(awk '
   /^\[\[bin\]\]/ { inbin = 1; next }
   /^\[/          { inbin = 0 }
-  inbin && $1 == "name" { gsub(/"/, "", $3); if ($3 != "linux") print $3 }
+  inbin && $1 == "name" { gsub(/"/, "", $3); if ($3 != "linux" && $3 != "kvm") print $3 }
 ' "$SRC/mnfuzz/fuzz/Cargo.toml")
 ((${#targets[@]})) || { log "no [[bin]] targets in fuzz/Cargo.toml"; exit 1; }
 

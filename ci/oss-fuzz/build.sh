@@ -32,15 +32,15 @@ case "$sanitizer" in
   *) log "unsupported SANITIZER=$sanitizer (Rust on OSS-Fuzz: address, coverage)"; exit 1 ;;
 esac
 
-# Target names from the [[bin]] tables of fuzz/Cargo.toml, but `linux`: it
-# needs root and userfaultfd, which OSS-Fuzz's runners do not give (CI runs
-# it as `mnfuzz conform`). Not `cargo fuzz
-# list`: under SANITIZER=coverage OSS-Fuzz's wrapper turns any `cargo fuzz`
+# Target names from the [[bin]] tables of fuzz/Cargo.toml, but `linux` and
+# `kvm`: they need root and userfaultfd (kvm also /dev/kvm), which
+# OSS-Fuzz's runners do not give (CI runs them as `mnfuzz conform`). Not
+# `cargo fuzz list`: under SANITIZER=coverage OSS-Fuzz's wrapper turns any `cargo fuzz`
 # command into a build.
 mapfile -t targets < <(awk '
   /^\[\[bin\]\]/ { inbin = 1; next }
   /^\[/          { inbin = 0 }
-  inbin && $1 == "name" { gsub(/"/, "", $3); if ($3 != "linux") print $3 }
+  inbin && $1 == "name" { gsub(/"/, "", $3); if ($3 != "linux" && $3 != "kvm") print $3 }
 ' fuzz/Cargo.toml)
 ((${#targets[@]})) || { log "no [[bin]] targets in fuzz/Cargo.toml"; exit 1; }
 log "targets: ${targets[*]}; sanitizer: $sanitizer"

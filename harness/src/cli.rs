@@ -127,10 +127,12 @@ pub enum Cmd {
         #[arg(long, default_value_t = 1)]
         jobs: usize,
         /// Seed corpus directory (default: corpus/linux, and the mirror
-        /// seeds of corpus/mirror, which decode as linux programs).
+        /// seeds of corpus/mirror, which decode as linux programs; with
+        /// `--devices kvm`, corpus/kvm first).
         #[arg(long)]
         corpus: Option<PathBuf>,
-        /// Where findings go (default: corpus/regressions/linux).
+        /// Where findings go (default: corpus/regressions/linux, or
+        /// corpus/regressions/kvm with `--devices kvm`).
         #[arg(long)]
         regressions: Option<PathBuf>,
         /// No live statistics.
@@ -139,6 +141,10 @@ pub enum Cmd {
         /// Executions the minimizer may spend on a finding.
         #[arg(long, default_value_t = 5_000)]
         minimize_execs: u64,
+        /// Real devices as well: `kvm` runs the kvm target (KVM guests
+        /// over the child's window as device mirrors; needs /dev/kvm).
+        #[arg(long)]
+        devices: Option<String>,
     },
     /// Replay `.ops` files and byte inputs (files or directories).
     Replay {
@@ -244,8 +250,15 @@ pub fn run_cmd(cmd: Cmd) -> Result<ExitCode, String> {
             regressions,
             no_progress,
             minimize_execs,
+            devices,
         } => run_cmd(Cmd::Fuzz {
-            target: Target::Linux.name().into(),
+            target: match devices.as_deref() {
+                None | Some("") => Target::Linux.name().into(),
+                Some("kvm") => Target::Kvm.name().into(),
+                Some(other) => {
+                    return Err(format!("--devices: unknown device '{other}' (known: kvm)"))
+                }
+            },
             jobs,
             seed,
             seconds: Some(seconds),
@@ -289,14 +302,23 @@ pub fn run_cmd(cmd: Cmd) -> Result<ExitCode, String> {
                 crate::linux::probe()
                     .map_err(|e| format!("the linux target cannot run here: {e}"))?;
             }
+            if target == Target::Kvm {
+                crate::linux::probe_kvm()
+                    .map_err(|e| format!("the kvm target cannot run here: {e}"))?;
+            }
             let regressions =
                 regressions.unwrap_or_else(|| Path::new("corpus/regressions").join(target.name()));
             let seeds = match corpus {
                 Some(c) => crate::files::seed_inputs(&c)?,
-                // Mirror inputs decode as linux programs of the same shape.
-                None if target == Target::Linux => {
+                // Mirror inputs decode as linux (and kvm) programs of the
+                // same shape.
+                None if target.real() => {
                     let mut v = Vec::new();
-                    for dir in ["corpus/linux", "corpus/mirror"] {
+                    let dirs: &[&str] = match target {
+                        Target::Kvm => &["corpus/kvm", "corpus/linux", "corpus/mirror"],
+                        _ => &["corpus/linux", "corpus/mirror"],
+                    };
+                    for &dir in dirs {
                         if Path::new(dir).is_dir() {
                             v.extend(crate::files::seed_inputs(Path::new(dir))?);
                         }

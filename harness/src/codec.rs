@@ -290,6 +290,36 @@ const fn linux_table(mirror: &[Kind; 64]) -> [Kind; 64] {
 /// mremap 7, dontneed 5, mprotect 4, clear_refs 3, fork 1, exit 1, expect 1.
 pub(crate) const LINUX_KINDS: [Kind; 64] = linux_table(&MIRROR_KINDS);
 
+/// The kvm target's stand-in for each mirror kind: device reads and
+/// writes and `open` stay (a guest's accesses), the other device kinds
+/// become guest reads (snapshot, exclusive), guest writes (migrate, evict)
+/// or `open` (`step`), and the rest is the linux target's.
+pub(crate) const fn kvm_kind(k: Kind) -> Kind {
+    match k {
+        Kind::DevRead | Kind::DevWrite | Kind::DevOpen => k,
+        Kind::Snapshot | Kind::DevExclusive => Kind::DevRead,
+        Kind::DevMigrate | Kind::DevEvict => Kind::DevWrite,
+        Kind::Yield => Kind::DevOpen,
+        k => linux_kind(k),
+    }
+}
+
+const fn kvm_table(mirror: &[Kind; 64]) -> [Kind; 64] {
+    let mut t = *mirror;
+    let mut i = 0;
+    while i < 64 {
+        t[i] = kvm_kind(t[i]);
+        i += 1;
+    }
+    t
+}
+
+/// Kvm `tag & 63` to kind: guest read 9, guest write 9, open 5, read 7,
+/// write 7, mmap 6, mremap 5, dontneed 5, munmap 3, clear_refs 3,
+/// mprotect 2, fork 1, exit 1, expect 1. The target has no code of its
+/// own (like threads): only `decode_as` reads its programs.
+pub(crate) const KVM_KINDS: [Kind; 64] = kvm_table(&MIRROR_KINDS);
+
 /// Notifier `tag & 63` to kind.
 pub(crate) const KINDS: [Kind; 64] = kind_table(&KIND_WEIGHTS);
 /// Mirror `tag & 63` to kind.
@@ -340,6 +370,7 @@ pub(crate) fn kinds(target: Target) -> &'static [Kind; 64] {
         Target::Notifier | Target::Threads => &KINDS,
         Target::Mirror => &MIRROR_KINDS,
         Target::Linux => &LINUX_KINDS,
+        Target::Kvm => &KVM_KINDS,
     }
 }
 
@@ -621,14 +652,14 @@ impl Reader<'_, '_> {
         let task_size = self.u64_with(task_size_code, task_size_raw);
         let mut devices = match target {
             Target::Notifier | Target::Threads => [None, None],
-            Target::Mirror | Target::Linux => devices_code(self.byte()),
+            Target::Mirror | Target::Linux | Target::Kvm => devices_code(self.byte()),
         };
         for d in devices.iter_mut().flatten() {
             if let Some(p) = size_param(*d) {
                 d.param = shift_code(p, self.byte());
             }
         }
-        if target == Target::Linux {
+        if target.real() {
             return ProgramConfig {
                 target,
                 threads: 1,
@@ -662,6 +693,19 @@ impl Reader<'_, '_> {
         let op = match c.target {
             Target::Notifier | Target::Threads => self.notifier_op(kind, c),
             Target::Mirror | Target::Linux => self.mirror_op(kind, c),
+            Target::Kvm => match self.mirror_op(kind, c) {
+                Op::Dev {
+                    dev,
+                    op: DevStep::Open { mm, .. },
+                } => Op::Dev {
+                    dev,
+                    op: DevStep::Open {
+                        mm,
+                        strategy: crate::program::KVM_DEVICE,
+                    },
+                },
+                op => op,
+            },
         };
         Step { thread, op }
     }
@@ -1150,6 +1194,25 @@ pub(crate) mod tests {
                 1 => any_expect().prop_map(Op::Expect),
             ]
             .boxed(),
+            Target::Kvm => prop_oneof![
+                6 => (0..MMS, any_mm_step())
+                    .prop_filter("a linux op", |(_, op)| crate::program::linux_op(op))
+                    .prop_map(|(mm, op)| Op::Mm { mm, op }),
+                3 => (0..DEVICES, any_dev_step())
+                    .prop_map(|(dev, op)| {
+                        let op = match op {
+                            DevStep::Open { mm, .. } => DevStep::Open {
+                                mm,
+                                strategy: crate::program::KVM_DEVICE,
+                            },
+                            op => op,
+                        };
+                        Op::Dev { dev, op }
+                    })
+                    .prop_filter("a kvm op", crate::program::kvm_op),
+                1 => any_expect().prop_map(Op::Expect),
+            ]
+            .boxed(),
         }
     }
 
@@ -1180,14 +1243,16 @@ pub(crate) mod tests {
             any_devices(),
         )
             .prop_map(|(target, threads, initial_seq, task_size, devices)| {
-                let linux = target == Target::Linux;
+                let linux = target.real();
                 ProgramConfig {
                     target,
                     threads: if linux { 1 } else { threads },
                     initial_seq,
                     task_size: if linux { LINUX_TASK_SIZE } else { task_size },
                     devices: match target {
-                        Target::Notifier | Target::Threads | Target::Linux => [None, None],
+                        Target::Notifier | Target::Threads | Target::Linux | Target::Kvm => {
+                            [None, None]
+                        }
                         Target::Mirror => devices,
                     },
                     kernel_compat: false,
@@ -1742,8 +1807,9 @@ pub(crate) mod tests {
                 prop_assert_eq!(p.config.target, target);
                 prop_assert_eq!(p.validate(), Ok(()));
                 prop_assert_eq!(&decode_as(target, &encode(&p)), &p);
-                // The threads target has no target code: only decode_as reads it.
-                if target != Target::Threads {
+                // The threads and kvm targets have no target code: only
+                // decode_as reads them.
+                if !matches!(target, Target::Threads | Target::Kvm) {
                     prop_assert_eq!(&decode(&encode(&p)), &p);
                 }
                 // When the byte already says `target`, nothing changes.
@@ -1752,6 +1818,31 @@ pub(crate) mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_kvm_table_keeps_guest_accesses_and_the_linux_ops() {
+        let count = |k: Kind| KVM_KINDS.iter().filter(|&&x| x == k).count();
+        assert_eq!(
+            (
+                count(Kind::DevRead),
+                count(Kind::DevWrite),
+                count(Kind::DevOpen)
+            ),
+            (9, 9, 5)
+        );
+        for (b, k) in KVM_KINDS.iter().enumerate() {
+            assert_eq!(*k, kvm_kind(MIRROR_KINDS[b]));
+            // Every kind it keeps keeps its tag: encode's first tags hold.
+            assert_eq!(KVM_KINDS[FIRST_TAG[*k as usize] as usize], *k, "tag {b}");
+            if !matches!(k, Kind::DevRead | Kind::DevWrite | Kind::DevOpen) {
+                assert_eq!(*k, LINUX_KINDS[b], "tag {b}");
+            }
+        }
+        // Whatever the bytes, a kvm program's device ops are kvm ops.
+        let p = decode_as(Target::Kvm, &[0u8, 0, 0, 0, 0, 19, 1, 0, 20, 0, 5]);
+        assert_eq!(p.validate(), Ok(()));
+        assert!(p.steps.iter().all(|s| crate::program::kvm_op(&s.op)));
     }
 
     #[test]

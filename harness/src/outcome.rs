@@ -58,6 +58,10 @@ pub enum DivergenceKind {
     /// target): an op's result, a value, userfaultfd events, page
     /// presence or frame sharing.
     Linux,
+    /// A KVM guest's view of memory disagreed with the host CPU's or the
+    /// simulation's (the `kvm` target): a value, or an access that
+    /// succeeded where the host has no mapping or no permission.
+    Kvm,
 }
 
 impl DivergenceKind {
@@ -80,11 +84,12 @@ impl DivergenceKind {
             DivergenceKind::Expect => "expect",
             DivergenceKind::Shadow => "shadow",
             DivergenceKind::Linux => "linux",
+            DivergenceKind::Kvm => "kvm",
         }
     }
 
     /// Every kind.
-    pub const ALL: [DivergenceKind; 16] = [
+    pub const ALL: [DivergenceKind; 17] = [
         DivergenceKind::Result,
         DivergenceKind::Callbacks,
         DivergenceKind::CallbackSeq,
@@ -101,6 +106,7 @@ impl DivergenceKind {
         DivergenceKind::Expect,
         DivergenceKind::Shadow,
         DivergenceKind::Linux,
+        DivergenceKind::Kvm,
     ];
 }
 

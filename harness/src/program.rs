@@ -56,25 +56,37 @@ pub enum Target {
     /// child process at once, compared after every op (DESIGN.md §9;
     /// needs Linux, root and userfaultfd).
     Linux,
+    /// The linux target with a real device mirror: KVM. A device opened
+    /// with `dN open mM kvm` is a VM whose guest-physical memory is the
+    /// real child's window; its reads and writes are vCPU runs, compared
+    /// with the host CPU and the simulation (needs /dev/kvm as well).
+    Kvm,
 }
 
 impl Target {
     /// Every target.
-    pub const ALL: [Target; 4] = [
+    pub const ALL: [Target; 5] = [
         Target::Notifier,
         Target::Mirror,
         Target::Threads,
         Target::Linux,
+        Target::Kvm,
     ];
 
     /// The targets that need no real kernel (what `soak` and `bench`
-    /// cover by default): `linux` needs root and userfaultfd.
+    /// cover by default): `linux` and `kvm` need root and userfaultfd.
     pub const SIMULATED: [Target; 3] = [Target::Notifier, Target::Mirror, Target::Threads];
 
     /// Whether its programs are written in the mirror target's ops (`mN`
-    /// ops, `expect`): mirror and linux.
+    /// ops, `expect`): mirror, linux and kvm.
     pub fn speaks_mm(self) -> bool {
-        matches!(self, Target::Mirror | Target::Linux)
+        matches!(self, Target::Mirror | Target::Linux | Target::Kvm)
+    }
+
+    /// Whether it runs on the real kernel (one thread, the window as
+    /// task_size, no configured devices): linux and kvm.
+    pub fn real(self) -> bool {
+        matches!(self, Target::Linux | Target::Kvm)
     }
 
     /// Its name on command lines, in corpus paths and in `.ops` headers.
@@ -84,6 +96,7 @@ impl Target {
             Target::Mirror => "mirror",
             Target::Threads => "threads",
             Target::Linux => "linux",
+            Target::Kvm => "kvm",
         }
     }
 
@@ -148,16 +161,17 @@ impl ProgramConfig {
         if self.target != Target::Notifier && self.kernel_compat {
             return Err("kernel_compat belongs to the notifier target".into());
         }
-        if self.target == Target::Linux {
+        if self.target.real() {
+            let t = self.target.name();
             if self.devices != [None, None] {
-                return Err("the linux target has no devices".into());
+                return Err(format!("the {t} target has no configured devices"));
             }
             if self.threads != 1 {
-                return Err("the linux target runs one thread (threads=1)".into());
+                return Err(format!("the {t} target runs one thread (threads=1)"));
             }
             if self.task_size != LINUX_TASK_SIZE {
                 return Err(format!(
-                    "the linux target's task_size is its window, {LINUX_TASK_SIZE:#x}"
+                    "the {t} target's task_size is its window, {LINUX_TASK_SIZE:#x}"
                 ));
             }
         }
@@ -321,6 +335,29 @@ pub fn linux_op(op: &MmStep) -> bool {
     )
 }
 
+/// The device of `dN open mM kvm` (kvm target): a strategy spec that no
+/// registry entry has, so that no other target accepts it.
+pub const KVM_DEVICE: StrategySpec = StrategySpec {
+    kind: u8::MAX,
+    param: 0,
+    tlb: mirror::Tlb::Sync,
+};
+
+/// Whether the kvm target takes `op`: the linux target's mm ops, and
+/// the device ops a guest can do (open, read, write).
+pub fn kvm_op(op: &Op) -> bool {
+    match op {
+        Op::Mm { op, .. } => linux_op(op),
+        Op::Dev { op, .. } => match op {
+            DevStep::Open { strategy, .. } => *strategy == KVM_DEVICE,
+            DevStep::Read { .. } | DevStep::Write { .. } => true,
+            _ => false,
+        },
+        Op::Expect(_) => true,
+        _ => false,
+    }
+}
+
 /// One line of a program: thread `thread` performs `op`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Step {
@@ -365,9 +402,10 @@ impl Program {
                         || matches!(op, MmStep::Mmap { kind: MapKind::File(f), .. } if f >= FILES)
                 }
                 Op::Dev { dev, op } => {
+                    let kvm = self.config.target == Target::Kvm;
                     dev >= DEVICES
                         || matches!(op, DevStep::Open { mm, strategy }
-                            if mm >= MMS || !strategy_valid(strategy))
+                            if mm >= MMS || !(kvm || strategy_valid(strategy)))
                 }
                 Op::Expect(_) => false,
             };
@@ -375,12 +413,15 @@ impl Program {
                 s.op,
                 Op::Mm { .. } | Op::Dev { .. } | Op::Yield | Op::Expect(_)
             );
-            let linux_misfit = self.config.target == Target::Linux
-                && match s.op {
+            let linux_misfit = match self.config.target {
+                Target::Linux => match s.op {
                     Op::Mm { op, .. } => !linux_op(&op),
                     Op::Expect(_) => false,
                     _ => true,
-                };
+                },
+                Target::Kvm => !kvm_op(&s.op),
+                _ => false,
+            };
             if mirror_op != self.config.target.speaks_mm() || linux_misfit {
                 return Err(format!(
                     "step {n}: {} is not an op of the {} target",

@@ -229,7 +229,9 @@ pub fn rows(opts: &SoakOptions) -> Vec<Row> {
     let mut v = Vec::new();
     for &target in &opts.targets {
         match target {
-            Target::Notifier | Target::Threads | Target::Linux => v.push(Row { target, pin: None }),
+            Target::Notifier | Target::Threads | Target::Linux | Target::Kvm => {
+                v.push(Row { target, pin: None })
+            }
             Target::Mirror => v.extend(
                 DevicePin::all(opts.pairs)
                     .into_iter()

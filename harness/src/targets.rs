@@ -87,7 +87,7 @@ fn run_inner(program: &Program, opts: &RunOptions) -> Outcome {
         Target::Notifier => crate::notifier::exec::run_notifier(program, opts),
         Target::Mirror => crate::mirror::exec::run_mirror(program, opts),
         Target::Threads => crate::threads::exec::run_threads(program, opts),
-        Target::Linux => crate::linux::run(program, opts),
+        Target::Linux | Target::Kvm => crate::linux::run(program, opts),
     }
 }
 
@@ -174,4 +174,26 @@ pub fn linux_available() {
 pub fn linux(data: &[u8]) {
     linux_available();
     run_bytes(Target::Linux, data);
+}
+
+/// Checks once that the kvm target can run here (root, /dev/kvm,
+/// userfaultfd), and ends the process with exit code 2 and the reason
+/// when it cannot.
+pub fn kvm_available() {
+    static PROBED: OnceLock<()> = OnceLock::new();
+    PROBED.get_or_init(|| {
+        if let Err(e) = crate::linux::probe_kvm() {
+            eprintln!("mnfuzz: the kvm target cannot run here: {e}");
+            std::process::exit(2);
+        }
+    });
+}
+
+/// The `kvm` target: the linux target with KVM guests as devices, whose
+/// reads and writes are compared with the host CPU and the simulation.
+/// Call [`crate::linux::zygote_main_if_requested`] first thing in `main`
+/// (or a libFuzzer `init`).
+pub fn kvm(data: &[u8]) {
+    kvm_available();
+    run_bytes(Target::Kvm, data);
 }

@@ -523,7 +523,7 @@ fn parse_config(l: &mut Line<'_>) -> Result<ProgramConfig, ParseError> {
     }
     // A linux program's thread count and task_size are fixed: the keys
     // may be left out.
-    if c.target == Target::Linux {
+    if c.target.real() {
         if !seen.contains(&"threads") {
             c.threads = 1;
         }
@@ -576,13 +576,15 @@ fn parse_step(l: &mut Line<'_>, c: &ProgramConfig) -> Result<Step, ParseError> {
     let kw = l.next("op")?;
     let mirror = is_slot(kw, 'm') || is_slot(kw, 'd');
     let op = match (c.target, mirror) {
-        (Target::Mirror | Target::Linux, false) if kw.text == "step" => Op::Yield,
-        (Target::Mirror | Target::Linux, false) if kw.text == "expect" => {
+        (Target::Mirror | Target::Linux | Target::Kvm, false) if kw.text == "step" => Op::Yield,
+        (Target::Mirror | Target::Linux | Target::Kvm, false) if kw.text == "expect" => {
             Op::Expect(parse_expect(l)?)
         }
-        (Target::Mirror | Target::Linux, true) if is_slot(kw, 'm') => parse_mm(l, kw)?,
-        (Target::Mirror | Target::Linux, true) => parse_dev(l, kw)?,
-        (Target::Mirror | Target::Linux, false) => {
+        (Target::Mirror | Target::Linux | Target::Kvm, true) if is_slot(kw, 'm') => {
+            parse_mm(l, kw)?
+        }
+        (Target::Mirror | Target::Linux | Target::Kvm, true) => parse_dev(l, kw)?,
+        (Target::Mirror | Target::Linux | Target::Kvm, false) => {
             let what = if NOTIFIER_KEYWORDS.contains(&kw.text) {
                 format!("`{}` is not an op of the mirror target", kw.text)
             } else {
@@ -694,6 +696,13 @@ mod tests {
         #[test]
         fn decoded_programs_roundtrip(bytes in proptest::collection::vec(any::<u8>(), 0..1500)) {
             let p = decode(&bytes);
+            let text = print(&p);
+            prop_assert_eq!(parse(&text), Ok(p), "{}", text);
+        }
+
+        #[test]
+        fn kvm_programs_roundtrip(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let p = crate::codec::decode_as(Target::Kvm, &bytes);
             let text = print(&p);
             prop_assert_eq!(parse(&text), Ok(p), "{}", text);
         }
@@ -2366,5 +2375,37 @@ t0 expect 0x100
             .validate()
             .unwrap_err()
             .contains("ODP chunk shift out of range"));
+    }
+
+    #[test]
+    fn kvm_devices_belong_to_the_kvm_target() {
+        let p = parse("config target=kvm\nt0 d1 open m1 kvm\nt0 d1 write 0x1000 5\n")
+            .expect("a kvm program");
+        assert_eq!(p.config.threads, 1);
+        assert_eq!(p.config.task_size, crate::program::LINUX_TASK_SIZE);
+        assert_eq!(
+            p.steps[0].op,
+            Op::Dev {
+                dev: 1,
+                op: DevStep::Open {
+                    mm: 1,
+                    strategy: crate::program::KVM_DEVICE
+                }
+            }
+        );
+        assert_eq!(format_step(&p.steps[0]), "t0 d1 open m1 kvm");
+        // A mirror program cannot open a kvm device, and a kvm program
+        // takes no strategy, no other device op, no simulation-only op.
+        let bad = [
+            "config target=mirror\nt0 d0 open m0 kvm\n",
+            "config target=kvm\nt0 d0 open m0 fullva\n",
+            "config target=kvm\nt0 d0 snapshot 0x0 +0x1000\n",
+            "config target=kvm\nt0 m0 reclaim 0x0\n",
+            "config target=kvm\nt0 step\n",
+            "config target=linux\nt0 d0 open m0 kvm\n",
+        ];
+        for text in bad {
+            assert!(parse(text).is_err(), "{text}");
+        }
     }
 }

@@ -41,9 +41,12 @@ use mm::{Env, Mm, MmConfig, MmError, MmId, Outcome as MmOutcome, Phys, Pte, Task
 use notifier::{Event, Range};
 
 use super::real::{code, Real, Refused, Reply, UffdEvent};
+use super::shadow::Tracker;
 use crate::mirror::exec::Answer;
 use crate::outcome::{Divergence, DivergenceKind, Outcome, RunOptions};
-use crate::program::{ErrKind, Expect, MapKind, MmStep, Op, Program, Prot, MMS, PAGE};
+use crate::program::{
+    DevStep, ErrKind, Expect, MapKind, MmStep, Op, Program, Prot, Target, DEVICES, MMS, PAGE,
+};
 
 struct Free;
 
@@ -61,7 +64,24 @@ struct World<'p> {
     real: Real,
     last: Option<Answer>,
     out: Outcome,
+    /// The kvm target: the address space each device's guest is on.
+    devs: [Option<usize>; DEVICES as usize],
+    /// The kernel's release, for kvm divergences.
+    kernel: String,
+    /// How KVM refused each kind of guest access so far (host page
+    /// protected, write): the first answer, which later ones must repeat.
+    refusals: BTreeMap<(bool, bool), Reply>,
+    /// The kvm target: the shadow memory, kept from the ops alone.
+    shadow: Option<Tracker>,
 }
+
+fn show(v: Option<u64>) -> String {
+    v.map_or("nothing".into(), |v| format!("{v:#x}"))
+}
+
+/// `KVM_EXIT_MMIO`: how KVM answers a guest access to a page whose host
+/// address has no mapping.
+const KVM_EXIT_MMIO: u32 = 6;
 
 type Checked = Result<(), Box<Divergence>>;
 
@@ -96,6 +116,10 @@ pub fn run_linux(program: &Program, opts: &RunOptions) -> Outcome {
         real,
         last: None,
         out: Outcome::default(),
+        devs: [None; DEVICES as usize],
+        kernel: String::new(),
+        refusals: BTreeMap::new(),
+        shadow: (program.config.target == Target::Kvm).then(|| Tracker::new(MMS as usize)),
     };
     w.mms[0] = Some(Mm::new(MmId(0), cfg));
     let r = w.run();
@@ -173,6 +197,8 @@ fn reply_text(r: Reply) -> String {
         Reply::Segv(c) if c & 0x100 != 0 => format!("SIGBUS (si_code {})", c & 0xff),
         Reply::Segv(c) => format!("SIGSEGV (si_code {c})"),
         Reply::OutOfWindow => "not run: outside the window".into(),
+        Reply::MemoryFault => "KVM_RUN failed: EFAULT with KVM_EXIT_MEMORY_FAULT".into(),
+        Reply::KvmExit(r) => format!("the vCPU exited with exit_reason {r}"),
     }
 }
 
@@ -253,6 +279,9 @@ impl World<'_> {
             let said = match step.op {
                 Op::Mm { mm, op } => self.mm_step(i, mm as usize, op)?,
                 Op::Expect(e) => self.expect(i, e)?,
+                Op::Dev { dev, op } if self.program.config.target == Target::Kvm => {
+                    self.dev_step(i, dev as usize, op)?
+                }
                 _ => "not an op of the linux target".into(),
             };
             if self.opts.trace {
@@ -293,6 +322,19 @@ impl World<'_> {
             self.last = Some(Answer::Skipped);
             return Ok("skipped".into());
         }
+        self.run_op(i, m, op, cmd, None)
+    }
+
+    /// Runs `op` on the simulation and `cmd` on the real `m`, and
+    /// compares them; `guest` is the device when `cmd` is its access.
+    fn run_op(
+        &mut self,
+        i: usize,
+        m: usize,
+        op: MmStep,
+        cmd: [u64; 6],
+        guest: Option<usize>,
+    ) -> Result<String, Box<Divergence>> {
         if !self.real.live(m) {
             return Err(self.diverge(
                 DivergenceKind::Linux,
@@ -313,7 +355,16 @@ impl World<'_> {
         let mut inside = false;
         let sim = loop {
             let mmx = self.mms[m].as_mut().expect("live");
-            match task.step(mmx, &mut self.phys, &Free) {
+            let stepped = task.step(mmx, &mut self.phys, &Free);
+            if let Some(Err(why)) = self.shadow.as_mut().map(|sh| sh.step(m, &task)) {
+                return Err(self.diverge(
+                    DivergenceKind::Shadow,
+                    i,
+                    format!("m{m}: {why}"),
+                    "the shadow memory's mappings allow it".into(),
+                ));
+            }
+            match stepped {
                 TaskStep::Progress => {
                     let now = task.in_invalidation();
                     if now && !inside {
@@ -350,8 +401,34 @@ impl World<'_> {
             self.feature(0x2000 | (cmd[0] as u32) << 4 | event_class(e));
         }
         self.last = Some(Answer::of_mm(&sim));
-        self.compare_result(i, op, &sim, reply)?;
-        let said = format!("{} / linux {}", sim_text(&sim), reply_text(reply));
+        match guest {
+            None => self.compare_result(i, op, &sim, reply)?,
+            Some(d) => self.compare_guest(i, d, m, op, &sim, reply)?,
+        }
+        if let Some(Err(mm)) = self.shadow.as_mut().map(|sh| sh.done(m, mop, &sim)) {
+            let who = match guest {
+                Some(d) => format!("the guest d{d}"),
+                None => "the CPU".into(),
+            };
+            return Err(self.diverge(
+                DivergenceKind::Shadow,
+                i,
+                format!(
+                    "m{} {:#x}: {} ({who} saw {})",
+                    mm.mm,
+                    mm.addr,
+                    mm.why,
+                    show(mm.got)
+                ),
+                format!("the shadow memory holds {}", show(mm.expected)),
+            ));
+        }
+        let who = if guest.is_some() { "kvm" } else { "linux" };
+        let guest_saw = match (guest, &sim) {
+            (Some(d), Ok(MmOutcome::Value(v))) => Some((d, *v)),
+            _ => None,
+        };
+        let said = format!("{} / {who} {}", sim_text(&sim), reply_text(reply));
         match sim {
             Ok(MmOutcome::Forked(mut child)) => {
                 child.id = MmId(1);
@@ -373,7 +450,212 @@ impl World<'_> {
         }
         self.compare_events(i, m, op, &ranges, &vmas_before, &real_events)?;
         self.compare_pages(i)?;
+        if let Some((d, v)) = guest_saw {
+            self.host_sees(i, d, m, op, v)?;
+        }
         Ok(said)
+    }
+
+    /// A device op of the kvm target.
+    fn dev_step(&mut self, i: usize, d: usize, op: DevStep) -> Result<String, Box<Divergence>> {
+        let skipped = |w: &mut Self, why: &str| {
+            w.out.stats.skipped += 1;
+            w.last = Some(Answer::Skipped);
+            Ok(format!("skipped: {why}"))
+        };
+        let live = |w: &Self, m: usize| w.mms[m].as_ref().is_some_and(|x| !x.exited);
+        match op {
+            DevStep::Open { mm, .. } => {
+                let m = mm as usize;
+                if self.devs[d].is_some() {
+                    return skipped(self, "already open");
+                }
+                if !live(self, m) {
+                    return skipped(self, "no such address space");
+                }
+                self.out.stats.ran += 1;
+                let reply = match self.real.call(m, [code::KVM_OPEN, d as u64, 0, 0, 0, 0]) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        return Err(self.diverge(
+                            DivergenceKind::Kvm,
+                            i,
+                            "ok".into(),
+                            format!("the real side broke: {e}"),
+                        ))
+                    }
+                };
+                let events = self.real.take_events();
+                if reply != Reply::Ok(0) || !events.is_empty() {
+                    return Err(self.diverge(
+                        DivergenceKind::Kvm,
+                        i,
+                        "ok, and no userfaultfd events".into(),
+                        format!(
+                            "opening the guest: {}; {} userfaultfd events",
+                            reply_text(reply),
+                            events.len()
+                        ),
+                    ));
+                }
+                self.devs[d] = Some(m);
+                self.last = Some(Answer::Done);
+                self.feature(0x4000 | d as u32);
+                Ok(format!("a KVM guest over m{m}'s window"))
+            }
+            DevStep::Read { addr } | DevStep::Write { addr, .. } => {
+                let Some(m) = self.devs[d] else {
+                    return skipped(self, "the device is not open");
+                };
+                if !live(self, m) {
+                    return skipped(self, "its address space exited");
+                }
+                let (mop, cmd) = match op {
+                    DevStep::Write { value, .. } => (
+                        MmStep::Write { addr, value },
+                        [code::KVM_WRITE, d as u64, addr, value, 0, 0],
+                    ),
+                    _ => (
+                        MmStep::Read { addr },
+                        [code::KVM_READ, d as u64, addr, 0, 0, 0],
+                    ),
+                };
+                self.run_op(i, m, mop, cmd, Some(d))
+            }
+            _ => skipped(self, "not an op of the kvm target"),
+        }
+    }
+
+    /// A guest access against the simulation's CPU access: the same value
+    /// where the CPU may access; a failed `KVM_RUN` (`EFAULT`, with or
+    /// without `KVM_EXIT_MEMORY_FAULT`) where it may not.
+    #[allow(clippy::too_many_arguments)]
+    fn compare_guest(
+        &mut self,
+        i: usize,
+        d: usize,
+        m: usize,
+        op: MmStep,
+        sim: &Result<MmOutcome, MmError>,
+        reply: Reply,
+    ) -> Checked {
+        let fault = matches!(
+            reply,
+            Reply::MemoryFault | Reply::Errno(libc::EFAULT) | Reply::KvmExit(KVM_EXIT_MMIO)
+        );
+        let write = matches!(op, MmStep::Write { .. });
+        let mut agree = match (sim, reply) {
+            (Ok(MmOutcome::Value(v)), Reply::Ok(w)) => *v == w,
+            (Err(_), Reply::OutOfWindow) => true,
+            (Err(MmError::Fault | MmError::Perm), _) => fault,
+            _ => false,
+        };
+        // The same host condition must get the same answer from KVM
+        // throughout a run: nothing mapped, or no permission; read or write.
+        let mut before = None;
+        if let (Err(e @ (MmError::Fault | MmError::Perm)), true) = (sim, fault) {
+            let class = (ErrKind::of_mm(e) == ErrKind::Perm, write);
+            match self.refusals.get(&class) {
+                Some(&r) if r != reply => {
+                    agree = false;
+                    before = Some(r);
+                }
+                Some(_) => {}
+                None => {
+                    self.refusals.insert(class, reply);
+                }
+            }
+        }
+        self.feature(
+            0x5000 | u32::from(matches!(op, MmStep::Write { .. })) << 4 | reply_class(reply),
+        );
+        if agree {
+            return Ok(());
+        }
+        let what = match op {
+            MmStep::Write { addr, value } => format!("d{d} write {addr:#x} {value:#x}"),
+            MmStep::Read { addr } => format!("d{d} read {addr:#x}"),
+            _ => format!("d{d}"),
+        };
+        let why = match (sim, reply) {
+            (Err(_), Reply::Ok(_)) => " (the guest used a page the host has unmapped or protected)",
+            (Ok(_), Reply::Ok(_)) => " (the guest saw another value)",
+            (Ok(_), _) => " (the guest could not use a page the host CPU can)",
+            _ => "",
+        };
+        let why = match before {
+            Some(r) => format!(
+                " (earlier in this run, KVM answered the same kind of access to the same kind of \
+                 host page with: {})",
+                reply_text(r)
+            ),
+            None => why.to_string(),
+        };
+        // What the host CPU sees there now, for the report (a load
+        // changes nothing where the simulation's CPU access succeeded).
+        let host = match (sim, op) {
+            (Ok(_), MmStep::Read { addr } | MmStep::Write { addr, .. }) => {
+                match self.real.call(m, [code::READ, addr, 0, 0, 0, 0]) {
+                    Ok(r) => format!("; the host CPU reads {}", reply_text(r)),
+                    Err(e) => format!("; the host CPU read broke: {e}"),
+                }
+            }
+            _ => String::new(),
+        };
+        let kernel = self.kernel_release();
+        Err(self.diverge(
+            DivergenceKind::Kvm,
+            i,
+            format!("a CPU access: {}", sim_text(sim)),
+            format!(
+                "the guest's {what}: {}{why}{host}; Linux {kernel}",
+                reply_text(reply)
+            ),
+        ))
+    }
+
+    /// After a guest access that succeeded with `v`: a host CPU load of
+    /// the same address in `m` must read `v` (a store: what it stored).
+    fn host_sees(&mut self, i: usize, d: usize, m: usize, op: MmStep, v: u64) -> Checked {
+        let addr = match op {
+            MmStep::Read { addr } | MmStep::Write { addr, .. } => addr,
+            _ => return Ok(()),
+        };
+        let reply = match self.real.call(m, [code::READ, addr, 0, 0, 0, 0]) {
+            Ok(r) => r,
+            Err(e) => {
+                return Err(self.diverge(
+                    DivergenceKind::Kvm,
+                    i,
+                    format!("{v:#x}"),
+                    format!("the real side broke: {e}"),
+                ))
+            }
+        };
+        let events = self.real.take_events();
+        if reply == Reply::Ok(v) && events.is_empty() {
+            return Ok(());
+        }
+        let kernel = self.kernel_release();
+        Err(self.diverge(
+            DivergenceKind::Kvm,
+            i,
+            format!("after d{d}'s access, a host CPU read of m{m} {addr:#x} reads {v:#x}"),
+            format!(
+                "the host CPU read {} ({} userfaultfd events); Linux {kernel}",
+                reply_text(reply),
+                events.len()
+            ),
+        ))
+    }
+
+    fn kernel_release(&mut self) -> String {
+        if self.kernel.is_empty() {
+            self.kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "(release unknown)".into());
+        }
+        self.kernel.clone()
     }
 
     fn compare_result(
@@ -714,6 +996,8 @@ fn reply_class(r: Reply) -> u32 {
         Reply::Errno(e) => 1 + errno_kind(e) as u32,
         Reply::Segv(c) => 9 + (c as u32 & 3),
         Reply::OutOfWindow => 15,
+        Reply::MemoryFault => 8,
+        Reply::KvmExit(_) => 7,
     }
 }
 

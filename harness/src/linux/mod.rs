@@ -14,7 +14,11 @@ use crate::program::{Program, LINUX_TASK_SIZE};
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub mod exec;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub mod kvm;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub mod real;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub mod shadow;
 
 /// Runs a linux-target program.
 pub fn run(program: &Program, opts: &RunOptions) -> Outcome {
@@ -89,5 +93,52 @@ pub fn probe() -> Result<(), String> {
     {
         let _ = LINUX_TASK_SIZE;
         Err("the linux target needs Linux on x86-64".into())
+    }
+}
+
+/// Whether the kvm target works here: root, `/dev/kvm` and userfaultfd
+/// (the linux target's [`probe`]), and a guest that reads back what the
+/// host wrote. Err names what is missing, `/dev/kvm` first.
+pub fn probe_kvm() -> Result<(), String> {
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    {
+        use real::{code, Real, Reply};
+        if !std::path::Path::new("/dev/kvm").exists() {
+            return Err("/dev/kvm does not exist".into());
+        }
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("it needs root (pagemap's PFNs, /dev/userfaultfd)".into());
+        }
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .map_err(|e| format!("/dev/kvm cannot be opened: {e}"))?;
+        probe().map_err(|e| format!("userfaultfd or pagemap: {e}"))?;
+        let mut r = Real::spawn(LINUX_TASK_SIZE).map_err(|e| e.0)?;
+        let mut step = |cmd| r.call(0, cmd);
+        match step([code::KVM_OPEN, 0, 0, 0, 0, 0])? {
+            Reply::Ok(_) => {}
+            Reply::Errno(e) => {
+                return Err(format!(
+                    "/dev/kvm: creating a VM failed: {}",
+                    nix::errno::Errno::from_raw(e)
+                ))
+            }
+            other => return Err(format!("/dev/kvm: opening a guest answered {other:?}")),
+        }
+        step([code::MMAP, 0, 4096, 0, 2, 0])?;
+        step([code::WRITE, 0, 0x5a5a, 0, 0, 0])?;
+        match step([code::KVM_READ, 0, 0, 0, 0, 0])? {
+            Reply::Ok(0x5a5a) => Ok(()),
+            other => Err(format!(
+                "/dev/kvm: the guest does not read what the host wrote ({other:?})"
+            )),
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+    {
+        Err("the kvm target needs Linux on x86-64".into())
     }
 }

@@ -132,6 +132,15 @@ pub mod code {
     pub const CLEAR_REFS: u64 = 9;
     /// `[EXIT]`: reply, then exit.
     pub const EXIT: u64 = 10;
+    /// `[KVM_OPEN, dev]`: open a KVM guest over the window as device
+    /// `dev` (kvm target; [`super::kvm`]). Errno: which step failed is
+    /// not said, only its errno.
+    pub const KVM_OPEN: u64 = 11;
+    /// `[KVM_READ, dev, addr]`: a guest load of the word at window
+    /// offset `addr`.
+    pub const KVM_READ: u64 = 12;
+    /// `[KVM_WRITE, dev, addr, value]`: a guest store.
+    pub const KVM_WRITE: u64 = 13;
 }
 
 /// What an executor answered.
@@ -147,6 +156,12 @@ pub enum Reply {
     Segv(i32),
     /// Not run: the range leaves the window.
     OutOfWindow,
+    /// A guest access: `KVM_RUN` failed with `EFAULT` and reported
+    /// `KVM_EXIT_MEMORY_FAULT` (a plain failure is [`Reply::Errno`]).
+    MemoryFault,
+    /// A guest access: the vCPU exited with this other `exit_reason`
+    /// before reporting.
+    KvmExit(u32),
 }
 
 fn encode_reply(r: Reply) -> [u64; 2] {
@@ -155,6 +170,8 @@ fn encode_reply(r: Reply) -> [u64; 2] {
         Reply::Errno(e) => [1, e as u64],
         Reply::Segv(c) => [2, c as u64],
         Reply::OutOfWindow => [3, 0],
+        Reply::MemoryFault => [4, 0],
+        Reply::KvmExit(r) => [5, u64::from(r)],
     }
 }
 
@@ -163,6 +180,8 @@ fn decode_reply(w: [u64; 2]) -> Reply {
         0 => Reply::Ok(w[1]),
         1 => Reply::Errno(w[1] as i32),
         2 => Reply::Segv(w[1] as i32),
+        4 => Reply::MemoryFault,
+        5 => Reply::KvmExit(w[1] as u32),
         _ => Reply::OutOfWindow,
     }
 }
@@ -445,6 +464,8 @@ const FILE_WINDOWS: u64 = 4;
 struct Executor {
     task_size: u64,
     files: Vec<OwnedFd>,
+    /// The kvm target's guests, by device.
+    guests: [Option<super::kvm::Guest>; 2],
 }
 
 fn startup_failure(ch: &OwnedFd, step: u64, e: Errno) -> ! {
@@ -548,7 +569,11 @@ fn executor(ch0: OwnedFd, ch1: OwnedFd, task_size: u64) -> ! {
         std::process::exit(1);
     }
     drop(uffd);
-    let mut ex = Executor { task_size, files };
+    let mut ex = Executor {
+        task_size,
+        files,
+        guests: [None, None],
+    };
     let mut ch = ch0;
     let mut spare = Some(ch1);
     loop {
@@ -562,14 +587,34 @@ fn executor(ch0: OwnedFd, ch1: OwnedFd, task_size: u64) -> ! {
                 let _ = send_words(ch.as_fd(), &encode_reply(Reply::Errno(libc::EINVAL)), &[]);
                 continue;
             };
+            // With guests: m0 answers once m1 has closed its copies of
+            // them (below), so that they never keep m0's VMs alive.
+            let sync = if ex.guests.iter().any(Option::is_some) {
+                nix::unistd::pipe().ok()
+            } else {
+                None
+            };
             // SAFETY: the executor is single-threaded.
             match unsafe { nix::unistd::fork() } {
                 Ok(nix::unistd::ForkResult::Child) => {
-                    // m1: answers on the second socket from now on.
+                    // m1: answers on the second socket from now on. The
+                    // guests belong to m0's address space (KVM refuses
+                    // them to any other): m1 closes its copies, which
+                    // would otherwise keep m0's VMs, and with them m0's
+                    // address space, alive after m0 exits.
                     ch = c1;
+                    ex.guests = [None, None];
+                    if let Some((r, w)) = sync {
+                        drop(r);
+                        let _ = nix::unistd::write(&w, &[1]);
+                    }
                 }
                 Ok(nix::unistd::ForkResult::Parent { child }) => {
                     drop(c1);
+                    if let Some((r, w)) = sync {
+                        drop(w);
+                        let _ = nix::unistd::read(&r, &mut [0u8; 1]);
+                    }
                     let r = Reply::Ok(child.as_raw() as u64);
                     let _ = send_words(ch.as_fd(), &encode_reply(r), &[]);
                 }
@@ -578,6 +623,14 @@ fn executor(ch0: OwnedFd, ch1: OwnedFd, task_size: u64) -> ! {
                 }
             }
             continue;
+        }
+        if cmd[0] == code::EXIT {
+            // A VM's worker thread (KVM's NX huge page recovery task)
+            // shares this address space: the kernel tears the address
+            // space down only once that thread is gone. Destroying the VMs
+            // first waits for it, so that the exit is complete when the
+            // socket closes, as without guests.
+            ex.guests = [None, None];
         }
         let r = ex.run(&cmd);
         let _ = send_words(ch.as_fd(), &encode_reply(r), &[]);
@@ -819,6 +872,37 @@ impl Executor {
                     Err(e) => Reply::Errno(e.raw_os_error().unwrap_or(libc::EIO)),
                 },
                 code::EXIT => Reply::Ok(0),
+                code::KVM_OPEN => {
+                    let Some(slot) = self.guests.get_mut(a as usize) else {
+                        return Reply::Errno(libc::EINVAL);
+                    };
+                    if slot.is_some() {
+                        return Reply::Errno(libc::EBUSY);
+                    }
+                    match super::kvm::Guest::open(WINDOW_BASE, self.task_size) {
+                        Ok(g) => {
+                            *slot = Some(g);
+                            Reply::Ok(0)
+                        }
+                        Err(e) => Reply::Errno(e.errno),
+                    }
+                }
+                code::KVM_READ | code::KVM_WRITE => {
+                    let Some(g) = self.guests.get_mut(a as usize).and_then(Option::as_mut) else {
+                        return Reply::Errno(libc::ENODEV);
+                    };
+                    if b >= self.task_size {
+                        return Reply::OutOfWindow;
+                    }
+                    let store = (op == code::KVM_WRITE).then_some(c);
+                    // One word per page, as for the CPU.
+                    match g.access(b / PAGE * PAGE, store) {
+                        super::kvm::GuestReply::Value(v) => Reply::Ok(v),
+                        super::kvm::GuestReply::Fault(_, true) => Reply::MemoryFault,
+                        super::kvm::GuestReply::Fault(e, false) => Reply::Errno(e),
+                        super::kvm::GuestReply::Exit(r) => Reply::KvmExit(r),
+                    }
+                }
                 _ => Reply::Errno(libc::ENOSYS),
             }
         }

@@ -110,6 +110,9 @@ pub(crate) fn dev_keyword(op: DevStep) -> &'static str {
 pub(crate) fn write_dev(s: &mut String, dev: u8, op: DevStep) -> fmt::Result {
     write!(s, " d{dev} {}", dev_keyword(op))?;
     match op {
+        DevStep::Open { mm, strategy } if strategy == crate::program::KVM_DEVICE => {
+            write!(s, " m{mm} kvm")
+        }
         DevStep::Open { mm, strategy } => write!(s, " m{mm} {}", strategy.name()),
         DevStep::Read { addr } | DevStep::Unregister { addr } => write!(s, " {addr:#x}"),
         DevStep::Write { addr, value } => write!(s, " {addr:#x} {}", Value(value)),
@@ -331,7 +334,11 @@ pub(crate) fn parse_dev(l: &mut Line<'_>, slot: Tok<'_>) -> Result<Op, ParseErro
         "open" => {
             let mm = l.slot('m', MMS, "address space")?;
             let tok = l.next("strategy")?;
-            let strategy = l.strategy(tok, None)?;
+            let strategy = if tok.text == "kvm" {
+                crate::program::KVM_DEVICE
+            } else {
+                l.strategy(tok, None)?
+            };
             DevStep::Open { mm, strategy }
         }
         "read" => DevStep::Read {
