@@ -162,6 +162,15 @@ pub enum PlantedBug {
     /// Needs a sequence of six specific ops: insert, a whole cycle over the
     /// interval, read_begin, a second cycle over it, read_retry.
     SetSeqDedup,
+    /// mirror, VMA tracking: a tracked VMA that collects more unmapped
+    /// holes than its list holds before its deferred update runs falls
+    /// back to dropping its whole interval, but leaves the device PTEs
+    /// outside the holes in place, which no interval covers once the
+    /// update ran (a bounded list whose overflow path forgets the
+    /// teardown, the class of "drm/xe/userptr: Unmap userptrs in the mmu
+    /// notifier"). Needs many VMA pieces: nine unmaps inside one tracked
+    /// VMA before its work runs.
+    VmaHolesOverflow,
     /// The last end of a cycle wakes one waiter (`notify_one`, the
     /// kernel's `wake_up` where `wake_up_all` is needed): with two threads
     /// asleep on the cycle, a read_begin and a remove, the other one never
@@ -184,7 +193,7 @@ pub enum Component {
 impl PlantedBug {
     /// Every planted bug that a split-phase target can find (the fuzz
     /// targets and the hunt run these; see also [`PlantedBug::CONCURRENT`]).
-    pub const ALL: [PlantedBug; 30] = [
+    pub const ALL: [PlantedBug; 31] = [
         PlantedBug::ReleaseTwice,
         PlantedBug::InsertEvenSeq,
         PlantedBug::InsertNoMakeOdd,
@@ -215,6 +224,7 @@ impl PlantedBug {
         PlantedBug::TlbFinishSkipsMigrate,
         PlantedBug::RemoveWaitsOneEnd,
         PlantedBug::SetSeqDedup,
+        PlantedBug::VmaHolesOverflow,
     ];
 
     /// The planted bugs of [`PlantedBug::ALL`] that need a rare state (a
@@ -258,7 +268,8 @@ impl PlantedBug {
             | PlantedBug::TlbFinishSkippedNonblock
             | PlantedBug::TlbFlushMissesHuge
             | PlantedBug::TlbFillBeforeRecheck
-            | PlantedBug::TlbFinishSkipsMigrate => Component::Mirror,
+            | PlantedBug::TlbFinishSkipsMigrate
+            | PlantedBug::VmaHolesOverflow => Component::Mirror,
             _ => Component::Notifier,
         }
     }
@@ -299,6 +310,7 @@ impl PlantedBug {
             PlantedBug::TlbFinishSkipsMigrate => "mirror-tlb-finish-skips-migrate",
             PlantedBug::RemoveWaitsOneEnd => "notifier-remove-waits-one-end",
             PlantedBug::SetSeqDedup => "notifier-set-seq-dedup",
+            PlantedBug::VmaHolesOverflow => "mirror-vma-holes-overflow",
             PlantedBug::WakeOne => "notifier-wake-one",
         }
     }

@@ -119,7 +119,9 @@ impl Strategy for Vma {
         // No piece will cover what is still mapped there: once the
         // interval goes, no invalidation would reach those PTEs.
         if let Some((start, end)) = dropped {
-            dev.zap(start, end, true);
+            if !self.planted.is(PlantedBug::VmaHolesOverflow) {
+                dev.zap(start, end, true);
+            }
         }
         if queue {
             dev.defer(Box::new(Update { iv: iv.clone() }));
