@@ -4,4 +4,5 @@
 //! that target's byte codec and text format; its config adds `schedule`.
 
 pub mod exec;
+pub(crate) mod mirror;
 pub mod sched;
