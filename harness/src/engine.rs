@@ -287,7 +287,7 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
     let map = FeatureMap::new();
     let execs = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
-    let found: Mutex<Option<(Vec<u8>, u64, f64)>> = Mutex::new(None);
+    let found: Mutex<Option<(Vec<u8>, u64, f64, Divergence)>> = Mutex::new(None);
     // Mutants keep a seed's `expect` lines but not what made them true.
     let run_opts = RunOptions {
         trace: false,
@@ -314,10 +314,10 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
         if n.is_multiple_of(FLUSH_EVERY) {
             local.flush(&shared);
         }
-        if out.divergence.is_some() {
+        if let Some(d) = out.divergence {
             let mut f = found.lock().unwrap_or_else(|e| e.into_inner());
             if f.is_none() {
-                *f = Some((input.to_vec(), n, start.elapsed().as_secs_f64()));
+                *f = Some((input.to_vec(), n, start.elapsed().as_secs_f64(), d));
             }
             stop.store(true, Ordering::Relaxed);
             return false;
@@ -392,15 +392,15 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
         program_steps: sh.steps,
         finding: None,
     };
-    if let Some((input, n, secs)) = found.into_inner().unwrap_or_else(|e| e.into_inner()) {
+    if let Some((input, n, secs, first)) = found.into_inner().unwrap_or_else(|e| e.into_inner()) {
         let p = program_of(opts, &input);
         let input = match opts.pin {
             Some(_) => codec::encode(&p),
             None => input,
         };
-        let d = run(&p, &run_opts)
-            .divergence
-            .expect("runs are deterministic");
+        // Runs are deterministic, but for the threads target on OS
+        // threads (`--os-threads`), whose finding may not come back.
+        let d = run(&p, &run_opts).divergence.unwrap_or(first);
         let mut m = Minimizer {
             max_execs: opts.minimize_execs,
             execs: 0,

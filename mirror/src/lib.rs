@@ -1195,6 +1195,14 @@ impl Fault {
             }
             self.retry(m, phys);
         } else {
+            if !unlocked && m.cb.planted(PlantedBug::CommitRelock) {
+                // Two critical sections where one is needed.
+                m.unlock_driver(&mut lock(&m.state).dev);
+                let mut st = lock(&m.state);
+                if st.dev.lock.is_none() {
+                    st.dev.lock = Some(me);
+                }
+            }
             self.state = State::Install;
         }
         FaultStep::Progress

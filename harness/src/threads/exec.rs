@@ -882,15 +882,13 @@ pub(crate) fn run_watched(
     hang_after: std::time::Duration,
     threads: u8,
 ) {
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let handle = {
-        let done = done.clone();
-        std::thread::Builder::new().stack_size(STACK).spawn(move || {
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-            done.store(true, std::sync::atomic::Ordering::Release);
-            r
-        })
-    };
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let handle = std::thread::Builder::new().stack_size(STACK).spawn(move || {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        // The watchdog wakes at once (a send to a gone receiver is fine).
+        let _ = tx.send(());
+        r
+    });
     let handle = match handle {
         Ok(h) => h,
         Err(e) => {
@@ -910,14 +908,12 @@ pub(crate) fn run_watched(
     );
     let mut last = results.progress();
     let mut since = std::time::Instant::now();
-    while !done.load(std::sync::atomic::Ordering::Acquire) {
-        std::thread::sleep(poll);
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(poll) {
         let now = results.progress();
         if now != last {
             last = now;
             since = std::time::Instant::now();
-        } else if since.elapsed() >= hang_after && !done.load(std::sync::atomic::Ordering::Acquire)
-        {
+        } else if since.elapsed() >= hang_after {
             diverge(
                 results,
                 DivergenceKind::Deadlock,

@@ -211,24 +211,25 @@ impl World {
         let mut item = m.take_work()?;
         loop {
             self.tick();
-            let sp = lock(&self.space);
+            let mut sp = lock(&self.space);
             let seen = sp.gen;
+            // Why a step blocks is decided under this lock: the mmap lock
+            // (work that takes it for write waits for every holder), else
+            // the driver lock or a removal.
+            let mmap_busy = sp.mm.lock.writer.is_some() || !sp.mm.lock.readers.is_empty();
             match item.step(m, &sp.mm) {
                 mirror::DeferredStep::Progress => {}
                 mirror::DeferredStep::Done(r) => return Some(r),
-                mirror::DeferredStep::Blocked => {
-                    drop(sp);
-                    if item.wait_notifier(&self.notifier) {
-                        continue;
-                    }
-                    if m.lock_holder().is_some() {
-                        m.wait_driver_lock(t);
-                        continue;
-                    }
-                    // The mmap lock: wait for an operation to finish.
-                    let mut sp = lock(&self.space);
+                mirror::DeferredStep::Blocked if mmap_busy => {
+                    // Wait for an operation to finish.
                     while sp.gen == seen {
                         sp = self.mmap.wait(sp).unwrap_or_else(|e| e.into_inner());
+                    }
+                }
+                mirror::DeferredStep::Blocked => {
+                    drop(sp);
+                    if !item.wait_notifier(&self.notifier) {
+                        m.wait_driver_lock(t);
                     }
                 }
             }
@@ -246,7 +247,7 @@ impl World {
                 Some(st) => Some((st, "maps")),
                 None => m
                     .with_tlb(|p| oracles::mirror::stale_pte(&sp.mm, m.owner.0, p))
-                    .map(|st| (st, "'s TLB translates")),
+                    .map(|st| (st, "TLB translates")),
             };
             if let Some((st, verb)) = stale {
                 drop(sp);
@@ -256,7 +257,7 @@ impl World {
                     line,
                     format!("checking d{} {when}", m.id),
                     format!(
-                        "d{}{verb} {:#x} to frame {} ({}), the CPU PTE is {:?}",
+                        "d{} {verb} {:#x} to frame {} ({}), the CPU PTE is {:?}",
                         m.id,
                         st.addr,
                         st.device.frame.0,
