@@ -1021,3 +1021,50 @@ fn finish_outcome(results: &SinkRef, log: Option<Log>, trace: bool, schedule: u6
         turns: Vec::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The watchdog reports a run whose threads stop taking steps, and
+    /// returns within its bound: the verdict comes from the absence of
+    /// progress, not from a race.
+    #[test]
+    fn the_watchdog_reports_a_hung_run() {
+        let results: SinkRef = Arc::default();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let r = results.clone();
+        run_watched(
+            move || {
+                r.tick();
+                // Hangs until the test lets it go.
+                let _ = rx.recv();
+            },
+            &results,
+            std::time::Duration::from_millis(50),
+            1,
+        );
+        let d = sink(&results).divergence.take().expect("a hang");
+        assert_eq!(d.kind, DivergenceKind::Deadlock);
+        assert!(d.core.contains("no thread took a step"), "{}", d.core);
+        drop(tx);
+    }
+
+    /// A run that ends is no hang, and its panic is a divergence.
+    #[test]
+    fn the_watchdog_passes_a_finished_run_and_reports_a_panic() {
+        let results: SinkRef = Arc::default();
+        let r = results.clone();
+        run_watched(move || r.tick(), &results, std::time::Duration::from_secs(30), 1);
+        assert!(sink(&results).divergence.is_none());
+        run_watched(
+            || panic!("boom"),
+            &results,
+            std::time::Duration::from_secs(30),
+            1,
+        );
+        let d = sink(&results).divergence.take().expect("the panic");
+        assert_eq!(d.kind, DivergenceKind::Panic);
+        assert!(d.core.contains("boom"));
+    }
+}
