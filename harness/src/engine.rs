@@ -274,6 +274,10 @@ impl FeatureMap {
     }
 }
 
+/// The first finding: its input, executions and seconds to find it, and
+/// what it diverged on then.
+type Found = (Vec<u8>, u64, f64, Divergence);
+
 /// Runs the engine.
 pub fn fuzz(opts: &EngineOptions) -> EngineReport {
     let start = Instant::now();
@@ -287,7 +291,7 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
     let map = FeatureMap::new();
     let execs = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
-    let found: Mutex<Option<(Vec<u8>, u64, f64, Divergence)>> = Mutex::new(None);
+    let found: Mutex<Option<Found>> = Mutex::new(None);
     // Mutants keep a seed's `expect` lines but not what made them true.
     let run_opts = RunOptions {
         trace: false,

@@ -118,7 +118,8 @@ fn every_concurrent_planted_bug_is_found_within_bounded_executions() {
 
 /// A mirror-form program: device faults on two threads against mm ops on
 /// a third, over fullva and an ODP device.
-const MIRROR_PROGRAM: &str = "config target=threads threads=3 devices=fullva,odp:16k schedule=0x5\n\
+const MIRROR_PROGRAM: &str =
+    "config target=threads threads=3 devices=fullva,odp:16k schedule=0x5\n\
      t0 m0 mmap 0x10000 +0x6000 anon\n\
      t1 d0 read 0x10000\n\
      t1 d1 write 0x11000 7\n\

@@ -339,6 +339,12 @@ mod dispatch {
         c.notify_all()
     }
 
+    impl Default for Condvar {
+        fn default() -> Condvar {
+            Condvar::new()
+        }
+    }
+
     impl Condvar {
         /// A condition variable of the kind the current scope chooses.
         #[inline]

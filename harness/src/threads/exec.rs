@@ -34,10 +34,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use notifier::sync::Mutex;
 use notifier::{
     ClassicOps, Config, Interval, IntervalId, Invalidation, Owner, Range, Start, Subscriptions,
 };
-use notifier::sync::Mutex;
 use oracles::{CallbackModel, Refuse};
 
 use crate::outcome::{Divergence, DivergenceKind, Outcome, RunOptions};
@@ -865,12 +865,7 @@ pub fn run_threads(p: &Program, opts: &RunOptions) -> Outcome {
 pub fn run_os_threads(p: &Program, opts: &RunOptions, hang_after: std::time::Duration) -> Outcome {
     let results: SinkRef = Arc::default();
     let body = body(p, opts, results.clone(), Spawn::Os);
-    run_watched(
-        move || body(),
-        &results,
-        hang_after,
-        p.config.threads,
-    );
+    run_watched(body, &results, hang_after, p.config.threads);
     finish_outcome(&results, None, opts.trace, p.config.schedule)
 }
 
@@ -883,12 +878,14 @@ pub(crate) fn run_watched(
     threads: u8,
 ) {
     let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let handle = std::thread::Builder::new().stack_size(STACK).spawn(move || {
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-        // The watchdog wakes at once (a send to a gone receiver is fine).
-        let _ = tx.send(());
-        r
-    });
+    let handle = std::thread::Builder::new()
+        .stack_size(STACK)
+        .spawn(move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            // The watchdog wakes at once (a send to a gone receiver is fine).
+            let _ = tx.send(());
+            r
+        });
     let handle = match handle {
         Ok(h) => h,
         Err(e) => {
@@ -1055,7 +1052,12 @@ mod tests {
     fn the_watchdog_passes_a_finished_run_and_reports_a_panic() {
         let results: SinkRef = Arc::default();
         let r = results.clone();
-        run_watched(move || r.tick(), &results, std::time::Duration::from_secs(30), 1);
+        run_watched(
+            move || r.tick(),
+            &results,
+            std::time::Duration::from_secs(30),
+            1,
+        );
         assert!(sink(&results).divergence.is_none());
         run_watched(
             || panic!("boom"),

@@ -290,7 +290,8 @@ impl World {
         let kind = crate::codec::kind_of(op) as u32;
         let mut k = sink(&self.sink);
         k.ran += 1;
-        k.features.insert(0x2000 | kind << 6 | s.extra << 1 | s.ok as u32);
+        k.features
+            .insert(0x2000 | kind << 6 | s.extra << 1 | s.ok as u32);
         let order = k.order;
         k.order += 1;
         if self.trace {
@@ -321,11 +322,7 @@ impl World {
                     Err(e) => format!("{what}: error {e:?}"),
                 };
                 self.check_stale(Some(line), "after an mm op")?;
-                Said {
-                    ok,
-                    text,
-                    extra: 0,
-                }
+                Said { ok, text, extra: 0 }
             }
             Op::Dev { dev, op: dop } => {
                 let d = dev as usize;
@@ -404,7 +401,9 @@ impl World {
                             extra: 0,
                         }
                     }
-                    DevStep::Open { .. } | DevStep::Register { .. } | DevStep::Unregister { .. } => {
+                    DevStep::Open { .. }
+                    | DevStep::Register { .. }
+                    | DevStep::Unregister { .. } => {
                         self.skipped();
                         return Ok(());
                     }
@@ -421,7 +420,10 @@ impl World {
 
     /// After every thread is done: the rule once more, and quiescence.
     pub(crate) fn check_end(&self) {
-        if self.check_stale(None, "after every thread is done").is_err() {
+        if self
+            .check_stale(None, "after every thread is done")
+            .is_err()
+        {
             return;
         }
         let snap = self.notifier.snapshot();
