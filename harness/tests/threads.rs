@@ -178,7 +178,7 @@ fn the_target_byte_chooses_the_mirror_form() {
 /// On real OS threads, a correct program completes without a finding
 /// (the watchdog's bound is far above any step's time).
 #[test]
-fn a_correct_mirror_program_completes_on_os_threads() {
+fn correct_programs_complete_on_os_threads() {
     let p = parse(MIRROR_PROGRAM).unwrap();
     for _ in 0..20 {
         let out = harness::threads::exec::run_os_threads(
@@ -188,5 +188,25 @@ fn a_correct_mirror_program_completes_on_os_threads() {
         );
         assert!(out.divergence.is_none(), "{:?}", out.divergence);
         assert_eq!(out.stats.ran, 9);
+    }
+    // The notifier form too.
+    let q = parse(
+        "config target=threads threads=3\n\
+         t0 insert i0 0x0 +0x2000\n\
+         t1 start clear 0x0..0x1000\n\
+         t2 read_begin i0\n\
+         t0 remove i0\n\
+         t1 end\n\
+         t2 commit\n",
+    )
+    .unwrap();
+    for _ in 0..20 {
+        let out = harness::threads::exec::run_os_threads(
+            &q,
+            &RunOptions::default(),
+            std::time::Duration::from_secs(30),
+        );
+        assert!(out.divergence.is_none(), "{:?}", out.divergence);
+        assert_eq!(out.stats.ran + out.stats.skipped, 6);
     }
 }
