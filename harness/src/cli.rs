@@ -503,10 +503,11 @@ pub fn run_cmd(cmd: Cmd) -> Result<ExitCode, String> {
                 println!("{}", b.name());
             }
             for b in notifier::PlantedBug::CONCURRENT {
-                println!(
-                    "{}  (real threads only: the loom models and the threads target find it)",
-                    b.name()
-                );
+                let by = match b.component() {
+                    notifier::Component::Notifier => "the loom models and the threads target",
+                    _ => "the threads target's mirror form",
+                };
+                println!("{}  (real threads only: {by} find it)", b.name());
             }
             if !cfg!(feature = "planted-bugs") {
                 eprintln!("(this build cannot plant them: rebuild with --features planted-bugs)");
