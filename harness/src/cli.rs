@@ -56,6 +56,18 @@ pub fn exit(r: Result<ExitCode, String>) -> ExitCode {
     }
 }
 
+/// `--os-threads`: only for the threads target; sets the process's mode.
+fn os_threads_of(hang_ms: Option<u64>, target: Target) -> Result<(), String> {
+    let Some(ms) = hang_ms else {
+        return Ok(());
+    };
+    if target != Target::Threads {
+        return Err("--os-threads applies to the threads target only".into());
+    }
+    crate::threads::exec::set_os_threads(ms.max(1));
+    Ok(())
+}
+
 /// The commands every build has.
 #[derive(Subcommand)]
 pub enum Cmd {
@@ -108,6 +120,13 @@ pub enum Cmd {
         /// default size).
         #[arg(long)]
         strategy: Vec<String>,
+        /// Threads target: run on real OS threads instead of shuttle's
+        /// controlled scheduler (a soak of the real interleavings: no
+        /// schedule seed, not replayable), with a watchdog that reports a
+        /// run in which no thread takes a step for HANG_MS milliseconds as
+        /// a deadlock (default 2000).
+        #[arg(long, value_name = "HANG_MS", num_args = 0..=1, default_missing_value = "2000")]
+        os_threads: Option<u64>,
     },
     /// The real Linux kernel as an oracle: the built-in engine on the
     /// `linux` target (the mm ops of mirror programs on the simulated mm
@@ -160,6 +179,13 @@ pub enum Cmd {
         /// Print the trace of every input, not only of divergent ones.
         #[arg(long)]
         verbose: bool,
+        /// Threads target: run on real OS threads instead of shuttle's
+        /// controlled scheduler (a soak of the real interleavings: no
+        /// schedule seed, not replayable), with a watchdog that reports a
+        /// run in which no thread takes a step for HANG_MS milliseconds as
+        /// a deadlock (default 2000).
+        #[arg(long, value_name = "HANG_MS", num_args = 0..=1, default_missing_value = "2000")]
+        os_threads: Option<u64>,
     },
     /// Minimize a divergent input and print it as `.ops`.
     Minimize {
@@ -272,6 +298,7 @@ pub fn run_cmd(cmd: Cmd) -> Result<ExitCode, String> {
             minimize_execs,
             kernel_compat: false,
             strategy: Vec::new(),
+            os_threads: None,
         }),
         Cmd::Fuzz {
             target,
@@ -288,8 +315,10 @@ pub fn run_cmd(cmd: Cmd) -> Result<ExitCode, String> {
             minimize_execs,
             kernel_compat,
             strategy,
+            os_threads,
         } => {
             let target = target_of(&target)?;
+            os_threads_of(os_threads, target)?;
             let planted = planted_of(planted.as_deref())?;
             let pin = pin_of(&strategy)?;
             if pin.is_some() && target != Target::Mirror {
@@ -379,8 +408,10 @@ pub fn run_cmd(cmd: Cmd) -> Result<ExitCode, String> {
             target,
             planted,
             verbose,
+            os_threads,
         } => {
             let target = target_of(&target)?;
+            os_threads_of(os_threads, Target::Threads)?;
             let opts = RunOptions {
                 trace: false,
                 planted: planted_of(planted.as_deref())?,
@@ -494,10 +525,11 @@ pub fn run_cmd(cmd: Cmd) -> Result<ExitCode, String> {
                 println!("{}", b.name());
             }
             for b in notifier::PlantedBug::CONCURRENT {
-                println!(
-                    "{}  (real threads only: the loom models and the threads target find it)",
-                    b.name()
-                );
+                let by = match b.component() {
+                    notifier::Component::Notifier => "the loom models and the threads target",
+                    _ => "the threads target's mirror form",
+                };
+                println!("{}  (real threads only: {by} find it)", b.name());
             }
             if !cfg!(feature = "planted-bugs") {
                 eprintln!("(this build cannot plant them: rebuild with --features planted-bugs)");

@@ -17,14 +17,18 @@
 //!               its shift bytes are read as there, then threads = 1,
 //!               task_size = LINUX_TASK_SIZE and no devices; its kinds are
 //!               the mirror table's with every kind it cannot run replaced,
-//!               see LINUX_KINDS)
+//!               see LINUX_KINDS). `decode_as(threads)` reads b % 4 == 1
+//!               as the threads target's mirror form: a devices byte (and
+//!               its shift bytes) follows task_size, and the steps are
+//!               mirror steps; if that byte opens no device, the program
+//!               is an ordinary threads program after all
 //!   threads     [2,2,2,1,3,3,4,4][b & 7]
 //!   seq         0..=191 2 | ..=207 0 | ..=223 MAX-1 | ..=239 MAX-3 | ..=254 MAX-7
 //!               | 255 ESC (8 bytes LE, low bit cleared)
 //!   task_size   0..=191 MAX | ..=215 1<<47 | ..=239 1<<32 | ..=254 MIN_TASK_SIZE
 //!               | 255 ESC (8 bytes LE, raised to MIN_TASK_SIZE)
-//!   devices     mirror target only (the notifier target reads no byte and has
-//!               none): b, then one `shift` byte for each sized device (d0 first).
+//!   devices     mirror target and the threads mirror form only (the notifier
+//!               target reads no byte and has none): b, then one `shift` byte for each sized device (d0 first).
 //!               k = KIND8[b & 7], h = b >> 3: 0..=19 [k, none]
 //!               | ..=29 [k, PAIR10[h - 20]]
 //!               | 30, 31 [none, M1ROW[(b & 7) + 8 * (h - 30)]]
@@ -42,7 +46,7 @@
 //!               every shift 14..=30 has a code (any sized kind alike:
 //!               min + ((s + default - min) % n) over its n sizes)
 //!   schedule    threads target only: 8 bytes LE, the schedule seed
-//! (threads steps are notifier steps)
+//! (threads steps are notifier steps, or mirror steps in the mirror form)
 //! step    tag operands...                (repeated while bytes remain,
 //!                                         at most MAX_STEPS)
 //!   tag         thread = (tag >> 6) % threads; kind = the target's table[tag & 63]
@@ -651,8 +655,13 @@ impl Reader<'_, '_> {
         let initial_seq = self.u64_with(seq_code, seq_raw);
         let task_size = self.u64_with(task_size_code, task_size_raw);
         let mut devices = match target {
-            Target::Notifier | Target::Threads => [None, None],
-            Target::Mirror | Target::Linux | Target::Kvm => devices_code(self.byte()),
+            Target::Notifier => [None, None],
+            // The mirror form of the threads target: an ignored target
+            // byte of 1 mod 4 (0 in every older threads input).
+            Target::Threads if byte % 4 != 1 => [None, None],
+            Target::Threads | Target::Mirror | Target::Linux | Target::Kvm => {
+                devices_code(self.byte())
+            }
         };
         for d in devices.iter_mut().flatten() {
             if let Some(p) = size_param(*d) {
@@ -689,23 +698,30 @@ impl Reader<'_, '_> {
     pub(crate) fn step(&mut self, c: &ProgramConfig) -> Step {
         let tag = self.byte();
         let thread = (tag >> 6) % c.threads.max(1);
-        let kind = tag_kind(tag, c.target);
-        let op = match c.target {
-            Target::Notifier | Target::Threads => self.notifier_op(kind, c),
-            Target::Mirror | Target::Linux => self.mirror_op(kind, c),
-            Target::Kvm => match self.mirror_op(kind, c) {
-                Op::Dev {
-                    dev,
-                    op: DevStep::Open { mm, .. },
-                } => Op::Dev {
+        let op = if c.speaks_mm() {
+            // A threads program with devices speaks the mirror's ops.
+            let table = match c.target {
+                Target::Threads => Target::Mirror,
+                t => t,
+            };
+            match (c.target, self.mirror_op(tag_kind(tag, table), c)) {
+                (
+                    Target::Kvm,
+                    Op::Dev {
+                        dev,
+                        op: DevStep::Open { mm, .. },
+                    },
+                ) => Op::Dev {
                     dev,
                     op: DevStep::Open {
                         mm,
                         strategy: crate::program::KVM_DEVICE,
                     },
                 },
-                op => op,
-            },
+                (_, op) => op,
+            }
+        } else {
+            self.notifier_op(tag_kind(tag, c.target), c)
         };
         Step { thread, op }
     }
@@ -925,12 +941,16 @@ pub(crate) fn push_event(out: &mut Vec<u8>, event: Event) {
 pub fn encode(p: &Program) -> Vec<u8> {
     let mut out = Vec::with_capacity(5 + 4 * p.steps.len());
     let c = &p.config;
-    out.push(first_code(|b| target_code(b) == c.target).unwrap_or(0));
+    let threads_mm = c.target == Target::Threads && c.has_devices();
+    out.push(match threads_mm {
+        true => 1,
+        false => first_code(|b| target_code(b) == c.target).unwrap_or(0),
+    });
     let compat = if c.kernel_compat { 8 } else { 0 };
     out.push(first_code(|b| threads_code(b) == c.threads).unwrap_or(0) | compat);
     push_u64(&mut out, c.initial_seq, seq_code);
     push_u64(&mut out, c.task_size, task_size_code);
-    if c.target.speaks_mm() {
+    if c.target.speaks_mm() || threads_mm {
         let kinds = c.devices.map(|d| d.map(kind_of_strategy));
         let b = first_code(|b| devices_code(b) == kinds).unwrap_or(0);
         out.push(b);

@@ -274,6 +274,11 @@ impl FeatureMap {
     }
 }
 
+/// The first finding: its input, executions and seconds to find it, and
+/// what it diverged on then (a real-kernel target, or OS threads, may not
+/// repeat it on the re-run).
+type Found = (Vec<u8>, u64, f64, Divergence);
+
 /// Runs the engine.
 pub fn fuzz(opts: &EngineOptions) -> EngineReport {
     let start = Instant::now();
@@ -287,9 +292,6 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
     let map = FeatureMap::new();
     let execs = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
-    // The input, its exec number and time, and the divergence as it
-    // happened (a real-kernel target may not repeat it on the re-run).
-    type Found = (Vec<u8>, u64, f64, Divergence);
     let found: Mutex<Option<Found>> = Mutex::new(None);
     // Mutants keep a seed's `expect` lines but not what made them true.
     let run_opts = RunOptions {
@@ -402,8 +404,8 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
             None => input,
         };
         // The simulated targets are deterministic; the real kernel's
-        // timing is not: a divergence the re-run does not show is still
-        // reported, as it happened.
+        // timing is not, nor are OS threads (`--os-threads`): a divergence
+        // the re-run does not show is still reported, as it happened.
         let d = run(&p, &run_opts).divergence.unwrap_or(first);
         let mut m = Minimizer {
             max_execs: opts.minimize_execs,

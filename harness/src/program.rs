@@ -118,7 +118,9 @@ pub struct ProgramConfig {
     /// Exclusive top of the address space; at least `MIN_TASK_SIZE`.
     pub task_size: u64,
     /// Mirror target: devices opened on `m0` before the first step
-    /// (`devices=fullva,perfault`); always `[None, None]` for the notifier target.
+    /// (`devices=fullva,perfault`); always `[None, None]` for the notifier
+    /// and linux targets. A threads program with devices is in the mirror
+    /// form: its steps are mirror ops, run on real threads.
     pub devices: [Option<StrategySpec>; DEVICES as usize],
     /// Notifier target: the core (and the reference) leave the interval
     /// part hanging when a classic subscriber refuses after the intervals
@@ -144,6 +146,19 @@ impl Default for ProgramConfig {
 }
 
 impl ProgramConfig {
+    /// Whether its steps are written in the mirror target's ops: a mirror
+    /// or linux program, or a threads program with devices (the mirror
+    /// form of the threads target: device faults and mm ops on real
+    /// threads, `harness::threads::mirror`).
+    pub fn speaks_mm(&self) -> bool {
+        self.target.speaks_mm() || (self.target == Target::Threads && self.has_devices())
+    }
+
+    /// Whether it opens a device before the first step.
+    pub fn has_devices(&self) -> bool {
+        self.devices != [None, None]
+    }
+
     /// Why this config is not runnable, if it is not.
     pub fn validate(&self) -> Result<(), String> {
         if !(1..=MAX_THREADS).contains(&self.threads) {
@@ -155,7 +170,8 @@ impl ProgramConfig {
         if self.task_size < MIN_TASK_SIZE {
             return Err(format!("task_size must be at least {MIN_TASK_SIZE:#x}"));
         }
-        if self.target != Target::Mirror && self.devices != [None, None] {
+        if !matches!(self.target, Target::Mirror | Target::Threads) && self.devices != [None, None]
+        {
             return Err("devices belong to the mirror target".into());
         }
         if self.target != Target::Notifier && self.kernel_compat {
@@ -422,7 +438,7 @@ impl Program {
                 Target::Kvm => !kvm_op(&s.op),
                 _ => false,
             };
-            if mirror_op != self.config.target.speaks_mm() || linux_misfit {
+            if mirror_op != self.config.speaks_mm() || linux_misfit {
                 return Err(format!(
                     "step {n}: {} is not an op of the {} target",
                     s.op.keyword(),

@@ -495,6 +495,12 @@ pub struct SoakArgs {
     /// No progress line.
     #[arg(long)]
     pub no_progress: bool,
+    /// Run the threads target's programs on real OS threads (no shuttle,
+    /// no schedule seed), with a watchdog that reports HANG_MS
+    /// milliseconds without a step of any thread as a deadlock (default
+    /// 2000); needs `--target threads` alone.
+    #[arg(long, value_name = "HANG_MS", num_args = 0..=1, default_missing_value = "2000")]
+    pub os_threads: Option<u64>,
 }
 
 /// The repository: the nearest ancestor of the working directory with
@@ -529,6 +535,12 @@ pub fn cli(args: &SoakArgs) -> Result<ExitCode, String> {
     }
     if targets.is_empty() {
         targets = Target::SIMULATED.to_vec();
+    }
+    if let Some(ms) = args.os_threads {
+        if targets != [Target::Threads] {
+            return Err("soak: --os-threads needs --target threads alone".into());
+        }
+        crate::threads::exec::set_os_threads(ms.max(1));
     }
     if args.seconds.is_some_and(|s| s.is_nan() || s <= 0.0) {
         return Err("soak: --seconds must be positive".into());

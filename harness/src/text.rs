@@ -116,7 +116,7 @@ pub fn print(p: &Program) -> String {
         c.initial_seq,
         c.task_size
     );
-    if c.target == Target::Mirror {
+    if c.target == Target::Mirror || (c.target == Target::Threads && c.has_devices()) {
         let _ = write!(s, " devices={}", devices_text(&c.devices));
     }
     if c.kernel_compat {
@@ -575,7 +575,13 @@ fn parse_step(l: &mut Line<'_>, c: &ProgramConfig) -> Result<Step, ParseError> {
     let thread = thread as u8;
     let kw = l.next("op")?;
     let mirror = is_slot(kw, 'm') || is_slot(kw, 'd');
-    let op = match (c.target, mirror) {
+    // A threads program with devices speaks the mirror ops.
+    let target = if c.speaks_mm() && c.target == Target::Threads {
+        Target::Mirror
+    } else {
+        c.target
+    };
+    let op = match (target, mirror) {
         (Target::Mirror | Target::Linux | Target::Kvm, false) if kw.text == "step" => Op::Yield,
         (Target::Mirror | Target::Linux | Target::Kvm, false) if kw.text == "expect" => {
             Op::Expect(parse_expect(l)?)

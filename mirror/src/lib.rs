@@ -17,12 +17,15 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use notifier::sync::{Condvar, Mutex, MutexGuard};
 
 use mm::{Env, FrameId, Mm, MmId, MmOp, Phys, Pte, Task, HUGE, PAGE};
 use notifier::cost::{self, Metric};
 use notifier::{
     ClassicOps, Event, Interval, Owner, PlantedBug, Range, ReadBegin, RemoveWait, SeqWait, Start,
+    Subscriptions,
 };
 
 pub mod strategy;
@@ -96,6 +99,9 @@ pub struct Dev {
     // finish waits for. `None`: zaps flush at once.
     issued: Option<Vec<(u64, u64)>>,
     planted: Planted,
+    // Real threads (`Mirror::set_blocking`): a callback that meets the
+    // driver lock sleeps until it is free, instead of counting a sleep.
+    blocking: bool,
 }
 
 /// A mirror's state behind its mutex: the shared part and the strategy's.
@@ -260,6 +266,8 @@ pub(crate) fn lock(state: &Mutex<DevState>) -> MutexGuard<'_, DevState> {
 #[derive(Clone)]
 pub(crate) struct Callback {
     state: Arc<Mutex<DevState>>,
+    // Notified whenever the driver lock is released (real threads only).
+    unlocked: Arc<Condvar>,
     owner: Owner,
     tlb: Tlb,
     // The strategy's accesses go through registrations: no own pages.
@@ -334,14 +342,21 @@ impl Callback {
         issue: bool,
     ) -> Option<Vec<(u64, u64)>> {
         let mut guard = lock(&self.state);
-        let st = &mut *guard;
-        if st.dev.lock.is_some() || st.strategy.must_wait(range) {
+        if guard.dev.lock.is_some() || guard.strategy.must_wait(range) {
             // A try-lock or a wait: only a non-blockable range may give up.
             if !range.blockable {
                 return None;
             }
-            st.dev.sleeps += 1;
+            if guard.dev.blocking {
+                // mutex_lock(): sleep until the holder lets go.
+                while guard.dev.lock.is_some() || guard.strategy.must_wait(range) {
+                    guard = self.unlocked.wait(guard).unwrap_or_else(|e| e.into_inner());
+                }
+            } else {
+                guard.dev.sleeps += 1;
+            }
         }
+        let st = &mut *guard;
         cost::one(Metric::Callbacks);
         cost::one(Metric::DriverLock);
         if cost::enabled() {
@@ -417,6 +432,7 @@ pub struct Mirror {
     pub spec: StrategySpec,
     /// Device page table, driver lock and the strategy's state.
     pub state: Arc<Mutex<DevState>>,
+    unlocked: Arc<Condvar>,
     cb: Callback,
     // Constant answers of the strategy, asked once.
     registrations: bool,
@@ -462,8 +478,10 @@ impl Mirror {
             },
             strategy,
         }));
+        let unlocked = Arc::new(Condvar::new());
         let cb = Callback {
             state: state.clone(),
+            unlocked: unlocked.clone(),
             owner: Owner(u64::from(id) + 1),
             tlb: spec.tlb,
             registrations,
@@ -475,6 +493,7 @@ impl Mirror {
             owner: cb.owner,
             spec,
             state,
+            unlocked,
             cb,
             registrations,
             relookup,
@@ -495,6 +514,34 @@ impl Mirror {
     /// ([`Mirror::access_begin`]) rather than device faults.
     pub fn uses_registrations(&self) -> bool {
         self.registrations
+    }
+
+    /// For real threads: from now on a callback that meets the driver lock
+    /// (or an access it must wait for) sleeps until it is released, as
+    /// `mutex_lock` does, instead of counting a [`Mirror::sleeps`]. The
+    /// mirror must have been opened where its locks are the threads'
+    /// (inside the `ShuttleScope` of a shuttle execution, or outside any).
+    pub fn set_blocking(&self) {
+        lock(&self.state).dev.blocking = true;
+    }
+
+    /// Blocks until the driver lock is free or held by `me` (a fault whose
+    /// commit or install step answered [`FaultBlock::DriverLock`], on a
+    /// real thread). Needs [`Mirror::set_blocking`].
+    pub fn wait_driver_lock(&self, me: u8) {
+        let mut st = lock(&self.state);
+        debug_assert!(st.dev.blocking, "wait_driver_lock without set_blocking");
+        while st.dev.lock.is_some_and(|h| h != me) {
+            st = self.unlocked.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    // Releases the driver lock; wakes whoever sleeps on it.
+    fn unlock_driver(&self, dev: &mut Dev) {
+        dev.lock = None;
+        if dev.blocking {
+            self.unlocked.notify_all();
+        }
     }
 
     /// Whether the driver lock is free.
@@ -698,6 +745,19 @@ pub enum DeferredStep {
 }
 
 impl Deferred {
+    /// Blocks until the interval removal it waits for may finish (on a
+    /// real thread, after a [`DeferredStep::Blocked`]); false, at once, if
+    /// it waits for no removal.
+    pub fn wait_notifier(&self, notifier: &Subscriptions) -> bool {
+        match &self.removing {
+            Some(RemoveWait::Wait(w)) => {
+                notifier.wait_ready(w);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Takes one step on behalf of the mirror.
     pub fn step(&mut self, m: &Mirror, mm: &Mm) -> DeferredStep {
         if let Some(w) = self.removing.take() {
@@ -751,12 +811,16 @@ impl Deferred {
 /// Finishes a split-phase interval removal if it may finish now; gives it
 /// back while it still has to wait.
 pub fn finish_remove(mm: &Mm, w: RemoveWait) -> Option<RemoveWait> {
+    finish_remove_in(&mm.notifier, w)
+}
+
+fn finish_remove_in(notifier: &Subscriptions, w: RemoveWait) -> Option<RemoveWait> {
     if let RemoveWait::Wait(sw) = &w {
-        if !mm.notifier.wait_is_ready(sw) {
+        if !notifier.wait_is_ready(sw) {
             return Some(w);
         }
     }
-    mm.notifier.remove_finish(w);
+    notifier.remove_finish(w);
     None
 }
 
@@ -891,7 +955,7 @@ impl Fault {
         }
     }
 
-    fn retry(&mut self, m: &Mirror, phys: &mut Phys) {
+    fn retry(&mut self, m: &Mirror, phys: Option<&mut Phys>) {
         cost::one(Metric::Retries);
         self.retries += 1;
         self.state = State::Begin;
@@ -901,8 +965,10 @@ impl Fault {
         }
     }
 
-    fn unpin(&mut self, phys: &mut Phys) {
-        if self.reg.is_some() {
+    // A registration's pins go back (`phys` is None only for a fault that
+    // pins nothing, see `Fault::needs_mm`).
+    fn unpin(&mut self, phys: Option<&mut Phys>) {
+        if let (Some(_), Some(phys)) = (self.reg, phys) {
             for (f, _) in self.samples.drain(..) {
                 phys.unpin(f);
             }
@@ -911,9 +977,9 @@ impl Fault {
     }
 
     fn fail(&mut self, e: MirrorError, m: &Mirror, mm: &Mm, phys: &mut Phys) -> FaultStep {
-        self.unpin(phys);
+        self.unpin(Some(phys));
         self.failed = Some(e);
-        self.finish_or_remove(m, mm);
+        self.finish_or_remove(m, &mm.notifier);
         FaultStep::Progress
     }
 
@@ -1027,7 +1093,7 @@ impl Fault {
                     }
                     _ => None,
                 };
-                self.unpin(phys);
+                self.unpin(Some(&mut *phys));
                 let mut page = self.addr;
                 while page < self.end {
                     // hmm_range_fault refuses VMAs without read permission.
@@ -1039,7 +1105,7 @@ impl Fault {
                         // migration back): its callbacks must be able to run.
                         let r = Range::new(page, page.saturating_add(PAGE), Event::Clear);
                         if !env.callbacks_can_run(mm.id, &r) {
-                            self.unpin(phys);
+                            self.unpin(Some(&mut *phys));
                             return FaultStep::Blocked(FaultBlock::DriverLock);
                         }
                         let t = Task::new(
@@ -1063,7 +1129,7 @@ impl Fault {
                             self.samples.push(s);
                         }
                         None => {
-                            self.retry(m, phys);
+                            self.retry(m, Some(&mut *phys));
                             return FaultStep::Progress;
                         }
                     }
@@ -1081,106 +1147,169 @@ impl Fault {
                 }
                 let iv = self.iv.as_ref().expect("begun");
                 if iv.check_retry(self.seq) {
-                    self.retry(m, phys);
+                    self.retry(m, Some(&mut *phys));
                 } else {
                     self.state = State::Commit;
                 }
                 FaultStep::Progress
             }
-            State::Commit => {
-                let unlocked = m.cb.planted(PlantedBug::ReadRetryUnlocked);
-                if !unlocked {
-                    let mut st = lock(&m.state);
-                    if st.dev.lock.is_some_and(|h| h != me) {
-                        drop(st);
-                        self.state = State::Commit;
-                        return FaultStep::Blocked(FaultBlock::DriverLock);
-                    }
-                    st.dev.lock = Some(me);
-                    cost::one(Metric::DriverLock);
-                }
-                let iv = self.iv.as_ref().expect("begun");
-                // read_retry cannot see an interval that the driver's own
-                // deferred work took out of the tree meanwhile: a PTE
-                // installed under it would never be invalidated.
-                // The huge entry is checked again too: what the strategy
-                // allows may have changed since the walk.
-                let ok = || {
-                    let st = lock(&m.state);
-                    let base = self.addr / HUGE * HUGE;
-                    st.strategy.commit_ok_for(iv, self.hold)
-                        && (!self.huge || st.strategy.huge_ok(iv, base))
-                };
-                if self.reg.is_none() && m.cb.planted(PlantedBug::TlbFillBeforeRecheck) {
-                    if let Some(&(frame, writable)) = self.samples.first() {
-                        let pte = DevPte::small(frame, writable);
-                        lock(&m.state).dev.tlb_fill(self.addr, pte);
-                    }
-                }
-                if iv.read_retry(self.seq) || !ok() {
-                    if !unlocked {
-                        lock(&m.state).dev.lock = None;
-                    }
-                    self.retry(m, phys);
-                } else {
-                    self.state = State::Install;
-                }
-                FaultStep::Progress
-            }
-            State::Install => {
-                let mut guard = lock(&m.state);
-                let st = &mut *guard;
-                if st.dev.lock.is_some_and(|h| h != me) {
-                    drop(guard);
-                    self.state = State::Install;
-                    return FaultStep::Blocked(FaultBlock::DriverLock);
-                }
-                let out = if let Some(id) = self.reg {
-                    let samples = std::mem::take(&mut self.samples);
-                    let old = st.strategy.install_registration(&mut st.dev, id, samples);
-                    st.dev.lock = None;
-                    drop(guard);
-                    for f in old {
-                        phys.unpin(f);
-                    }
-                    self.finish_or_remove(m, mm);
-                    return FaultStep::Progress;
-                } else if self.huge {
-                    let (frame, writable) = self.samples[0];
-                    let base = self.addr / HUGE * HUGE;
-                    st.dev.zap(base, base + HUGE, true);
-                    let pte = DevPte {
-                        frame,
-                        write: writable,
-                        atomic: false,
-                        huge: true,
-                    };
-                    st.dev.dpt.insert(base, pte);
-                    // The access that faulted goes on with this translation.
-                    st.dev.tlb_fill(base, pte);
-                    FrameId(frame.0 + ((self.addr - base) / PAGE) as u32)
-                } else {
-                    let (frame, writable) = self.samples[0];
-                    st.dev.zap(self.addr, self.end, true);
-                    let pte = DevPte::small(frame, writable);
-                    st.dev.dpt.insert(self.addr, pte);
-                    st.dev.tlb_fill(self.addr, pte);
-                    frame
-                };
-                st.dev.lock = None;
-                drop(guard);
-                self.samples.clear();
-                self.finish_or_remove(m, mm);
-                FaultStep::Installed(out)
-            }
-            State::Removing(w) => match finish_remove(mm, w) {
-                Some(w) => {
-                    self.state = State::Removing(w);
-                    FaultStep::Blocked(FaultBlock::Remove)
-                }
-                None => self.finished(),
-            },
+            State::Commit => self.commit(me, m, Some(phys)),
+            State::Install => self.install(me, m, &mm.notifier, Some(phys)),
+            State::Removing(w) => self.removing(w, &mm.notifier),
             State::Done => self.finished(),
+        }
+    }
+
+    // Commit: take the driver lock, read_retry; unlock and retry, or go on
+    // to install with the lock held. Touches no address space.
+    fn commit(&mut self, me: u8, m: &Mirror, phys: Option<&mut Phys>) -> FaultStep {
+        let unlocked = m.cb.planted(PlantedBug::ReadRetryUnlocked);
+        if !unlocked {
+            let mut st = lock(&m.state);
+            if st.dev.lock.is_some_and(|h| h != me) {
+                drop(st);
+                self.state = State::Commit;
+                return FaultStep::Blocked(FaultBlock::DriverLock);
+            }
+            st.dev.lock = Some(me);
+            cost::one(Metric::DriverLock);
+        }
+        let iv = self.iv.as_ref().expect("begun");
+        // read_retry cannot see an interval that the driver's own
+        // deferred work took out of the tree meanwhile: a PTE
+        // installed under it would never be invalidated.
+        // The huge entry is checked again too: what the strategy
+        // allows may have changed since the walk.
+        let ok = || {
+            let st = lock(&m.state);
+            let base = self.addr / HUGE * HUGE;
+            st.strategy.commit_ok_for(iv, self.hold)
+                && (!self.huge || st.strategy.huge_ok(iv, base))
+        };
+        if self.reg.is_none() && m.cb.planted(PlantedBug::TlbFillBeforeRecheck) {
+            if let Some(&(frame, writable)) = self.samples.first() {
+                let pte = DevPte::small(frame, writable);
+                lock(&m.state).dev.tlb_fill(self.addr, pte);
+            }
+        }
+        if iv.read_retry(self.seq) || !ok() {
+            if !unlocked {
+                m.unlock_driver(&mut lock(&m.state).dev);
+            }
+            self.retry(m, phys);
+        } else {
+            if !unlocked && m.cb.planted(PlantedBug::CommitRelock) {
+                // Two critical sections where one is needed.
+                m.unlock_driver(&mut lock(&m.state).dev);
+                let mut st = lock(&m.state);
+                if st.dev.lock.is_none() {
+                    st.dev.lock = Some(me);
+                }
+            }
+            self.state = State::Install;
+        }
+        FaultStep::Progress
+    }
+
+    // Install: write the device PTE under the driver lock, unlock.
+    fn install(
+        &mut self,
+        me: u8,
+        m: &Mirror,
+        notifier: &Subscriptions,
+        phys: Option<&mut Phys>,
+    ) -> FaultStep {
+        let mut guard = lock(&m.state);
+        let st = &mut *guard;
+        if st.dev.lock.is_some_and(|h| h != me) {
+            drop(guard);
+            self.state = State::Install;
+            return FaultStep::Blocked(FaultBlock::DriverLock);
+        }
+        let out = if let Some(id) = self.reg {
+            let samples = std::mem::take(&mut self.samples);
+            let old = st.strategy.install_registration(&mut st.dev, id, samples);
+            m.unlock_driver(&mut st.dev);
+            drop(guard);
+            if let Some(phys) = phys {
+                for f in old {
+                    phys.unpin(f);
+                }
+            }
+            self.finish_or_remove(m, notifier);
+            return FaultStep::Progress;
+        } else if self.huge {
+            let (frame, writable) = self.samples[0];
+            let base = self.addr / HUGE * HUGE;
+            st.dev.zap(base, base + HUGE, true);
+            let pte = DevPte {
+                frame,
+                write: writable,
+                atomic: false,
+                huge: true,
+            };
+            st.dev.dpt.insert(base, pte);
+            // The access that faulted goes on with this translation.
+            st.dev.tlb_fill(base, pte);
+            FrameId(frame.0 + ((self.addr - base) / PAGE) as u32)
+        } else {
+            let (frame, writable) = self.samples[0];
+            st.dev.zap(self.addr, self.end, true);
+            let pte = DevPte::small(frame, writable);
+            st.dev.dpt.insert(self.addr, pte);
+            st.dev.tlb_fill(self.addr, pte);
+            frame
+        };
+        m.unlock_driver(&mut st.dev);
+        drop(guard);
+        self.samples.clear();
+        self.finish_or_remove(m, notifier);
+        FaultStep::Installed(out)
+    }
+
+    fn removing(&mut self, w: RemoveWait, notifier: &Subscriptions) -> FaultStep {
+        match finish_remove_in(notifier, w) {
+            Some(w) => {
+                self.state = State::Removing(w);
+                FaultStep::Blocked(FaultBlock::Remove)
+            }
+            None => self.finished(),
+        }
+    }
+
+    /// Whether its next step reads or changes the address space (begin,
+    /// the end of a read_begin wait, the walk; every step of a
+    /// registration's pinning, which holds frames). Commit, install and
+    /// the removal of a temporary interval need only the driver's locks
+    /// and the notifier: on real threads they run without the lock that
+    /// guards the address space, as a kernel fault holds the driver lock
+    /// but not the mmap lock from read_retry to the PTE update.
+    pub fn needs_mm(&self) -> bool {
+        self.reg.is_some() || matches!(self.state, State::Begin | State::Waiting(_) | State::Walk)
+    }
+
+    /// Takes one step that does not need the address space (see
+    /// [`Fault::needs_mm`]); `notifier` is the core of the mirror's
+    /// address space.
+    pub fn step_driver(&mut self, me: u8, m: &Mirror, notifier: &Subscriptions) -> FaultStep {
+        if self.needs_mm() {
+            return FaultStep::Done(Err(MirrorError::Inval));
+        }
+        let _scope = cost::FaultScope::enter();
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Commit => self.commit(me, m, None),
+            State::Install => self.install(me, m, notifier, None),
+            State::Removing(w) => self.removing(w, notifier),
+            _ => self.finished(),
+        }
+    }
+
+    /// Blocks until what a [`FaultBlock::ReadBegin`] or
+    /// [`FaultBlock::Remove`] step waits for is ready (on a real thread).
+    pub fn wait_notifier(&self, notifier: &Subscriptions) {
+        match &self.state {
+            State::Waiting(w) | State::Removing(RemoveWait::Wait(w)) => notifier.wait_ready(w),
+            _ => {}
         }
     }
 
@@ -1191,7 +1320,7 @@ impl Fault {
 
     // The strategy takes back what the fault held; a temporary interval
     // goes (removal may have to wait).
-    fn finish_or_remove(&mut self, m: &Mirror, mm: &Mm) {
+    fn finish_or_remove(&mut self, m: &Mirror, notifier: &Subscriptions) {
         let end = FaultEnd {
             iv: self.iv.take(),
             hold: self.hold.take(),
@@ -1204,7 +1333,7 @@ impl Fault {
             st.strategy.fault_end(&mut st.dev, end)
         };
         self.state = match remove {
-            Some(iv) => match mm.notifier.remove_prepare(&iv) {
+            Some(iv) => match notifier.remove_prepare(&iv) {
                 Ok(w) => State::Removing(w),
                 Err(_) => State::Done,
             },

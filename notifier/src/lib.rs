@@ -70,7 +70,7 @@ pub mod itree;
 pub mod planted;
 mod range;
 mod subscriptions;
-mod sync;
+pub mod sync;
 
 pub use error::{Culprit, Error, InvalidateError};
 pub use planted::{Component, PlantedBug};

@@ -177,6 +177,18 @@ pub enum PlantedBug {
     /// wakes. Real threads only, and three of them: two sleepers and the
     /// end.
     WakeOne,
+    /// mirror: the commit step drops the driver lock after a false
+    /// read_retry and takes it again before it goes on to install, so a
+    /// callback that sleeps on the lock runs in between: it bumps the seq
+    /// and zaps, its invalidation changes the CPU PTEs, and the fault then
+    /// installs the translation it walked before. The rule it breaks is
+    /// the one Documentation/mm/hmm.rst states for every fault path (and
+    /// that `dmirror_range_fault` in lib/test_hmm.c and
+    /// `nouveau_range_fault` keep): the driver's update lock is held from
+    /// `mmu_interval_read_retry()` to the end of the device page table
+    /// update. Real threads only: a split-phase target runs the commit
+    /// step as one atomic unit.
+    CommitRelock,
 }
 
 /// Which crate carries a planted bug; a target finds the bugs of the crates it runs.
@@ -237,13 +249,16 @@ impl PlantedBug {
     /// The planted bugs that only real concurrency exposes: each lives
     /// between two critical sections of one step of the core, which a
     /// split-phase target runs as one atomic unit. The loom models
-    /// (`notifier/tests/loom.rs`) find them; [`PlantedBug::ALL`] does not
-    /// list them, because no split-phase target can.
-    pub const CONCURRENT: [PlantedBug; 4] = [
+    /// (`notifier/tests/loom.rs`) find the core's; the `threads` target
+    /// finds them all (the mirror's in its mirror form);
+    /// [`PlantedBug::ALL`] does not list them, because no split-phase
+    /// target can.
+    pub const CONCURRENT: [PlantedBug; 5] = [
         PlantedBug::EndDeferredLate,
         PlantedBug::WakeBeforeSeq,
         PlantedBug::ReadBeginUnlocked,
         PlantedBug::WakeOne,
+        PlantedBug::CommitRelock,
     ];
 
     /// The crate the bug lives in.
@@ -269,7 +284,8 @@ impl PlantedBug {
             | PlantedBug::TlbFlushMissesHuge
             | PlantedBug::TlbFillBeforeRecheck
             | PlantedBug::TlbFinishSkipsMigrate
-            | PlantedBug::VmaHolesOverflow => Component::Mirror,
+            | PlantedBug::VmaHolesOverflow
+            | PlantedBug::CommitRelock => Component::Mirror,
             _ => Component::Notifier,
         }
     }
@@ -312,6 +328,7 @@ impl PlantedBug {
             PlantedBug::SetSeqDedup => "notifier-set-seq-dedup",
             PlantedBug::VmaHolesOverflow => "mirror-vma-holes-overflow",
             PlantedBug::WakeOne => "notifier-wake-one",
+            PlantedBug::CommitRelock => "mirror-commit-relock",
         }
     }
 

@@ -666,6 +666,13 @@ impl Subscriptions {
         }
     }
 
+    /// Blocks until a split-phase wait is ready (what the blocking
+    /// `read_begin` and `remove` do after their prepare): for a driver
+    /// that runs a split-phase operation on a real thread.
+    pub fn wait_ready(&self, w: &SeqWait) {
+        self.wait(w)
+    }
+
     fn wait(&self, w: &SeqWait) {
         let mut st = self.lock();
         st.waiters += 1;

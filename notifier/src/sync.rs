@@ -19,15 +19,19 @@
 //! unlock (the gap of `notifier-read-begin-unlocked`) is reachable by
 //! another task only if the load is a scheduling point itself. Without
 //! the feature this module is the plain std re-export it always was.
+//!
+//! `Mutex`, `MutexGuard` and `Condvar` are public, so that a driver built
+//! on the core (the device mirror) takes its own locks from the same place
+//! and a shuttle execution controls them too; only `new`, `lock`, `wait`
+//! and `notify_all` are common to every variant.
 
 #[cfg(loom)]
-pub(crate) use loom::{
-    sync::atomic::{AtomicU64, AtomicU8, Ordering},
-    sync::{Condvar, Mutex, MutexGuard},
-};
+pub(crate) use loom::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+#[cfg(loom)]
+pub use loom::sync::{Condvar, Mutex, MutexGuard};
 
 #[cfg(all(not(loom), not(feature = "shuttle")))]
-pub(crate) use std::sync::{Condvar, Mutex, MutexGuard};
+pub use std::sync::{Condvar, Mutex, MutexGuard};
 
 #[cfg(all(not(loom), not(feature = "shuttle")))]
 pub(crate) use std::sync::atomic::{AtomicU64, AtomicU8};
@@ -36,7 +40,9 @@ pub(crate) use std::sync::atomic::{AtomicU64, AtomicU8};
 pub(crate) use std::sync::atomic::Ordering;
 
 #[cfg(all(not(loom), feature = "shuttle"))]
-pub(crate) use dispatch::{AtomicU64, AtomicU8, Condvar, DualKey, Mutex, MutexGuard};
+pub(crate) use dispatch::{AtomicU64, AtomicU8, DualKey};
+#[cfg(all(not(loom), feature = "shuttle"))]
+pub use dispatch::{Condvar, Mutex, MutexGuard};
 
 #[cfg(feature = "shuttle")]
 pub use dispatch::ShuttleScope;
@@ -149,8 +155,11 @@ mod dispatch {
         }
     }
 
+    /// A mutex: std's, or shuttle's inside a [`ShuttleScope`].
     pub enum Mutex<T> {
+        /// Created outside a scope.
         Std(std::sync::Mutex<T>),
+        /// Created inside a scope.
         Shuttle(Box<shuttle::sync::Mutex<T>>),
     }
 
@@ -213,6 +222,7 @@ mod dispatch {
     }
 
     impl<T> Mutex<T> {
+        /// A mutex of the kind the current thread's scope chooses.
         #[inline]
         pub fn new(v: T) -> Mutex<T> {
             if in_shuttle() {
@@ -222,6 +232,7 @@ mod dispatch {
             }
         }
 
+        /// Locks it, blocking (shuttle: a scheduling point).
         #[inline]
         pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
             match self {
@@ -305,8 +316,11 @@ mod dispatch {
     atomic!(AtomicU64, u64);
     atomic!(AtomicU8, u8);
 
+    /// A condition variable: std's, or shuttle's inside a [`ShuttleScope`].
     pub enum Condvar {
+        /// Created outside a scope.
         Std(std::sync::Condvar),
+        /// Created inside a scope.
         Shuttle(Box<shuttle::sync::Condvar>),
     }
 
@@ -329,7 +343,14 @@ mod dispatch {
         }
     }
 
+    impl Default for Condvar {
+        fn default() -> Condvar {
+            Condvar::new()
+        }
+    }
+
     impl Condvar {
+        /// A condition variable of the kind the current scope chooses.
         #[inline]
         pub fn new() -> Condvar {
             if in_shuttle() {
@@ -339,6 +360,8 @@ mod dispatch {
             }
         }
 
+        /// Waits for a notification, releasing `g` meanwhile. `g` must be
+        /// of a mutex created in the same scope as the condvar.
         pub fn wait<'a, T>(&self, g: MutexGuard<'a, T>) -> LockResult<MutexGuard<'a, T>> {
             match (self, g.into_inner()) {
                 (Condvar::Std(c), Guard::Std(g)) => {
@@ -351,6 +374,7 @@ mod dispatch {
             }
         }
 
+        /// Wakes every waiter.
         #[inline]
         pub fn notify_all(&self) {
             match self {
@@ -359,6 +383,7 @@ mod dispatch {
             }
         }
 
+        /// Wakes one waiter.
         #[inline]
         pub fn notify_one(&self) {
             match self {

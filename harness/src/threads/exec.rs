@@ -34,11 +34,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use notifier::sync::Mutex;
 use notifier::{
     ClassicOps, Config, Interval, IntervalId, Invalidation, Owner, Range, Start, Subscriptions,
 };
 use oracles::{CallbackModel, Refuse};
-use shuttle::sync::Mutex;
 
 use crate::outcome::{Divergence, DivergenceKind, Outcome, RunOptions};
 use crate::program::{Op, Program, CLASSIC_SLOTS, PAGE, SLOTS};
@@ -70,23 +70,50 @@ struct Driver {
 /// Results of the execution, written by every task. A std mutex: it is
 /// never held across a scheduling point.
 #[derive(Default)]
-struct Sink {
-    divergence: Option<Divergence>,
-    trace: Vec<String>,
-    features: BTreeSet<u32>,
-    ran: u64,
-    skipped: u64,
-    callbacks: u64,
-    order: u32,
+pub(crate) struct Sink {
+    pub(crate) divergence: Option<Divergence>,
+    pub(crate) trace: Vec<String>,
+    pub(crate) features: BTreeSet<u32>,
+    pub(crate) ran: u64,
+    pub(crate) skipped: u64,
+    pub(crate) callbacks: u64,
+    pub(crate) order: u32,
 }
 
-type SinkRef = Arc<std::sync::Mutex<Sink>>;
-
-fn sink(s: &SinkRef) -> std::sync::MutexGuard<'_, Sink> {
-    s.lock().unwrap_or_else(|e| e.into_inner())
+/// The sink and a progress count, which every step of every thread moves
+/// on: what the watchdog of the OS-thread mode watches.
+#[derive(Default)]
+pub(crate) struct Shared {
+    sink: std::sync::Mutex<Sink>,
+    progress: std::sync::atomic::AtomicU64,
 }
 
-fn diverge(s: &SinkRef, kind: DivergenceKind, step: Option<usize>, doing: String, core: String) {
+impl Shared {
+    /// A thread took a step.
+    pub(crate) fn tick(&self) {
+        self.progress
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn progress(&self) -> u64 {
+        self.progress.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+pub(crate) type SinkRef = Arc<Shared>;
+
+pub(crate) fn sink(s: &SinkRef) -> std::sync::MutexGuard<'_, Sink> {
+    s.sink.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Records the run's divergence (the first one wins).
+pub(crate) fn diverge(
+    s: &SinkRef,
+    kind: DivergenceKind,
+    step: Option<usize>,
+    doing: String,
+    core: String,
+) {
     let mut s = sink(s);
     if s.divergence.is_none() {
         s.divergence = Some(Divergence {
@@ -123,7 +150,7 @@ struct World {
 /// runs, not for trees of thousands.
 const MAX_BULK: u64 = crate::program::MAX_POPULATE as u64;
 
-fn lock<T>(m: &Mutex<T>) -> shuttle::sync::MutexGuard<'_, T> {
+fn lock<T>(m: &Mutex<T>) -> notifier::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -261,6 +288,7 @@ struct Thread {
 
 impl World {
     fn said(&self, line: usize, t: u8, op: &Op, effect: impl FnOnce() -> String, feature: u32) {
+        self.sink.tick();
         let mut s = sink(&self.sink);
         s.ran += 1;
         s.features.insert(feature);
@@ -277,6 +305,7 @@ impl World {
     }
 
     fn skipped(&self) {
+        self.sink.tick();
         sink(&self.sink).skipped += 1;
     }
 
@@ -670,25 +699,247 @@ impl Drop for RunScope {
     }
 }
 
-/// Runs a `threads` program: its lines split per thread, one shuttle task
-/// each, interleaved by `config.schedule`.
-pub fn run_threads(p: &Program, opts: &RunOptions) -> Outcome {
-    install_panic_hook();
+/// How the threads of a run are made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Spawn {
+    /// Shuttle tasks of the current execution.
+    Shuttle,
+    /// Real OS threads.
+    Os,
+}
+
+impl Spawn {
+    /// Runs the jobs on threads of their own and joins them. False if one
+    /// panicked (recorded as a divergence; under shuttle the panic fails
+    /// the execution before the join returns).
+    pub(crate) fn run_all(self, jobs: Vec<Box<dyn FnOnce() + Send>>, s: &SinkRef) -> bool {
+        let joined: Vec<Result<(), String>> = match self {
+            Spawn::Shuttle => {
+                let hs: Vec<_> = jobs.into_iter().map(shuttle::thread::spawn).collect();
+                hs.into_iter()
+                    .map(|h| h.join().map_err(|_| "a thread panicked".to_string()))
+                    .collect()
+            }
+            Spawn::Os => {
+                let hs: Vec<_> = jobs
+                    .into_iter()
+                    .map(|j| {
+                        std::thread::Builder::new()
+                            .stack_size(STACK)
+                            .spawn(j)
+                            .map_err(|e| e.to_string())
+                    })
+                    .collect();
+                hs.into_iter()
+                    .map(|h| h?.join().map_err(|p| panic_text(&*p)))
+                    .collect()
+            }
+        };
+        let mut ok = true;
+        for r in joined {
+            if let Err(msg) = r {
+                ok = false;
+                diverge(
+                    s,
+                    DivergenceKind::Panic,
+                    None,
+                    "running the threads".into(),
+                    msg,
+                );
+            }
+        }
+        ok
+    }
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "non-string panic".into())
+}
+
+/// The notifier form: a core, the driver shadow, one thread per logical
+/// thread running its lines, quiescence at the end.
+fn notifier_body(
+    config: Config,
+    trace: bool,
+    lines: Arc<Vec<Vec<(usize, Op)>>>,
+    results: SinkRef,
+    spawn: Spawn,
+) {
+    let subs = match Subscriptions::new(config) {
+        Ok(s) => s,
+        Err(e) => {
+            sink(&results).trace.push(format!("invalid config: {e}"));
+            return;
+        }
+    };
+    let world = Arc::new(World {
+        subs,
+        slots: Mutex::new(Default::default()),
+        classic: Mutex::new(Default::default()),
+        driver: Arc::new(Mutex::new(Driver::default())),
+        cpu: Arc::new(Mutex::new(BTreeMap::new())),
+        sink: results.clone(),
+        trace,
+        bulk: Default::default(),
+    });
+    let jobs: Vec<Box<dyn FnOnce() + Send>> = (0..lines.len())
+        .map(|t| {
+            let (world, lines) = (world.clone(), lines.clone());
+            Box::new(move || {
+                let mut th = Thread::default();
+                for (i, op) in &lines[t] {
+                    world.step(&mut th, *i, t as u8, op);
+                }
+                world.finish(&mut th, t as u8);
+            }) as Box<dyn FnOnce() + Send>
+        })
+        .collect();
+    if spawn.run_all(jobs, &results) {
+        world.check_quiescent();
+    }
+}
+
+/// The body of one execution of `p`, for either form.
+fn body(p: &Program, opts: &RunOptions, results: SinkRef, spawn: Spawn) -> impl Fn() + Send + Sync {
     let nthreads = p.config.threads as usize;
     let mut lines: Vec<Vec<(usize, Op)>> = vec![Vec::new(); nthreads];
     for (i, s) in p.steps.iter().enumerate() {
         lines[s.thread as usize].push((i, s.op));
     }
     let lines = Arc::new(lines);
-    let results: SinkRef = Arc::default();
-    let log = Arc::new(std::sync::Mutex::new(Log::default()));
     let config = Config {
         initial_seq: p.config.initial_seq,
         task_size: p.config.task_size,
         planted: opts.planted,
         ..Config::default()
     };
-    let trace = opts.trace;
+    let (p, opts) = (p.clone(), *opts);
+    move || {
+        if p.config.has_devices() {
+            crate::threads::mirror::body(&p, &opts, lines.clone(), results.clone(), spawn);
+        } else {
+            notifier_body(
+                config.clone(),
+                opts.trace,
+                lines.clone(),
+                results.clone(),
+                spawn,
+            );
+        }
+    }
+}
+
+/// Whether `run_threads` uses real OS threads (see [`set_os_threads`]).
+static OS_THREADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// From now on, `threads` programs of this process run on real OS threads
+/// instead of shuttle tasks (`mnfuzz fuzz|soak|replay --os-threads`):
+/// the OS schedules them, no schedule seed is read, and a watchdog reports
+/// a run in which no thread has taken a step for `hang_ms` milliseconds
+/// as a [`DivergenceKind::Deadlock`]. 0 goes back to shuttle.
+pub fn set_os_threads(hang_ms: u64) {
+    OS_THREADS.store(hang_ms, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Runs a `threads` program: its lines split per thread, one shuttle task
+/// each, interleaved by `config.schedule` (or on OS threads, see
+/// [`set_os_threads`]).
+pub fn run_threads(p: &Program, opts: &RunOptions) -> Outcome {
+    let hang_ms = OS_THREADS.load(std::sync::atomic::Ordering::Relaxed);
+    if hang_ms > 0 {
+        return run_os_threads(p, opts, std::time::Duration::from_millis(hang_ms));
+    }
+    run_shuttle(p, opts)
+}
+
+/// Runs `p` on real OS threads under a watchdog: the run is a hang (a
+/// [`DivergenceKind::Deadlock`]) once no thread has taken a step for
+/// `hang_after` while some are unfinished. The verdict depends on
+/// progress, not on how long a run takes; the hung threads are left
+/// behind (they cannot be stopped), so a process that finds a hang
+/// should report it and exit.
+pub fn run_os_threads(p: &Program, opts: &RunOptions, hang_after: std::time::Duration) -> Outcome {
+    let results: SinkRef = Arc::default();
+    let body = body(p, opts, results.clone(), Spawn::Os);
+    run_watched(body, &results, hang_after, p.config.threads);
+    finish_outcome(&results, None, opts.trace, p.config.schedule)
+}
+
+/// Runs `f` on a thread of its own while watching `results`' progress:
+/// see [`run_os_threads`]. A panic of `f` is recorded as a divergence.
+pub(crate) fn run_watched(
+    f: impl FnOnce() + Send + 'static,
+    results: &SinkRef,
+    hang_after: std::time::Duration,
+    threads: u8,
+) {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let handle = std::thread::Builder::new()
+        .stack_size(STACK)
+        .spawn(move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            // The watchdog wakes at once (a send to a gone receiver is fine).
+            let _ = tx.send(());
+            r
+        });
+    let handle = match handle {
+        Ok(h) => h,
+        Err(e) => {
+            diverge(
+                results,
+                DivergenceKind::Panic,
+                None,
+                "starting the threads".into(),
+                e.to_string(),
+            );
+            return;
+        }
+    };
+    let poll = (hang_after / 20).clamp(
+        std::time::Duration::from_micros(100),
+        std::time::Duration::from_millis(20),
+    );
+    let mut last = results.progress();
+    let mut since = std::time::Instant::now();
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(poll) {
+        let now = results.progress();
+        if now != last {
+            last = now;
+            since = std::time::Instant::now();
+        } else if since.elapsed() >= hang_after {
+            diverge(
+                results,
+                DivergenceKind::Deadlock,
+                None,
+                format!("running {threads} OS threads"),
+                format!(
+                    "no thread took a step for {} ms ({last} steps so far): a deadlock or a lost wake-up",
+                    hang_after.as_millis()
+                ),
+            );
+            // The hung threads stay behind; the handle is dropped.
+            return;
+        }
+    }
+    if let Ok(Err(p)) = handle.join() {
+        diverge(
+            results,
+            DivergenceKind::Panic,
+            None,
+            "running the threads".into(),
+            panic_text(&*p),
+        );
+    }
+}
+
+fn run_shuttle(p: &Program, opts: &RunOptions) -> Outcome {
+    install_panic_hook();
+    let results: SinkRef = Arc::default();
+    let log = Arc::new(std::sync::Mutex::new(Log::default()));
     let scheduler = SeededScheduler::new(p.config.schedule, log.clone());
     let mut sc = shuttle::Config::new();
     sc.failure_persistence = shuttle::FailurePersistence::None;
@@ -696,57 +947,15 @@ pub fn run_threads(p: &Program, opts: &RunOptions) -> Outcome {
     sc.max_steps = shuttle::MaxSteps::FailAfter(MAX_POINTS);
     sc.stack_size = STACK;
     let runner = shuttle::Runner::new(scheduler, sc);
-    let body = {
-        let results = results.clone();
-        move || {
-            let subs = match Subscriptions::new(config.clone()) {
-                Ok(s) => s,
-                Err(e) => {
-                    sink(&results).trace.push(format!("invalid config: {e}"));
-                    return;
-                }
-            };
-            let world = Arc::new(World {
-                subs,
-                slots: Mutex::new(Default::default()),
-                classic: Mutex::new(Default::default()),
-                driver: Arc::new(Mutex::new(Driver::default())),
-                cpu: Arc::new(Mutex::new(BTreeMap::new())),
-                sink: results.clone(),
-                trace,
-                bulk: Default::default(),
-            });
-            let handles: Vec<_> = (0..nthreads)
-                .map(|t| {
-                    let (world, lines) = (world.clone(), lines.clone());
-                    shuttle::thread::spawn(move || {
-                        let mut th = Thread::default();
-                        for (i, op) in &lines[t] {
-                            world.step(&mut th, *i, t as u8, op);
-                        }
-                        world.finish(&mut th, t as u8);
-                    })
-                })
-                .collect();
-            for h in handles {
-                // A thread's panic fails the execution before join returns.
-                let _ = h.join();
-            }
-            world.check_quiescent();
-        }
-    };
+    let body = body(p, opts, results.clone(), Spawn::Shuttle);
     let result = {
         let _scope = notifier::ShuttleScope::enter();
         let _run = RunScope::enter();
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runner.run(body)))
     };
-    let mut s = std::mem::take(&mut *sink(&results));
     if let Err(payload) = result {
-        let msg = payload
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "non-string panic".into());
+        let msg = panic_text(&*payload);
+        let mut s = sink(&results);
         if s.divergence.is_none() {
             let kind = if msg.starts_with("deadlock") {
                 DivergenceKind::Deadlock
@@ -766,27 +975,34 @@ pub fn run_threads(p: &Program, opts: &RunOptions) -> Outcome {
         }
     }
     let log = std::mem::take(&mut *log.lock().unwrap_or_else(|e| e.into_inner()));
+    finish_outcome(&results, Some(log), opts.trace, p.config.schedule)
+}
+
+fn finish_outcome(results: &SinkRef, log: Option<Log>, trace: bool, schedule: u64) -> Outcome {
+    let mut s = std::mem::take(&mut *sink(results));
     let mut features: Vec<u32> = s.features.into_iter().collect();
-    // How much the schedule interleaved, in powers of two.
-    features.push(0x1_0000 | (32 - (log.switches.len() as u32).leading_zeros()));
-    if trace {
-        let mut line = format!(
-            "drain: schedule {:#x}: {} scheduling points, {} switches:",
-            p.config.schedule,
-            log.points,
-            log.switches.len()
-        );
-        for sw in log.switches.iter().take(64) {
-            let who = match sw.task {
-                0 => "main".to_string(),
-                n => format!("t{}", n - 1),
-            };
-            let _ = write!(line, " {}@{}", who, sw.point);
+    if let Some(log) = log {
+        // How much the schedule interleaved, in powers of two.
+        features.push(0x1_0000 | (32 - (log.switches.len() as u32).leading_zeros()));
+        if trace {
+            let mut line = format!(
+                "drain: schedule {:#x}: {} scheduling points, {} switches:",
+                schedule,
+                log.points,
+                log.switches.len()
+            );
+            for sw in log.switches.iter().take(64) {
+                let who = match sw.task {
+                    0 => "main".to_string(),
+                    n => format!("t{}", n - 1),
+                };
+                let _ = write!(line, " {}@{}", who, sw.point);
+            }
+            if log.switches.len() > 64 {
+                line.push_str(" ...");
+            }
+            s.trace.push(line);
         }
-        if log.switches.len() > 64 {
-            line.push_str(" ...");
-        }
-        s.trace.push(line);
     }
     Outcome {
         divergence: s.divergence,
@@ -800,5 +1016,57 @@ pub fn run_threads(p: &Program, opts: &RunOptions) -> Outcome {
             peak_intervals: 0,
         },
         turns: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The watchdog reports a run whose threads stop taking steps, and
+    /// returns within its bound: the verdict comes from the absence of
+    /// progress, not from a race.
+    #[test]
+    fn the_watchdog_reports_a_hung_run() {
+        let results: SinkRef = Arc::default();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let r = results.clone();
+        run_watched(
+            move || {
+                r.tick();
+                // Hangs until the test lets it go.
+                let _ = rx.recv();
+            },
+            &results,
+            std::time::Duration::from_millis(50),
+            1,
+        );
+        let d = sink(&results).divergence.take().expect("a hang");
+        assert_eq!(d.kind, DivergenceKind::Deadlock);
+        assert!(d.core.contains("no thread took a step"), "{}", d.core);
+        drop(tx);
+    }
+
+    /// A run that ends is no hang, and its panic is a divergence.
+    #[test]
+    fn the_watchdog_passes_a_finished_run_and_reports_a_panic() {
+        let results: SinkRef = Arc::default();
+        let r = results.clone();
+        run_watched(
+            move || r.tick(),
+            &results,
+            std::time::Duration::from_secs(30),
+            1,
+        );
+        assert!(sink(&results).divergence.is_none());
+        run_watched(
+            || panic!("boom"),
+            &results,
+            std::time::Duration::from_secs(30),
+            1,
+        );
+        let d = sink(&results).divergence.take().expect("the panic");
+        assert_eq!(d.kind, DivergenceKind::Panic);
+        assert!(d.core.contains("boom"));
     }
 }
