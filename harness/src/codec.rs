@@ -107,7 +107,11 @@
 //!                                        kind's size by `shift` of b >> 3;
 //!                                        code 7 with registered kinds: the
 //!                                        registered kind (b >> 3) % count
-//!   dread       dev point
+//!   dread       dev point              a dev byte b >= 0xe0 with b & 7 != 7
+//!                                        (codes that read as d0) is instead
+//!   prefetch    dev point count [len]    on d1 iff b & 8; count: 1..=255
+//!                                        (1 + (c - 1) % 128) * 16 KiB,
+//!                                        0: a len follows
 //!   dwrite      dev point value
 //!   snapshot, dmigrate, dexclusive, devict, dregister, dattr
 //!                                        dev mspan
@@ -391,6 +395,8 @@ pub(crate) fn kind_of(op: &Op) -> Kind {
             DevStep::Unregister { .. } => Kind::DevUnregister,
             DevStep::Work => Kind::DevWork,
             DevStep::Attr { .. } => Kind::DevAttr,
+            // A `dread` whose device byte is a prefetch code.
+            DevStep::Prefetch { .. } => Kind::DevRead,
         },
         Op::Expect(_) => Kind::Expect,
     }
@@ -914,7 +920,10 @@ pub fn encode(p: &Program) -> Vec<u8> {
                 push_mm(&mut out, op, c.task_size);
             }
             Op::Dev { dev, op } => {
-                out.push(slot2_byte(dev));
+                out.push(match op {
+                    DevStep::Prefetch { .. } => prefetch_byte(dev),
+                    _ => slot2_byte(dev),
+                });
                 push_dev(&mut out, op, c.task_size);
             }
             Op::Expect(e) => push_expect(&mut out, e),
@@ -1127,6 +1136,7 @@ pub(crate) mod tests {
             any_addr().prop_map(|addr| DevStep::Unregister { addr }),
             Just(DevStep::Work),
             (any_addr(), any_addr()).prop_map(|(addr, len)| DevStep::Attr { addr, len }),
+            (any_addr(), any_addr()).prop_map(|(addr, len)| DevStep::Prefetch { addr, len }),
         ]
     }
 

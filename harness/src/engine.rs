@@ -108,7 +108,7 @@ pub struct EngineReport {
     pub ops: (u64, u64),
     /// Steps per executed program, summed (for the mean and the median).
     pub program_steps: Vec<u32>,
-    /// Executions that held at least [`BIG_TREE`] intervals at once.
+    /// Executions that held at least [`big_tree`] intervals at once.
     pub big_trees: u64,
     /// The divergence, if one was found.
     pub finding: Option<Finding>,
@@ -156,6 +156,7 @@ impl EngineReport {
             self.median_steps(),
             match target {
                 Target::Notifier => format!(" trees{BIG_TREE}={:.1}%", self.big_tree_pct()),
+                Target::Mirror => format!(" ivs{MIRROR_BIG}={:.1}%", self.big_tree_pct()),
                 _ => String::new(),
             },
             match &self.finding {
@@ -206,6 +207,18 @@ const MAP_BITS: usize = 1 << 16;
 
 /// Live intervals that make a tree big (issue 18's reach goal).
 pub const BIG_TREE: u64 = 64;
+
+/// Live intervals (all address spaces' trees together) that make a mirror
+/// state big: dozens of ODP chunks, registrations or VMA pieces at once.
+pub const MIRROR_BIG: u64 = 24;
+
+/// What counts as a big state of `target`'s intervals.
+pub fn big_tree(target: Target) -> u64 {
+    match target {
+        Target::Mirror => MIRROR_BIG,
+        _ => BIG_TREE,
+    }
+}
 
 struct Shared {
     corpus: Vec<Vec<u8>>,
@@ -295,6 +308,7 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
         expect: false,
     };
     let deadline = opts.seconds.map(|s| start + Duration::from_secs_f64(s));
+    let big = big_tree(opts.target);
 
     let exec_one = |input: &[u8], keep: bool, local: &mut Local| -> bool {
         let n = execs.fetch_add(1, Ordering::Relaxed) + 1;
@@ -303,7 +317,7 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
         if out.stats.ran == 0 {
             local.rejected += 1;
         }
-        if out.stats.peak_intervals >= BIG_TREE {
+        if out.stats.peak_intervals >= big {
             local.big += 1;
         }
         local.ops.0 += out.stats.ran;
@@ -476,7 +490,7 @@ fn next_input(rng: &mut Rng, opts: &EngineOptions, shared: &Mutex<Shared>) -> Ve
     // seeds 1-5), mutating the kept corpus 7 times in 8 needed 27,919
     // executions in all, 1 in 2 needed 19,083, 1 in 4 needed 15,164.
     if !opts.feedback || rng.below(4) != 0 {
-        return generate(rng, opts.max_len);
+        return generate_for(rng, opts);
     }
     // Both picks under one lock, the base first.
     let picked = {
@@ -488,7 +502,7 @@ fn next_input(rng: &mut Rng, opts: &EngineOptions, shared: &Mutex<Shared>) -> Ve
         })
     };
     let Some((mut base, other)) = picked else {
-        return generate(rng, opts.max_len);
+        return generate_for(rng, opts);
     };
     if rng.below(2) == 0 {
         mutate_program(rng, &mut base, &other, opts.target);
@@ -499,6 +513,79 @@ fn next_input(rng: &mut Rng, opts: &EngineOptions, shared: &Mutex<Shared>) -> Ve
     }
     base.truncate(opts.max_len.max(16) * 2);
     base
+}
+
+/// A fresh input for the engine: random bytes mostly; one time in four
+/// (simulated targets) a swarm program, see [`swarm`]. A mirror input's
+/// sized devices are drawn small half the time ([`small_sizes`]).
+pub fn generate_for(rng: &mut Rng, opts: &EngineOptions) -> Vec<u8> {
+    let swarmed = matches!(opts.target, Target::Notifier | Target::Mirror) && rng.below(4) == 0;
+    if swarmed {
+        return swarm(rng, opts.target, opts.max_len);
+    }
+    let bytes = generate(rng, opts.max_len);
+    if opts.target != Target::Mirror {
+        return bytes;
+    }
+    let mut p = decode_for(opts.target, &bytes);
+    if small_sizes(rng, &mut p.config) {
+        codec::encode(&p)
+    } else {
+        bytes
+    }
+}
+
+/// Gives each sized device kind of `config` (ODP chunks, GPU SVM ranges)
+/// one of its three smallest sizes half the time: small chunks are what
+/// make a big tree out of a few faults, and a uniform size byte gives
+/// them 3 codes in 17. True if it changed anything.
+fn small_sizes(rng: &mut Rng, config: &mut ProgramConfig) -> bool {
+    let mut changed = false;
+    for spec in config.devices.iter_mut().flatten() {
+        if let Some(p) = crate::mirror::codec::size_param(*spec) {
+            if rng.below(2) == 0 {
+                spec.param = (p.min + rng.below(3) as u8).min(p.max);
+                changed = true;
+            }
+        }
+    }
+    changed
+}
+
+/// Swarm testing (Groce et al., ISSTA 2012): a program whose steps use a
+/// few op kinds only, drawn at random (two to five tags of the target's
+/// table), and up to twice as many steps as a random input of `max_len`
+/// bytes holds. Plain random programs spread their steps over every kind,
+/// so that no state that needs many steps of one or two kinds gets built:
+/// dozens of registrations, VMA pieces, populated trees. Swarm programs
+/// build them without naming any: which kinds go together is random.
+///
+/// The config bytes are drawn as a random input's are
+/// ([`small_sizes`] included).
+pub fn swarm(rng: &mut Rng, target: Target, max_len: usize) -> Vec<u8> {
+    let head = rng.bytes(16);
+    let mut config = decode_for(target, &head).config;
+    small_sizes(rng, &mut config);
+    let prefix = codec::encode(&Program {
+        config,
+        steps: Vec::new(),
+    });
+    let tags: Vec<u8> = (0..2 + rng.below(4)).map(|_| rng.below(64) as u8).collect();
+    let n = 8 + rng.below(max_len.max(16) / 2);
+    let mut steps = Vec::with_capacity(n);
+    let mut bytes = Vec::with_capacity(prefix.len() + 24);
+    for _ in 0..n {
+        bytes.clear();
+        bytes.extend_from_slice(&prefix);
+        let tag = tags[rng.below(tags.len())] | (rng.below(4) as u8) << 6;
+        bytes.push(tag);
+        bytes.extend(rng.bytes(20));
+        if let Some(s) = decode_for(target, &bytes).steps.first() {
+            steps.push(*s);
+        }
+    }
+    steps.truncate(MAX_STEPS);
+    codec::encode(&Program { config, steps })
 }
 
 /// A fresh random input of up to `max_len` bytes.

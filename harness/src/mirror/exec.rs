@@ -24,7 +24,8 @@ use notifier::Range;
 
 use crate::outcome::{Divergence, DivergenceKind, Outcome, RunOptions};
 use crate::program::{
-    DevStep, ErrKind, Expect, MmStep, Op, PageState, Program, DEVICES, MAX_THREADS, MMS,
+    DevStep, ErrKind, Expect, MmStep, Op, PageState, Program, DEVICES, MAX_PREFETCH, MAX_THREADS,
+    MMS, PREFETCH_STRIDE,
 };
 use crate::text::{expect_text, states_text};
 
@@ -202,10 +203,21 @@ enum Work {
     Deferred { dev: usize, item: mirror::Deferred },
 }
 
+/// A `prefetch` under way: its faults run one after another as
+/// [`Work::Fault`]s of its thread.
+#[derive(Clone, Copy)]
+struct Prefetching {
+    // The next fault's address, faults left, faults that mapped their page.
+    next: u64,
+    left: u64,
+    mapped: u64,
+}
+
 #[derive(Default)]
 struct Thread {
     queue: VecDeque<usize>,
     work: Option<Work>,
+    prefetch: Option<Prefetching>,
     // What its last finished op answered.
     last: Option<Answer>,
 }
@@ -406,6 +418,27 @@ impl World<'_> {
 
     /// One step of thread `t`; returns what happened, for the trace.
     fn turn(&mut self, t: usize) -> Result<String, Box<Divergence>> {
+        let r = self.turn_inner(t);
+        // Reach: the intervals of every address space's tree at once.
+        let live: usize = self
+            .mms
+            .iter()
+            .flatten()
+            .map(|m| m.notifier.tree_len())
+            .sum();
+        let peak = &mut self.out.stats.peak_intervals;
+        if live as u64 > *peak {
+            *peak = live as u64;
+            // Tree sizes by powers of two, as the notifier target does for
+            // `populate`: feedback keeps the inputs that grow them.
+            if live >= 8 {
+                self.feature(0xd000 | (usize::BITS - live.leading_zeros()));
+            }
+        }
+        r
+    }
+
+    fn turn_inner(&mut self, t: usize) -> Result<String, Box<Divergence>> {
         self.blocked = false;
         if self.opts.trace {
             let th = &self.threads[t];
@@ -486,6 +519,7 @@ impl World<'_> {
     /// already finished (or skipped); `None` when there is work to step.
     fn start(&mut self, t: usize, i: usize) -> Result<Option<String>, Box<Divergence>> {
         let op = self.program.steps[i].op;
+        self.threads[t].prefetch = None;
         self.feature(op.keyword().as_bytes()[0] as u32 ^ (op.keyword().len() as u32) << 8);
         match op {
             Op::Mm { mm, op } => {
@@ -657,6 +691,26 @@ impl World<'_> {
                             seen: (0, seq, 0),
                             value: None,
                         });
+                        Ok(None)
+                    }
+                    DevStep::Prefetch { addr, len } => {
+                        if m.uses_registrations() {
+                            self.out.stats.ran += 1;
+                            self.answer(t, Answer::Error(ErrKind::Inval));
+                            return Ok(Some(say!(self, "d{dev} prefetch: error EINVAL")));
+                        }
+                        let left = len.div_ceil(PREFETCH_STRIDE).min(MAX_PREFETCH);
+                        if left == 0 {
+                            self.out.stats.ran += 1;
+                            self.answer(t, Answer::Pages(0));
+                            return Ok(Some(say!(self, "d{dev} prefetch: nothing")));
+                        }
+                        self.threads[t].prefetch = Some(Prefetching {
+                            next: addr,
+                            left,
+                            mapped: 0,
+                        });
+                        self.threads[t].work = Some(self.prefetch_fault(d, mm, addr));
                         Ok(None)
                     }
                     DevStep::Migrate { addr, len } => {
@@ -871,6 +925,18 @@ impl World<'_> {
                         return Ok(say!(self, "d{d} fault {addr:#x}: installed, {s}"));
                     }
                     FaultStep::Done(r) => {
+                        if let Some(p) = self.threads[t].prefetch {
+                            if let Err(mirror::MirrorError::Segv(mm::MmError::Notifier(e))) = &r {
+                                return Err(self.diverge(
+                                    DivergenceKind::Result,
+                                    None,
+                                    format!("t{t} d{d} prefetch {addr:#x}"),
+                                    format!("the notifier refused the fault-in: {e}"),
+                                    "a blockable invalidation always proceeds".into(),
+                                ));
+                            }
+                            return Ok(self.prefetch_next(t, d, mi, p, r.is_ok()));
+                        }
                         self.out.stats.ran += 1;
                         let answer = match &r {
                             Ok(()) => value.map_or(Answer::Done, Answer::Value),
@@ -1143,6 +1209,51 @@ impl World<'_> {
             }
         };
         Ok(said)
+    }
+
+    /// A read fault of device `d` (on address space `mi`) at `addr`, as a
+    /// `prefetch` takes it.
+    fn prefetch_fault(&self, d: usize, mi: usize, addr: u64) -> Work {
+        let seq = self.mms[mi]
+            .as_ref()
+            .map_or(0, |m| m.notifier.snapshot().seq);
+        Work::Fault {
+            dev: d,
+            fault: Fault::new(addr, false),
+            access: Access::Read,
+            addr,
+            seen: (0, seq, 0),
+            value: None,
+        }
+    }
+
+    /// One fault of thread `t`'s prefetch `p` finished (`ok`): the next
+    /// one starts, or the prefetch answers how many pages it mapped.
+    fn prefetch_next(
+        &mut self,
+        t: usize,
+        d: usize,
+        mi: usize,
+        mut p: Prefetching,
+        ok: bool,
+    ) -> String {
+        p.mapped += u64::from(ok);
+        p.left -= 1;
+        let next = p.next.checked_add(PREFETCH_STRIDE);
+        match next.filter(|_| p.left > 0) {
+            Some(next) => {
+                p.next = next;
+                self.threads[t].prefetch = Some(p);
+                self.threads[t].work = Some(self.prefetch_fault(d, mi, next));
+                say!(self, "d{d} prefetch: next {next:#x}")
+            }
+            None => {
+                self.threads[t].prefetch = None;
+                self.out.stats.ran += 1;
+                self.answer(t, Answer::Pages(p.mapped));
+                say!(self, "d{d} prefetch: {} pages mapped", p.mapped)
+            }
+        }
     }
 
     /// The thread's step could not run: it stays blocked until a later turn.
