@@ -18,7 +18,8 @@ use crate::codec::DecodeOptions;
 use crate::exec::{run, Divergence, RunOptions};
 use crate::minimize::Minimizer;
 use crate::pin::DevicePin;
-use crate::program::{Program, ProgramConfig, Target, MAX_STEPS};
+use crate::program::{DevStep, Op, Program, ProgramConfig, Step, Target, MAX_STEPS};
+use crate::reach::ReachCounts;
 use crate::targets::{decode_for, decode_for_with};
 
 /// What to run and for how long.
@@ -110,6 +111,8 @@ pub struct EngineReport {
     pub program_steps: Vec<u32>,
     /// Executions that held at least [`big_tree`] intervals at once.
     pub big_trees: u64,
+    /// State coverage: executions that reached each cell.
+    pub reach: ReachCounts,
     /// The divergence, if one was found.
     pub finding: Option<Finding>,
 }
@@ -223,6 +226,7 @@ pub fn big_tree(target: Target) -> u64 {
 struct Shared {
     corpus: Vec<Vec<u8>>,
     big: u64,
+    reach: ReachCounts,
     rejected: u64,
     ops: (u64, u64),
     steps: Vec<u32>,
@@ -240,6 +244,7 @@ const FLUSH_EVERY: u64 = 1024;
 #[derive(Default)]
 struct Local {
     big: u64,
+    reach: ReachCounts,
     rejected: u64,
     ops: (u64, u64),
     steps: Vec<u32>,
@@ -250,6 +255,7 @@ impl Local {
         let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
         sh.rejected += std::mem::take(&mut self.rejected);
         sh.big += std::mem::take(&mut self.big);
+        sh.reach.merge(std::mem::take(&mut self.reach));
         sh.ops.0 += std::mem::take(&mut self.ops.0);
         sh.ops.1 += std::mem::take(&mut self.ops.1);
         let room = MAX_STEP_SAMPLES.saturating_sub(sh.steps.len());
@@ -264,6 +270,19 @@ struct FeatureMap(Vec<AtomicU64>);
 impl FeatureMap {
     fn new() -> FeatureMap {
         FeatureMap((0..MAP_BITS / 64).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    // Marks `cells` one by one; true if any was new.
+    fn merge_singles(&self, cells: &[u32]) -> bool {
+        let mut new = false;
+        for &c in cells {
+            let bit = (c.wrapping_mul(0x85eb_ca6b) >> 16) as usize % MAP_BITS;
+            let (w, b) = (&self.0[bit / 64], 1u64 << (bit % 64));
+            if w.load(Ordering::Relaxed) & b == 0 && w.fetch_or(b, Ordering::Relaxed) & b == 0 {
+                new = true;
+            }
+        }
+        new
     }
 
     // Marks the features of one run; true if any was new.
@@ -293,6 +312,7 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
     let shared = Mutex::new(Shared {
         corpus: Vec::new(),
         big: 0,
+        reach: ReachCounts::default(),
         rejected: 0,
         ops: (0, 0),
         steps: Vec::new(),
@@ -320,6 +340,7 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
         if out.stats.peak_intervals >= big {
             local.big += 1;
         }
+        local.reach.add(&out.cells);
         local.ops.0 += out.stats.ran;
         local.ops.1 += out.stats.skipped;
         if local.steps.len() < MAX_STEP_SAMPLES {
@@ -336,7 +357,14 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
             stop.store(true, Ordering::Relaxed);
             return false;
         }
-        if keep && map.merge(&out.features) {
+        // The reach cells are features too, each on its own: an input
+        // that reaches a new combination of the report's dimensions (a
+        // fault that commits while its page is device-private, a
+        // nonblocking start over a deferred tree of 64) is kept and
+        // mutated, so the engine steers toward the cells the report says
+        // are unreached. Singles only: pairs of consecutive cells made
+        // the corpus five times larger with no gain.
+        if keep && (map.merge(&out.features) | map.merge_singles(&out.cells)) {
             let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
             if sh.corpus.len() < 1 << 14 {
                 sh.corpus.push(input.to_vec());
@@ -402,6 +430,7 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
         corpus: sh.corpus.len(),
         rejected: sh.rejected,
         big_trees: sh.big,
+        reach: sh.reach,
         ops: sh.ops,
         program_steps: sh.steps,
         finding: None,
@@ -515,11 +544,14 @@ fn next_input(rng: &mut Rng, opts: &EngineOptions, shared: &Mutex<Shared>) -> Ve
     base
 }
 
-/// A fresh input for the engine: random bytes mostly; one time in four
+/// A fresh input for the engine: random bytes mostly; one time in 16
 /// (simulated targets) a swarm program, see [`swarm`]. A mirror input's
-/// sized devices are drawn small half the time ([`small_sizes`]).
+/// sized devices are drawn small one time in four ([`small_sizes`]).
+/// Swarm programs one time in four and small sizes half the time made
+/// the planted mirror bugs take 2-3 times as many executions (most: the
+/// 2 MiB default size, which huge mappings need, got rarer).
 pub fn generate_for(rng: &mut Rng, opts: &EngineOptions) -> Vec<u8> {
-    let swarmed = matches!(opts.target, Target::Notifier | Target::Mirror) && rng.below(4) == 0;
+    let swarmed = matches!(opts.target, Target::Notifier | Target::Mirror) && rng.below(16) == 0;
     if swarmed {
         return swarm(rng, opts.target, opts.max_len);
     }
@@ -528,22 +560,54 @@ pub fn generate_for(rng: &mut Rng, opts: &EngineOptions) -> Vec<u8> {
         return bytes;
     }
     let mut p = decode_for(opts.target, &bytes);
-    if small_sizes(rng, &mut p.config) {
+    let small = small_sizes(rng, &mut p.config);
+    if small | two_pass(rng, &mut p) {
         codec::encode(&p)
     } else {
         bytes
     }
 }
 
+/// One time in eight, opens one of `p`'s config devices with two-pass TLB
+/// flushes instead: its first step becomes that `open`. The config byte
+/// has no bit for the TLB mode, and a random `open` finds its slot taken
+/// by the config's device most of the time, so that `mnfuzz reach` saw
+/// no two-pass device with `d0` absent, and few with each kind.
+fn two_pass(rng: &mut Rng, p: &mut Program) -> bool {
+    let present: Vec<usize> = (0..p.config.devices.len())
+        .filter(|&d| p.config.devices[d].is_some())
+        .collect();
+    if present.is_empty() || rng.below(8) != 0 {
+        return false;
+    }
+    let d = present[rng.below(present.len())];
+    let Some(spec) = p.config.devices[d].take() else {
+        return false;
+    };
+    let open = Step {
+        thread: 0,
+        op: Op::Dev {
+            dev: d as u8,
+            op: DevStep::Open {
+                mm: 0,
+                strategy: spec.with_tlb(mirror::strategy::Tlb::TwoPass),
+            },
+        },
+    };
+    p.steps.insert(0, open);
+    p.steps.truncate(MAX_STEPS);
+    true
+}
+
 /// Gives each sized device kind of `config` (ODP chunks, GPU SVM ranges)
-/// one of its three smallest sizes half the time: small chunks are what
+/// one of its three smallest sizes one time in four: small chunks are what
 /// make a big tree out of a few faults, and a uniform size byte gives
 /// them 3 codes in 17. True if it changed anything.
 fn small_sizes(rng: &mut Rng, config: &mut ProgramConfig) -> bool {
     let mut changed = false;
     for spec in config.devices.iter_mut().flatten() {
         if let Some(p) = crate::mirror::codec::size_param(*spec) {
-            if rng.below(2) == 0 {
+            if rng.below(4) == 0 {
                 spec.param = (p.min + rng.below(3) as u8).min(p.max);
                 changed = true;
             }

@@ -792,6 +792,7 @@ pub fn run_threads(p: &Program, opts: &RunOptions) -> Outcome {
         divergence: s.divergence,
         trace: s.trace,
         features,
+        cells: Vec::new(),
         stats: crate::outcome::ExecStats {
             ran: s.ran,
             skipped: s.skipped,
