@@ -105,6 +105,7 @@
 //!                                        keep it to about one step in 256
 //!   open        dev mm strategy          strategy = KIND8[b & 7], a sized
 //!                                        kind's size by `shift` of b >> 3;
+//!                                        kfd (6) with b & 8: kfd-noxnack;
 //!                                        code 7 with registered kinds: the
 //!                                        registered kind (b >> 3) % count
 //!   dread       dev point              a dev byte b >= 0xe0 with b & 7 != 7

@@ -569,7 +569,8 @@ pub fn generate_for(rng: &mut Rng, opts: &EngineOptions) -> Vec<u8> {
 }
 
 /// One time in eight, opens one of `p`'s config devices with two-pass TLB
-/// flushes instead: its first step becomes that `open`. The config byte
+/// flushes instead: its first step becomes that `open` (a `kfd` one the
+/// `kfd-noxnack` variant half the time). The config byte
 /// has no bit for the TLB mode, and a random `open` finds its slot taken
 /// by the config's device most of the time, so that `mnfuzz reach` saw
 /// no two-pass device with `d0` absent, and few with each kind.
@@ -581,9 +582,18 @@ fn two_pass(rng: &mut Rng, p: &mut Program) -> bool {
         return false;
     }
     let d = present[rng.below(present.len())];
-    let Some(spec) = p.config.devices[d].take() else {
+    let Some(mut spec) = p.config.devices[d].take() else {
         return false;
     };
+    // `kfd-noxnack` has no config code for `d0`: a `kfd` opened by a step
+    // is that variant half the time.
+    let kinds = mirror::strategy::kinds();
+    let name = |k: u8| kinds.get(usize::from(k)).map_or("", |k| k.name);
+    if name(spec.kind) == "kfd" && rng.below(2) == 0 {
+        if let Some(i) = kinds.iter().position(|k| k.name == "kfd-noxnack") {
+            spec = mirror::strategy::StrategySpec::of(i as u8);
+        }
+    }
     let open = Step {
         thread: 0,
         op: Op::Dev {

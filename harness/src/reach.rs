@@ -279,22 +279,43 @@ pub fn config_point(devs: [Option<StrategySpec>; 2], huge: bool, dm: bool) -> u3
         | u32::from(dm)
 }
 
-/// Aggregated cells: executions that reached each.
+/// Aggregated cells: executions that reached each cell, and each value
+/// of each dimension.
 #[derive(Clone, Debug, Default)]
 pub struct ReachCounts {
     /// Cell -> executions.
     pub cells: BTreeMap<u32, u64>,
+    /// (tag, dimension, value) -> executions.
+    pub values: BTreeMap<(u32, u8, u8), u64>,
     /// Executions.
     pub execs: u64,
 }
 
+/// Each tag's dimensions: (shift, width), as [`dims`] lays them out.
+fn layout(tag: u32) -> &'static [(u32, u32)] {
+    match tag {
+        MIRROR_TAG => &[(20, 4), (12, 8), (8, 4), (4, 4), (0, 2)],
+        NOTIFIER_TAG => &[(12, 5), (8, 4), (4, 4), (0, 2)],
+        _ => &[],
+    }
+}
+
 impl ReachCounts {
-    /// Adds one execution's cells (each counted once).
+    /// Adds one execution's cells (each cell and value counted once).
     pub fn add(&mut self, cells: &[u32]) {
         self.execs += 1;
-        let set: BTreeSet<u32> = cells.iter().copied().collect();
-        for c in set {
+        let mut set: Vec<u32> = cells.to_vec();
+        set.sort_unstable();
+        set.dedup();
+        let mut values = BTreeSet::new();
+        for &c in &set {
             *self.cells.entry(c).or_insert(0) += 1;
+            for (d, &(shift, width)) in layout(c >> 28).iter().enumerate() {
+                values.insert((c >> 28, d as u8, field(c, shift, width) as u8));
+            }
+        }
+        for v in values {
+            *self.values.entry(v).or_insert(0) += 1;
         }
     }
 
@@ -303,6 +324,9 @@ impl ReachCounts {
         self.execs += o.execs;
         for (c, n) in o.cells {
             *self.cells.entry(c).or_insert(0) += n;
+        }
+        for (v, n) in o.values {
+            *self.values.entry(v).or_insert(0) += n;
         }
     }
 }
@@ -386,17 +410,15 @@ pub fn config_pairs(r: &ReachCounts) -> (usize, usize, Vec<String>) {
 pub fn by_value(r: &ReachCounts, target: Target, d: usize) -> Vec<(String, u64)> {
     let dims = dims(target);
     let tag = tag(target);
-    let (_, names, shift, width) = &dims[d];
-    let mut n = vec![0u64; names.len()];
-    for (&c, &k) in &r.cells {
-        if c >> 28 == tag {
-            let v = field(c, *shift, *width);
-            if v < n.len() {
-                n[v] = n[v].max(k);
-            }
-        }
-    }
-    names.iter().cloned().zip(n).collect()
+    let names = &dims[d].1;
+    names
+        .iter()
+        .enumerate()
+        .map(|(v, name)| {
+            let n = r.values.get(&(tag, d as u8, v as u8)).copied().unwrap_or(0);
+            (name.clone(), n)
+        })
+        .collect()
 }
 
 fn tag(target: Target) -> u32 {

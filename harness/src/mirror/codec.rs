@@ -151,8 +151,16 @@ pub(crate) fn prefetch_len_code(b: u8) -> Option<u64> {
 }
 
 /// An `open`'s strategy: the kind by the low three bits, a size (or,
-/// for code 7, which registered kind) by the rest.
+/// for code 7, which registered kind) by the rest; `kfd` (code 6, no size)
+/// with bit 3 set is `kfd-noxnack`, which no other `open` code or config
+/// byte gives `d0`.
 pub(crate) fn strategy_code(b: u8) -> StrategySpec {
+    let kfd = || mirror::strategy::kind(kind8(b).kind).is_some_and(|k| k.name == "kfd");
+    if b & 7 == 6 && b & 8 != 0 && kfd() {
+        if let Some(s) = builtin(("kfd-noxnack", None)) {
+            return s;
+        }
+    }
     let extra = extras();
     let k = match b & 7 {
         7 if !extra.is_empty() => {
