@@ -504,9 +504,9 @@ pub fn render(r: &ReachCounts, target: Target) -> String {
         for b in a + 1..dims.len() {
             let (hit, total, missing) = dim_pairs(r, target, a, b);
             let _ = writeln!(s, "  {} × {}: {hit}/{total}", dims[a].0, dims[b].0);
-            if target == Target::Mirror && a == 0 && !missing.is_empty() && missing.len() <= 40 {
-                let _ = writeln!(s, "    unreached: {}", missing.join("; "));
-            } else if target == Target::Notifier && !missing.is_empty() && missing.len() <= 40 {
+            // Mirror: the strategy's pairs only (the others are long).
+            let listed = target == Target::Notifier || a == 0;
+            if listed && !missing.is_empty() && missing.len() <= 40 {
                 let _ = writeln!(s, "    unreached: {}", missing.join("; "));
             }
         }
