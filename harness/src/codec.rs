@@ -111,7 +111,7 @@
 //!   dread       dev point              a dev byte b >= 0xe0 with b & 7 != 7
 //!                                        (codes that read as d0) is instead
 //!   prefetch    dev point count [len]    on d1 iff b & 8; count: 1..=255
-//!                                        (1 + (c - 1) % 128) * 16 KiB,
+//!                                        (1 + (c - 1) % 64) * 16 KiB,
 //!                                        0: a len follows
 //!   dwrite      dev point value
 //!   snapshot, dmigrate, dexclusive, devict, dregister, dattr

@@ -144,7 +144,7 @@ pub(crate) fn prefetch_byte(dev: u8) -> u8 {
     first_of(0xe0..=0xff, |b| prefetch_code(b) == Some(dev)).unwrap_or(0xe0)
 }
 
-/// A prefetch's length by its count byte: `(1 + (b - 1) % 128)` strides
+/// A prefetch's length by its count byte: `(1 + (b - 1) % 64)` strides
 /// (most prefetches span dozens of chunks); 0: a `len` follows.
 pub(crate) fn prefetch_len_code(b: u8) -> Option<u64> {
     (b != 0).then(|| (1 + u64::from(b - 1) % MAX_PREFETCH) * PREFETCH_STRIDE)

@@ -377,8 +377,9 @@ pub enum DevStep {
 /// every chunk of the range gets one.
 pub const PREFETCH_STRIDE: u64 = 4 * notifier::PAGE_SIZE;
 
-/// Most faults one `prefetch` takes: 2 MiB at [`PREFETCH_STRIDE`].
-pub const MAX_PREFETCH: u64 = 128;
+/// Most faults one `prefetch` takes: 1 MiB at [`PREFETCH_STRIDE`], 64 of
+/// ODP's smallest chunks.
+pub const MAX_PREFETCH: u64 = 64;
 
 impl MmStep {
     /// The op's keyword in `.ops` files.
