@@ -232,6 +232,23 @@ pub enum Cmd {
     /// Every target and mirror strategy (and pair), many seeds, corpus off
     /// and on, on all cores; a table, and exit 1 on any divergence.
     Soak(crate::soak::SoakArgs),
+    /// State coverage: run the built-in engine (one job, empty corpus) and
+    /// print which combinations of state dimensions its executions
+    /// reached, how often, and which configuration pairs never ran.
+    Reach {
+        /// notifier or mirror.
+        #[arg(long, default_value = "mirror")]
+        target: String,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        seconds: Option<f64>,
+        /// Stop after this many executions (with neither: 10,000).
+        #[arg(long)]
+        runs: Option<u64>,
+        /// Seed of every random choice.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 fn target_of(name: &str) -> Result<Target, String> {
@@ -519,6 +536,31 @@ pub fn run_cmd(cmd: Cmd) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Bench(args) => crate::bench::cli(&args),
+        Cmd::Reach {
+            target,
+            seconds,
+            runs,
+            seed,
+        } => {
+            let target = target_of(&target)?;
+            if !matches!(target, Target::Notifier | Target::Mirror) {
+                return Err("reach: --target notifier or mirror".into());
+            }
+            let rep = fuzz(&EngineOptions {
+                target,
+                seed,
+                seconds,
+                runs: runs.or(seconds.is_none().then_some(10_000)),
+                ..EngineOptions::default()
+            });
+            eprintln!("mnfuzz: {}", rep.summary(target));
+            print!("{}", crate::reach::render(&rep.reach, target));
+            Ok(if rep.finding.is_some() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
         Cmd::Cost(args) => crate::cost::cli(&args),
         Cmd::Planted => {
             for b in notifier::PlantedBug::ALL {

@@ -18,7 +18,8 @@ use crate::codec::DecodeOptions;
 use crate::exec::{run, Divergence, RunOptions};
 use crate::minimize::Minimizer;
 use crate::pin::DevicePin;
-use crate::program::{Program, ProgramConfig, Target, MAX_STEPS};
+use crate::program::{DevStep, Op, Program, ProgramConfig, Step, Target, MAX_STEPS};
+use crate::reach::ReachCounts;
 use crate::targets::{decode_for, decode_for_with};
 
 /// What to run and for how long.
@@ -108,8 +109,10 @@ pub struct EngineReport {
     pub ops: (u64, u64),
     /// Steps per executed program, summed (for the mean and the median).
     pub program_steps: Vec<u32>,
-    /// Executions that held at least [`BIG_TREE`] intervals at once.
+    /// Executions that held at least [`big_tree`] intervals at once.
     pub big_trees: u64,
+    /// State coverage: executions that reached each cell.
+    pub reach: ReachCounts,
     /// The divergence, if one was found.
     pub finding: Option<Finding>,
 }
@@ -156,6 +159,7 @@ impl EngineReport {
             self.median_steps(),
             match target {
                 Target::Notifier => format!(" trees{BIG_TREE}={:.1}%", self.big_tree_pct()),
+                Target::Mirror => format!(" ivs{MIRROR_BIG}={:.1}%", self.big_tree_pct()),
                 _ => String::new(),
             },
             match &self.finding {
@@ -207,9 +211,22 @@ const MAP_BITS: usize = 1 << 16;
 /// Live intervals that make a tree big (issue 18's reach goal).
 pub const BIG_TREE: u64 = 64;
 
+/// Live intervals (all address spaces' trees together) that make a mirror
+/// state big: dozens of ODP chunks, registrations or VMA pieces at once.
+pub const MIRROR_BIG: u64 = 24;
+
+/// What counts as a big state of `target`'s intervals.
+pub fn big_tree(target: Target) -> u64 {
+    match target {
+        Target::Mirror => MIRROR_BIG,
+        _ => BIG_TREE,
+    }
+}
+
 struct Shared {
     corpus: Vec<Vec<u8>>,
     big: u64,
+    reach: ReachCounts,
     rejected: u64,
     ops: (u64, u64),
     steps: Vec<u32>,
@@ -227,6 +244,7 @@ const FLUSH_EVERY: u64 = 1024;
 #[derive(Default)]
 struct Local {
     big: u64,
+    reach: ReachCounts,
     rejected: u64,
     ops: (u64, u64),
     steps: Vec<u32>,
@@ -237,6 +255,7 @@ impl Local {
         let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
         sh.rejected += std::mem::take(&mut self.rejected);
         sh.big += std::mem::take(&mut self.big);
+        sh.reach.merge(std::mem::take(&mut self.reach));
         sh.ops.0 += std::mem::take(&mut self.ops.0);
         sh.ops.1 += std::mem::take(&mut self.ops.1);
         let room = MAX_STEP_SAMPLES.saturating_sub(sh.steps.len());
@@ -251,6 +270,19 @@ struct FeatureMap(Vec<AtomicU64>);
 impl FeatureMap {
     fn new() -> FeatureMap {
         FeatureMap((0..MAP_BITS / 64).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    // Marks `cells` one by one; true if any was new.
+    fn merge_singles(&self, cells: &[u32]) -> bool {
+        let mut new = false;
+        for &c in cells {
+            let bit = (c.wrapping_mul(0x85eb_ca6b) >> 16) as usize % MAP_BITS;
+            let (w, b) = (&self.0[bit / 64], 1u64 << (bit % 64));
+            if w.load(Ordering::Relaxed) & b == 0 && w.fetch_or(b, Ordering::Relaxed) & b == 0 {
+                new = true;
+            }
+        }
+        new
     }
 
     // Marks the features of one run; true if any was new.
@@ -285,6 +317,7 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
     let shared = Mutex::new(Shared {
         corpus: Vec::new(),
         big: 0,
+        reach: ReachCounts::default(),
         rejected: 0,
         ops: (0, 0),
         steps: Vec::new(),
@@ -300,6 +333,7 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
         expect: false,
     };
     let deadline = opts.seconds.map(|s| start + Duration::from_secs_f64(s));
+    let big = big_tree(opts.target);
 
     let exec_one = |input: &[u8], keep: bool, local: &mut Local| -> bool {
         let n = execs.fetch_add(1, Ordering::Relaxed) + 1;
@@ -308,9 +342,10 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
         if out.stats.ran == 0 {
             local.rejected += 1;
         }
-        if out.stats.peak_intervals >= BIG_TREE {
+        if out.stats.peak_intervals >= big {
             local.big += 1;
         }
+        local.reach.add(&out.cells);
         local.ops.0 += out.stats.ran;
         local.ops.1 += out.stats.skipped;
         if local.steps.len() < MAX_STEP_SAMPLES {
@@ -327,7 +362,14 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
             stop.store(true, Ordering::Relaxed);
             return false;
         }
-        if keep && map.merge(&out.features) {
+        // The reach cells are features too, each on its own: an input
+        // that reaches a new combination of the report's dimensions (a
+        // fault that commits while its page is device-private, a
+        // nonblocking start over a deferred tree of 64) is kept and
+        // mutated, so the engine steers toward the cells the report says
+        // are unreached. Singles only: pairs of consecutive cells made
+        // the corpus five times larger with no gain.
+        if keep && (map.merge(&out.features) | map.merge_singles(&out.cells)) {
             let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
             if sh.corpus.len() < 1 << 14 {
                 sh.corpus.push(input.to_vec());
@@ -393,6 +435,7 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
         corpus: sh.corpus.len(),
         rejected: sh.rejected,
         big_trees: sh.big,
+        reach: sh.reach,
         ops: sh.ops,
         program_steps: sh.steps,
         finding: None,
@@ -482,7 +525,7 @@ fn next_input(rng: &mut Rng, opts: &EngineOptions, shared: &Mutex<Shared>) -> Ve
     // seeds 1-5), mutating the kept corpus 7 times in 8 needed 27,919
     // executions in all, 1 in 2 needed 19,083, 1 in 4 needed 15,164.
     if !opts.feedback || rng.below(4) != 0 {
-        return generate(rng, opts.max_len);
+        return generate_for(rng, opts);
     }
     // Both picks under one lock, the base first.
     let picked = {
@@ -494,7 +537,7 @@ fn next_input(rng: &mut Rng, opts: &EngineOptions, shared: &Mutex<Shared>) -> Ve
         })
     };
     let Some((mut base, other)) = picked else {
-        return generate(rng, opts.max_len);
+        return generate_for(rng, opts);
     };
     if rng.below(2) == 0 {
         mutate_program(rng, &mut base, &other, opts.target);
@@ -505,6 +548,124 @@ fn next_input(rng: &mut Rng, opts: &EngineOptions, shared: &Mutex<Shared>) -> Ve
     }
     base.truncate(opts.max_len.max(16) * 2);
     base
+}
+
+/// A fresh input for the engine: random bytes mostly; one time in 16
+/// (simulated targets) a swarm program, see [`swarm`]. A mirror input's
+/// sized devices are drawn small one time in four ([`small_sizes`]).
+/// Swarm programs one time in four and small sizes half the time made
+/// the planted mirror bugs take 2-3 times as many executions (most: the
+/// 2 MiB default size, which huge mappings need, got rarer).
+pub fn generate_for(rng: &mut Rng, opts: &EngineOptions) -> Vec<u8> {
+    let swarmed = matches!(opts.target, Target::Notifier | Target::Mirror) && rng.below(16) == 0;
+    if swarmed {
+        return swarm(rng, opts.target, opts.max_len);
+    }
+    let bytes = generate(rng, opts.max_len);
+    if opts.target != Target::Mirror {
+        return bytes;
+    }
+    let mut p = decode_for(opts.target, &bytes);
+    let small = small_sizes(rng, &mut p.config);
+    if small | two_pass(rng, &mut p) {
+        codec::encode(&p)
+    } else {
+        bytes
+    }
+}
+
+/// One time in eight, opens one of `p`'s config devices with two-pass TLB
+/// flushes instead: its first step becomes that `open` (a `kfd` one the
+/// `kfd-noxnack` variant half the time). The config byte
+/// has no bit for the TLB mode, and a random `open` finds its slot taken
+/// by the config's device most of the time, so that `mnfuzz reach` saw
+/// no two-pass device with `d0` absent, and few with each kind.
+fn two_pass(rng: &mut Rng, p: &mut Program) -> bool {
+    let present: Vec<usize> = (0..p.config.devices.len())
+        .filter(|&d| p.config.devices[d].is_some())
+        .collect();
+    if present.is_empty() || rng.below(8) != 0 {
+        return false;
+    }
+    let d = present[rng.below(present.len())];
+    let Some(mut spec) = p.config.devices[d].take() else {
+        return false;
+    };
+    // `kfd-noxnack` has no config code for `d0`: a `kfd` opened by a step
+    // is that variant half the time.
+    let kinds = mirror::strategy::kinds();
+    let name = |k: u8| kinds.get(usize::from(k)).map_or("", |k| k.name);
+    if name(spec.kind) == "kfd" && rng.below(2) == 0 {
+        if let Some(i) = kinds.iter().position(|k| k.name == "kfd-noxnack") {
+            spec = mirror::strategy::StrategySpec::of(i as u8);
+        }
+    }
+    let open = Step {
+        thread: 0,
+        op: Op::Dev {
+            dev: d as u8,
+            op: DevStep::Open {
+                mm: 0,
+                strategy: spec.with_tlb(mirror::strategy::Tlb::TwoPass),
+            },
+        },
+    };
+    p.steps.insert(0, open);
+    p.steps.truncate(MAX_STEPS);
+    true
+}
+
+/// Gives each sized device kind of `config` (ODP chunks, GPU SVM ranges)
+/// one of its three smallest sizes one time in four: small chunks are what
+/// make a big tree out of a few faults, and a uniform size byte gives
+/// them 3 codes in 17. True if it changed anything.
+fn small_sizes(rng: &mut Rng, config: &mut ProgramConfig) -> bool {
+    let mut changed = false;
+    for spec in config.devices.iter_mut().flatten() {
+        if let Some(p) = crate::mirror::codec::size_param(*spec) {
+            if rng.below(4) == 0 {
+                spec.param = (p.min + rng.below(3) as u8).min(p.max);
+                changed = true;
+            }
+        }
+    }
+    changed
+}
+
+/// Swarm testing (Groce et al., ISSTA 2012): a program whose steps use a
+/// few op kinds only, drawn at random (two to five tags of the target's
+/// table), and up to twice as many steps as a random input of `max_len`
+/// bytes holds. Plain random programs spread their steps over every kind,
+/// so that no state that needs many steps of one or two kinds gets built:
+/// dozens of registrations, VMA pieces, populated trees. Swarm programs
+/// build them without naming any: which kinds go together is random.
+///
+/// The config bytes are drawn as a random input's are
+/// ([`small_sizes`] included).
+pub fn swarm(rng: &mut Rng, target: Target, max_len: usize) -> Vec<u8> {
+    let head = rng.bytes(16);
+    let mut config = decode_for(target, &head).config;
+    small_sizes(rng, &mut config);
+    let prefix = codec::encode(&Program {
+        config,
+        steps: Vec::new(),
+    });
+    let tags: Vec<u8> = (0..2 + rng.below(4)).map(|_| rng.below(64) as u8).collect();
+    let n = 8 + rng.below(max_len.max(16) / 2);
+    let mut steps = Vec::with_capacity(n);
+    let mut bytes = Vec::with_capacity(prefix.len() + 24);
+    for _ in 0..n {
+        bytes.clear();
+        bytes.extend_from_slice(&prefix);
+        let tag = tags[rng.below(tags.len())] | (rng.below(4) as u8) << 6;
+        bytes.push(tag);
+        bytes.extend(rng.bytes(20));
+        if let Some(s) = decode_for(target, &bytes).steps.first() {
+            steps.push(*s);
+        }
+    }
+    steps.truncate(MAX_STEPS);
+    codec::encode(&Program { config, steps })
 }
 
 /// A fresh random input of up to `max_len` bytes.

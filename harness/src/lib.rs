@@ -28,6 +28,7 @@ pub mod notifier;
 pub mod outcome;
 pub mod pin;
 pub mod program;
+pub mod reach;
 pub mod report;
 pub mod soak;
 pub mod targets;

@@ -569,6 +569,7 @@ fn addresses(op: &mut Op) -> Vec<&mut u64> {
             | DevStep::Evict { addr, .. }
             | DevStep::Register { addr, .. }
             | DevStep::Attr { addr, .. }
+            | DevStep::Prefetch { addr, .. }
             | DevStep::Unregister { addr } => vec![addr],
             DevStep::Open { .. } | DevStep::Work => vec![],
         },
@@ -597,7 +598,8 @@ fn lengths(op: &mut Op) -> Vec<&mut u64> {
                 | DevStep::Exclusive { len, .. }
                 | DevStep::Evict { len, .. }
                 | DevStep::Register { len, .. }
-                | DevStep::Attr { len, .. },
+                | DevStep::Attr { len, .. }
+                | DevStep::Prefetch { len, .. },
             ..
         } => vec![len],
         _ => vec![],

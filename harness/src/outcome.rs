@@ -151,6 +151,9 @@ pub struct Outcome {
     pub trace: Vec<String>,
     /// Behaviour features seen (for the built-in engine's feedback).
     pub features: Vec<u32>,
+    /// State-coverage cells reached ([`crate::reach`]), in order, with
+    /// repeats; also among the features.
+    pub cells: Vec<u32>,
     /// Counters.
     pub stats: ExecStats,
     /// Mirror target, when tracing: every turn a thread took, schedule

@@ -144,15 +144,21 @@ mod tests {
     fn pinned_programs_use_only_the_pin_and_round_trip() {
         let mut rng = Rng::new(11);
         let mut opens = 0;
-        // A strategy that no `open` code names (KIND8 is full) cannot be
-        // carried by the bytes: today only `kfd-noxnack`.
+        // A `d0` kind that no devices byte names (KIND8 is full) cannot be
+        // carried by the bytes: today only `kfd-noxnack`, which only an
+        // `open` step gives `d0`.
         let openable: std::collections::HashSet<StrategySpec> = (0..=u8::MAX)
             .map(crate::mirror::codec::strategy_code)
+            .collect();
+        let config_d0: std::collections::HashSet<u8> = (0..=u8::MAX)
+            .filter_map(|b| crate::mirror::codec::devices_code(b)[0])
+            .map(|s| s.kind)
             .collect();
         for pin in DevicePin::all(true) {
             // Config devices have no TLB bit: a two-pass pin's config
             // devices are not carried by the bytes either.
             let carried = openable.contains(&pin.d0)
+                && config_d0.contains(&pin.d0.kind)
                 && pin.d1.is_none_or(|b| openable.contains(&b))
                 && pin.d0.tlb == mirror::Tlb::Sync;
             if !carried {

@@ -2,7 +2,9 @@
 //! op performed by one logical thread. Line order is the schedule: the
 //! input chooses which thread advances next.
 
-pub use crate::mirror::ops::{strategy_valid, DevStep, ErrKind, Expect, MmStep};
+pub use crate::mirror::ops::{
+    strategy_valid, DevStep, ErrKind, Expect, MmStep, MAX_PREFETCH, PREFETCH_STRIDE,
+};
 pub use mirror::{PageState, StrategySpec};
 pub use mm::{MapKind, Prot};
 use notifier::Event;
@@ -329,6 +331,7 @@ impl Op {
                 DevStep::Unregister { .. } => "dunregister",
                 DevStep::Work => "dwork",
                 DevStep::Attr { .. } => "dattr",
+                DevStep::Prefetch { .. } => "dprefetch",
             },
             Op::Expect(_) => "expect",
         }

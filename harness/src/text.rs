@@ -2082,7 +2082,7 @@ t0 expect 0x100
             2,
             7,
             "unknown device op `evicts` (expected open, read, write, snapshot, migrate, \
-             exclusive, evict, register, unregister, work or attr)",
+             exclusive, evict, register, unregister, work, attr or prefetch)",
         );
         // Expectations.
         check(

@@ -5,7 +5,7 @@
 use crate::codec::*;
 use crate::program::{
     DevStep, ErrKind, Expect, MapKind, MmStep, Op, PageState, ProgramConfig, Prot, StrategySpec,
-    DEVICES, FILES, MAX_RUNS, MAX_SNAPSHOT_PAGES,
+    DEVICES, FILES, MAX_PREFETCH, MAX_RUNS, MAX_SNAPSHOT_PAGES, PREFETCH_STRIDE,
 };
 use mirror::strategy::Tlb;
 
@@ -132,9 +132,35 @@ pub(crate) fn slot2_code(b: u8) -> u8 {
     u8::from(b & 7 == 7)
 }
 
+/// A `dread`'s device byte that makes it a `prefetch` instead, and of
+/// which device: the codes from 0xe0 that [`slot2_code`] read as `d0`
+/// (those with `b & 7 == 7` stay `d1` reads); `d1` iff bit 3 is set.
+pub(crate) fn prefetch_code(b: u8) -> Option<u8> {
+    (b >= 0xe0 && b & 7 != 7).then_some(u8::from(b & 8 != 0))
+}
+
+/// The first prefetch code of device `dev`.
+pub(crate) fn prefetch_byte(dev: u8) -> u8 {
+    first_of(0xe0..=0xff, |b| prefetch_code(b) == Some(dev)).unwrap_or(0xe0)
+}
+
+/// A prefetch's length by its count byte: `(1 + (b - 1) % 64)` strides
+/// (most prefetches span dozens of chunks); 0: a `len` follows.
+pub(crate) fn prefetch_len_code(b: u8) -> Option<u64> {
+    (b != 0).then(|| (1 + u64::from(b - 1) % MAX_PREFETCH) * PREFETCH_STRIDE)
+}
+
 /// An `open`'s strategy: the kind by the low three bits, a size (or,
-/// for code 7, which registered kind) by the rest.
+/// for code 7, which registered kind) by the rest; `kfd` (code 6, no size)
+/// with bit 3 set is `kfd-noxnack`, which no other `open` code or config
+/// byte gives `d0`.
 pub(crate) fn strategy_code(b: u8) -> StrategySpec {
+    let kfd = || mirror::strategy::kind(kind8(b).kind).is_some_and(|k| k.name == "kfd");
+    if b & 7 == 6 && b & 8 != 0 && kfd() {
+        if let Some(s) = builtin(("kfd-noxnack", None)) {
+            return s;
+        }
+    }
     let extra = extras();
     let k = match b & 7 {
         7 if !extra.is_empty() => {
@@ -243,8 +269,24 @@ impl Reader<'_, '_> {
         match kind {
             Kind::Yield => Op::Yield,
             Kind::Expect => Op::Expect(self.expect()),
+            Kind::DevRead => {
+                let b = self.byte();
+                if let Some(dev) = prefetch_code(b) {
+                    let addr = self.point(c.task_size);
+                    let len = match prefetch_len_code(self.byte()) {
+                        Some(len) => len,
+                        None => self.len(addr, c.task_size),
+                    };
+                    return Op::Dev {
+                        dev,
+                        op: DevStep::Prefetch { addr, len },
+                    };
+                }
+                let dev = slot2_code(b);
+                let op = self.dev_op(kind, c.task_size);
+                Op::Dev { dev, op }
+            }
             Kind::DevOpen
-            | Kind::DevRead
             | Kind::DevWrite
             | Kind::Snapshot
             | Kind::DevMigrate
@@ -545,6 +587,16 @@ pub(crate) fn push_dev(out: &mut Vec<u8>, op: DevStep, ts: u64) {
         | DevStep::Evict { addr, len }
         | DevStep::Register { addr, len }
         | DevStep::Attr { addr, len } => push_mspan(out, addr, len, ts),
+        DevStep::Prefetch { addr, len } => {
+            push_point(out, addr, ts);
+            match first_code(|b| prefetch_len_code(b) == Some(len)) {
+                Some(b) => out.push(b),
+                None => {
+                    out.push(0);
+                    push_len(out, addr, len, ts);
+                }
+            }
+        }
         DevStep::Work => {}
     }
 }

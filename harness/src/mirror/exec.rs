@@ -24,7 +24,8 @@ use notifier::Range;
 
 use crate::outcome::{Divergence, DivergenceKind, Outcome, RunOptions};
 use crate::program::{
-    DevStep, ErrKind, Expect, MmStep, Op, PageState, Program, DEVICES, MAX_THREADS, MMS,
+    DevStep, ErrKind, Expect, MmStep, Op, PageState, Program, DEVICES, MAX_PREFETCH, MAX_THREADS,
+    MMS, PREFETCH_STRIDE,
 };
 use crate::text::{expect_text, states_text};
 
@@ -202,10 +203,21 @@ enum Work {
     Deferred { dev: usize, item: mirror::Deferred },
 }
 
+/// A `prefetch` under way: its faults run one after another as
+/// [`Work::Fault`]s of its thread.
+#[derive(Clone, Copy)]
+struct Prefetching {
+    // The next fault's address, faults left, faults that mapped their page.
+    next: u64,
+    left: u64,
+    mapped: u64,
+}
+
 #[derive(Default)]
 struct Thread {
     queue: VecDeque<usize>,
     work: Option<Work>,
+    prefetch: Option<Prefetching>,
     // What its last finished op answered.
     last: Option<Answer>,
 }
@@ -222,6 +234,11 @@ struct World<'p> {
     // The last turn could not move.
     blocked: bool,
     out: Outcome,
+    // Reach: each device slot's first strategy, and whether a huge page
+    // and a device-private page were seen.
+    opened: [Option<mirror::strategy::StrategySpec>; 2],
+    seen_huge: bool,
+    seen_devmem: bool,
     // What every address space holds, kept from the ops alone.
     shadow: oracles::shadow::Shadow,
 }
@@ -257,6 +274,9 @@ pub fn run_mirror(program: &Program, opts: &RunOptions) -> Outcome {
         forking: false,
         blocked: false,
         out: Outcome::default(),
+        opened: [None, None],
+        seen_huge: false,
+        seen_devmem: false,
         shadow: oracles::shadow::Shadow::new(MMS as usize),
     };
     w.mms[0] = Some(Mm::new(MmId(0), cfg));
@@ -265,11 +285,37 @@ pub fn run_mirror(program: &Program, opts: &RunOptions) -> Outcome {
         if let Some(s) = s {
             let mm = w.mms[0].as_ref().expect("m0 exists");
             w.mirrors[d] = Mirror::open(d as u8, mm, *s, opts.planted).ok();
+            if w.mirrors[d].is_some() {
+                w.opened[d] = Some(*s);
+            }
         }
     }
     let r = w.schedule().and_then(|()| w.drain());
+    let point = crate::reach::config_point(w.opened, w.seen_huge, w.seen_devmem);
+    w.out.cells.push(point);
     w.out.divergence = r.err().map(|d| *d);
     w.out
+}
+
+/// The address an mm op names first, if any.
+fn op_addr(op: &MmOp) -> Option<u64> {
+    match *op {
+        MmOp::Mmap { addr, .. }
+        | MmOp::Munmap { addr, .. }
+        | MmOp::Mprotect { addr, .. }
+        | MmOp::Mremap { addr, .. }
+        | MmOp::Dontneed { addr, .. }
+        | MmOp::Access { addr, .. }
+        | MmOp::Reclaim { addr }
+        | MmOp::Migrate { addr }
+        | MmOp::ThpCollapse { addr }
+        | MmOp::ThpSplit { addr }
+        | MmOp::DeviceMigrate { addr, .. }
+        | MmOp::MakeExclusive { addr, .. }
+        | MmOp::Evict { addr, .. } => Some(addr),
+        MmOp::Ksm { a, .. } => Some(a),
+        _ => None,
+    }
 }
 
 pub(crate) fn mm_op(op: MmStep) -> (MmOp, &'static str) {
@@ -406,6 +452,27 @@ impl World<'_> {
 
     /// One step of thread `t`; returns what happened, for the trace.
     fn turn(&mut self, t: usize) -> Result<String, Box<Divergence>> {
+        let r = self.turn_inner(t);
+        // Reach: the intervals of every address space's tree at once.
+        let live: usize = self
+            .mms
+            .iter()
+            .flatten()
+            .map(|m| m.notifier.tree_len())
+            .sum();
+        let peak = &mut self.out.stats.peak_intervals;
+        if live as u64 > *peak {
+            *peak = live as u64;
+            // Tree sizes by powers of two, as the notifier target does for
+            // `populate`: feedback keeps the inputs that grow them.
+            if live >= 8 {
+                self.feature(0xd000 | (usize::BITS - live.leading_zeros()));
+            }
+        }
+        r
+    }
+
+    fn turn_inner(&mut self, t: usize) -> Result<String, Box<Divergence>> {
         self.blocked = false;
         if self.opts.trace {
             let th = &self.threads[t];
@@ -486,6 +553,7 @@ impl World<'_> {
     /// already finished (or skipped); `None` when there is work to step.
     fn start(&mut self, t: usize, i: usize) -> Result<Option<String>, Box<Divergence>> {
         let op = self.program.steps[i].op;
+        self.threads[t].prefetch = None;
         self.feature(op.keyword().as_bytes()[0] as u32 ^ (op.keyword().len() as u32) << 8);
         match op {
             Op::Mm { mm, op } => {
@@ -526,6 +594,9 @@ impl World<'_> {
                     return Ok(Some(
                         match Mirror::open(dev, m, strategy, self.opts.planted) {
                             Ok(mirror) => {
+                                if self.opened[d].is_none() {
+                                    self.opened[d] = Some(strategy);
+                                }
                                 self.mirrors[d] = Some(mirror);
                                 self.answer(t, Answer::Done);
                                 say!(self, "d{dev} open on m{mm}")
@@ -536,6 +607,21 @@ impl World<'_> {
                             }
                         },
                     ));
+                }
+                // Reach: the device ops as they start (faults record their
+                // phases as they go).
+                let at = match op {
+                    DevStep::Register { addr, .. }
+                    | DevStep::Attr { addr, .. }
+                    | DevStep::Unregister { addr }
+                    | DevStep::Read { addr }
+                    | DevStep::Write { addr, .. } => Some(Some(addr)),
+                    DevStep::Work => Some(None),
+                    _ => None,
+                };
+                if let Some(at) = at {
+                    let kw = Op::Dev { dev, op }.keyword();
+                    self.cell(d, kw, at, None);
                 }
                 let Some(m) = &self.mirrors[d] else {
                     return Ok(self.skip(t, "device not open"));
@@ -659,6 +745,26 @@ impl World<'_> {
                         });
                         Ok(None)
                     }
+                    DevStep::Prefetch { addr, len } => {
+                        if m.uses_registrations() {
+                            self.out.stats.ran += 1;
+                            self.answer(t, Answer::Error(ErrKind::Inval));
+                            return Ok(Some(say!(self, "d{dev} prefetch: error EINVAL")));
+                        }
+                        let left = len.div_ceil(PREFETCH_STRIDE).min(MAX_PREFETCH);
+                        if left == 0 {
+                            self.out.stats.ran += 1;
+                            self.answer(t, Answer::Pages(0));
+                            return Ok(Some(say!(self, "d{dev} prefetch: nothing")));
+                        }
+                        self.threads[t].prefetch = Some(Prefetching {
+                            next: addr,
+                            left,
+                            mapped: 0,
+                        });
+                        self.threads[t].work = Some(self.prefetch_fault(d, mm, addr));
+                        Ok(None)
+                    }
                     DevStep::Migrate { addr, len } => {
                         let owner = m.owner.0;
                         self.threads[t].work = Some(Work::DevTask {
@@ -764,6 +870,15 @@ impl World<'_> {
                     }
                     TaskStep::Done(r) => {
                         self.out.stats.ran += 1;
+                        let at = op_addr(task.op());
+                        for d in 0..self.mirrors.len() {
+                            if self.mirrors[d]
+                                .as_ref()
+                                .is_some_and(|m| m.mm.0 as usize == mm_i)
+                            {
+                                self.cell(d, what, at, None);
+                            }
+                        }
                         if what == "fork" {
                             self.forking = false;
                         }
@@ -835,6 +950,13 @@ impl World<'_> {
                 let phase = fault.phase();
                 let r = fault.step(me, mirror, &mut m, &mut self.phys, &env);
                 self.mms[mi] = Some(m);
+                let ev = match (self.threads[t].prefetch, &*access) {
+                    (Some(_), _) => "dprefetch",
+                    (None, Access::Write(_)) => "dwrite",
+                    (None, Access::Read) => "dread",
+                };
+                let ph = crate::reach::fault_phase(phase, fault.retries);
+                self.cell(d, ev, Some(addr), Some(ph));
                 if fault.retries > seen.0 {
                     let seq = self.mms[mi].as_ref().expect("live").notifier.snapshot().seq;
                     let quiet = if seq == seen.1 { seen.2 + 1 } else { 0 };
@@ -871,6 +993,18 @@ impl World<'_> {
                         return Ok(say!(self, "d{d} fault {addr:#x}: installed, {s}"));
                     }
                     FaultStep::Done(r) => {
+                        if let Some(p) = self.threads[t].prefetch {
+                            if let Err(mirror::MirrorError::Segv(mm::MmError::Notifier(e))) = &r {
+                                return Err(self.diverge(
+                                    DivergenceKind::Result,
+                                    None,
+                                    format!("t{t} d{d} prefetch {addr:#x}"),
+                                    format!("the notifier refused the fault-in: {e}"),
+                                    "a blockable invalidation always proceeds".into(),
+                                ));
+                            }
+                            return Ok(self.prefetch_next(t, d, mi, p, r.is_ok()));
+                        }
                         self.out.stats.ran += 1;
                         let answer = match &r {
                             Ok(()) => value.map_or(Answer::Done, Answer::Value),
@@ -922,6 +1056,13 @@ impl World<'_> {
                     }
                     TaskStep::Done(r) => {
                         self.out.stats.ran += 1;
+                        let at = op_addr(task.op());
+                        let ev = match what {
+                            "migrate" => "dmigrate",
+                            "exclusive" => "dexclusive",
+                            _ => "devict",
+                        };
+                        self.cell(d, ev, at, None);
                         // The driver reads back what it migrated: nothing is ENOENT.
                         let answer = match r {
                             Ok(MmOutcome::Pages(0)) if what == "migrate" => {
@@ -947,6 +1088,8 @@ impl World<'_> {
                     Err(said) => return Ok(said),
                 };
                 let phase = fault.phase();
+                let ph = crate::reach::fault_phase(phase, fault.retries);
+                self.cell(d, "dregister", None, Some(ph));
                 match self.reg_fault_step(me, d, mi, fault)? {
                     None => {
                         self.feature(0xa00 | phase.len() as u32);
@@ -1145,6 +1288,51 @@ impl World<'_> {
         Ok(said)
     }
 
+    /// A read fault of device `d` (on address space `mi`) at `addr`, as a
+    /// `prefetch` takes it.
+    fn prefetch_fault(&self, d: usize, mi: usize, addr: u64) -> Work {
+        let seq = self.mms[mi]
+            .as_ref()
+            .map_or(0, |m| m.notifier.snapshot().seq);
+        Work::Fault {
+            dev: d,
+            fault: Fault::new(addr, false),
+            access: Access::Read,
+            addr,
+            seen: (0, seq, 0),
+            value: None,
+        }
+    }
+
+    /// One fault of thread `t`'s prefetch `p` finished (`ok`): the next
+    /// one starts, or the prefetch answers how many pages it mapped.
+    fn prefetch_next(
+        &mut self,
+        t: usize,
+        d: usize,
+        mi: usize,
+        mut p: Prefetching,
+        ok: bool,
+    ) -> String {
+        p.mapped += u64::from(ok);
+        p.left -= 1;
+        let next = p.next.checked_add(PREFETCH_STRIDE);
+        match next.filter(|_| p.left > 0) {
+            Some(next) => {
+                p.next = next;
+                self.threads[t].prefetch = Some(p);
+                self.threads[t].work = Some(self.prefetch_fault(d, mi, next));
+                say!(self, "d{d} prefetch: next {next:#x}")
+            }
+            None => {
+                self.threads[t].prefetch = None;
+                self.out.stats.ran += 1;
+                self.answer(t, Answer::Pages(p.mapped));
+                say!(self, "d{d} prefetch: {} pages mapped", p.mapped)
+            }
+        }
+    }
+
     /// The thread's step could not run: it stays blocked until a later turn.
     fn note_blocked(&mut self) {
         self.out.stats.blocked += 1;
@@ -1213,6 +1401,36 @@ impl World<'_> {
 
     fn feature(&mut self, f: u32) {
         self.out.features.push(f);
+    }
+
+    /// Records a reach cell of device `d` ([`crate::reach`]): `event` at
+    /// `addr`, during fault phase `phase` (else the phase of the device's
+    /// fault in flight, if any). The engine takes cells as features too.
+    fn cell(&mut self, d: usize, event: &str, addr: Option<u64>, phase: Option<u8>) {
+        let Some(m) = self.mirrors[d].as_ref() else {
+            return;
+        };
+        let Some(mm) = self.mms[m.mm.0 as usize].as_ref() else {
+            return;
+        };
+        let owner = m.owner.0;
+        let page = addr.map_or(0, |a| crate::reach::page_state(mm, a, owner));
+        let dm = crate::reach::devmem(mm, owner);
+        let phase = phase.unwrap_or_else(|| {
+            self.threads
+                .iter()
+                .find_map(|th| match &th.work {
+                    Some(Work::Fault { dev, fault, .. }) if *dev == d => {
+                        Some(crate::reach::fault_phase(fault.phase(), fault.retries))
+                    }
+                    _ => None,
+                })
+                .unwrap_or(0)
+        });
+        self.seen_huge |= page == 7;
+        self.seen_devmem |= dm != 0;
+        let c = crate::reach::mirror_cell(m.spec.kind, event, page, phase, dm);
+        self.out.cells.push(c);
     }
 
     /// DESIGN §3: CPU PTEs change only inside the invalidation that covers them.

@@ -359,7 +359,27 @@ pub enum DevStep {
         /// Length.
         len: u64,
     },
+    /// `prefetch A +LEN`: the device faults the range in ahead of use, the
+    /// way ODP's `ibv_advise_mr(PREFETCH)` and a GPU driver's prefetch do:
+    /// one read fault every [`PREFETCH_STRIDE`] bytes from `A`, at most
+    /// [`MAX_PREFETCH`] of them, one after another (a registration cache
+    /// has nothing to prefetch: EINVAL). It builds big states in one step:
+    /// dozens of ODP chunks, GPU SVM ranges, device PTEs.
+    Prefetch {
+        /// Address.
+        addr: u64,
+        /// Length.
+        len: u64,
+    },
 }
+
+/// Bytes between two faults of a `prefetch`: ODP's smallest chunk, so that
+/// every chunk of the range gets one.
+pub const PREFETCH_STRIDE: u64 = 4 * notifier::PAGE_SIZE;
+
+/// Most faults one `prefetch` takes: 1 MiB at [`PREFETCH_STRIDE`], 64 of
+/// ODP's smallest chunks.
+pub const MAX_PREFETCH: u64 = 64;
 
 impl MmStep {
     /// The op's keyword in `.ops` files.

@@ -104,6 +104,7 @@ pub(crate) fn dev_keyword(op: DevStep) -> &'static str {
         DevStep::Unregister { .. } => "unregister",
         DevStep::Work => "work",
         DevStep::Attr { .. } => "attr",
+        DevStep::Prefetch { .. } => "prefetch",
     }
 }
 
@@ -121,7 +122,8 @@ pub(crate) fn write_dev(s: &mut String, dev: u8, op: DevStep) -> fmt::Result {
         | DevStep::Exclusive { addr, len }
         | DevStep::Evict { addr, len }
         | DevStep::Register { addr, len }
-        | DevStep::Attr { addr, len } => write!(s, " {addr:#x} +{len:#x}"),
+        | DevStep::Attr { addr, len }
+        | DevStep::Prefetch { addr, len } => write!(s, " {addr:#x} +{len:#x}"),
         DevStep::Work => Ok(()),
     }
 }
@@ -376,12 +378,16 @@ pub(crate) fn parse_dev(l: &mut Line<'_>, slot: Tok<'_>) -> Result<Op, ParseErro
             addr: l.number("address")?,
             len: l.plus("length", "+LEN")?,
         },
+        "prefetch" => DevStep::Prefetch {
+            addr: l.number("address")?,
+            len: l.plus("length", "+LEN")?,
+        },
         other => {
             return Err(l.at(
                 kw,
                 format!(
                     "unknown device op `{other}` (expected open, read, write, snapshot, \
-                     migrate, exclusive, evict, register, unregister, work or attr)"
+                     migrate, exclusive, evict, register, unregister, work, attr or prefetch)"
                 ),
             ))
         }

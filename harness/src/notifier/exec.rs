@@ -746,6 +746,23 @@ impl Exec<'_> {
         // ran, by powers of two, so that feedback keeps inputs that grow them.
         let n = self.bulk.len();
         let live = n + self.slots.iter().flatten().count();
+        // Reach: event × tree size × collision/deferred × blocking (the
+        // engine takes cells as features too).
+        let event = match op {
+            Op::Start { event, .. } => Some(*event),
+            _ => None,
+        };
+        let ev = crate::reach::notifier_event(op.keyword(), event);
+        let m = &self.model;
+        let st = u8::from(m.invalidating()) | u8::from(!m.deferred().is_empty()) << 1;
+        let bl = match op {
+            Op::Start {
+                blockable: false, ..
+            } => 2,
+            _ => u8::from(blocked > 0),
+        };
+        let c = crate::reach::notifier_cell(ev, live, st, bl);
+        self.out.cells.push(c);
         let peak = &mut self.out.stats.peak_intervals;
         *peak = (*peak).max(live as u64);
         if n >= 16 {

@@ -1008,6 +1008,7 @@ fn finish_outcome(results: &SinkRef, log: Option<Log>, trace: bool, schedule: u6
         divergence: s.divergence,
         trace: s.trace,
         features,
+        cells: Vec::new(),
         stats: crate::outcome::ExecStats {
             ran: s.ran,
             skipped: s.skipped,
