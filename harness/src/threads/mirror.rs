@@ -350,6 +350,37 @@ impl World {
                             },
                         }
                     }
+                    // Read faults every PREFETCH_STRIDE, as the split-phase
+                    // executor runs them; the first error ends it.
+                    DevStep::Prefetch { addr, len } => {
+                        if m.uses_registrations() {
+                            self.skipped();
+                            return Ok(());
+                        }
+                        let n = len
+                            .div_ceil(crate::program::PREFETCH_STRIDE)
+                            .min(crate::program::MAX_PREFETCH);
+                        let mut mapped = 0u64;
+                        let mut err = None;
+                        for i in 0..n {
+                            let a = addr.saturating_add(i * crate::program::PREFETCH_STRIDE);
+                            match self.fault(t, d, a, false, line)? {
+                                Ok(_) => mapped += 1,
+                                Err(e) => {
+                                    err = Some(e);
+                                    break;
+                                }
+                            }
+                        }
+                        Said {
+                            ok: err.is_none(),
+                            text: match err {
+                                None => format!("prefetched {mapped} pages"),
+                                Some(e) => format!("prefetched {mapped} pages, then error: {e}"),
+                            },
+                            extra: 0,
+                        }
+                    }
                     DevStep::Migrate { addr, len }
                     | DevStep::Exclusive { addr, len }
                     | DevStep::Evict { addr, len } => {
