@@ -448,6 +448,12 @@ pub fn run_cmd(cmd: Cmd) -> Result<ExitCode, String> {
                         continue;
                     }
                 };
+                // A byte input runs as the engines ran it, expectations
+                // unchecked: its `expect` ops are mutants' leftovers.
+                let opts = RunOptions {
+                    expect: crate::files::is_text(f),
+                    ..opts
+                };
                 match crate::files::replay_verdict(f, &p, &opts) {
                     Err(why) => {
                         diverged += 1;
@@ -493,7 +499,8 @@ pub fn run_cmd(cmd: Cmd) -> Result<ExitCode, String> {
             let opts = RunOptions {
                 trace: false,
                 planted: planted_of(planted.as_deref())?,
-                expect: true,
+                // Bytes as the engines run them: expectations unchecked.
+                expect: crate::files::is_text(&path),
             };
             let p = load_program(&path, target)?;
             let Some(d) = run(&p, &opts).divergence else {

@@ -114,12 +114,17 @@ pub fn target_for_path(path: &Path, default: Target) -> Target {
         .unwrap_or(default)
 }
 
+/// Whether `path` is an `.ops` text program (else a byte input).
+pub fn is_text(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "ops")
+}
+
 /// Loads an input: `.ops` text (errors carry `path:line:column`; the
 /// config names the target), anything else as bytes for the target its
 /// directory names, or `target`.
 pub fn load_program(path: &Path, target: Target) -> Result<Program, String> {
     let target = target_for_path(path, target);
-    if path.extension().is_some_and(|e| e == "ops") {
+    if is_text(path) {
         let s = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         text::parse(&s)
             .map_err(|e| format!("{}:{}:{}: {}", path.display(), e.line, e.column, e.message))

@@ -695,12 +695,7 @@ impl Task {
                 }
             }
             MmOp::Reclaim { addr } | MmOp::Migrate { addr } => match mm.pte(addr) {
-                Some(Pte::Present { frame, .. })
-                    if frame != phys.zero()
-                        && phys.frame(frame).pincount == 0
-                        && phys.frame(frame).mapcount == 1
-                        && !phys.frame(frame).cached =>
-                {
+                Some(Pte::Present { frame, .. }) if movable(phys, frame) => {
                     vec![range(page_of(addr), page_of(addr) + PAGE, Event::Clear)]
                 }
                 _ => {
@@ -975,9 +970,13 @@ impl Task {
                     );
                 }
             }
+            // The start's test again: the page may have changed under the
+            // invalidation (an mmap over it that does not wait for a
+            // reclaim, which holds no mmap lock), and a page-cache page
+            // must never become a private swap entry or copy.
             MmOp::Reclaim { addr } => {
                 if let Some(Pte::Present { frame, .. }) = mm.pte(addr) {
-                    if phys.frame(frame).pincount == 0 && frame != phys.zero() {
+                    if movable(phys, frame) {
                         let slot = phys.swap_out(phys.data(frame));
                         mm.set_pte(phys, page_of(addr), Pte::Swap { slot });
                     }
@@ -985,7 +984,7 @@ impl Task {
             }
             MmOp::Migrate { addr } => {
                 if let Some(Pte::Present { frame, writable }) = mm.pte(addr) {
-                    if phys.frame(frame).pincount == 0 && frame != phys.zero() {
+                    if movable(phys, frame) {
                         let copy = phys.alloc(phys.data(frame));
                         mm.set_pte(
                             phys,
@@ -1257,6 +1256,13 @@ fn collapsible(mm: &Mm, phys: &Phys, base: u64) -> bool {
             Pte::Swap { .. } => true,
             Pte::Device { .. } | Pte::Exclusive { .. } => false,
         })
+}
+
+/// Whether reclaim or migration may move `frame`: an anonymous page (not
+/// the zero page, not page cache) mapped once and unpinned.
+fn movable(phys: &Phys, frame: FrameId) -> bool {
+    let f = phys.frame(frame);
+    frame != phys.zero() && f.pincount == 0 && f.mapcount == 1 && !f.cached
 }
 
 /// migrate_vma to device-private memory: private anonymous pages that are
