@@ -725,6 +725,18 @@ impl Reader<'_, '_> {
                         strategy: crate::program::KVM_DEVICE,
                     },
                 },
+                // A guest accesses one address per run: a prefetch's
+                // bytes read its first page.
+                (
+                    Target::Kvm,
+                    Op::Dev {
+                        dev,
+                        op: DevStep::Prefetch { addr, .. },
+                    },
+                ) => Op::Dev {
+                    dev,
+                    op: DevStep::Read { addr },
+                },
                 (_, op) => op,
             }
         } else {

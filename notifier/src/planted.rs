@@ -168,7 +168,7 @@ pub enum PlantedBug {
     /// outside the holes in place, which no interval covers once the
     /// update ran (a bounded list whose overflow path forgets the
     /// teardown, the class of "drm/xe/userptr: Unmap userptrs in the mmu
-    /// notifier"). Needs many VMA pieces: nine unmaps inside one tracked
+    /// notifier"). Needs many VMA pieces: five unmaps inside one tracked
     /// VMA before its work runs.
     VmaHolesOverflow,
     /// The last end of a cycle wakes one waiter (`notify_one`, the
@@ -240,7 +240,7 @@ impl PlantedBug {
     ];
 
     /// The planted bugs of [`PlantedBug::ALL`] that need a rare state (a
-    /// tree of over 87 intervals, nine holes in one tracked VMA): the
+    /// tree of over 87 intervals, five holes in one tracked VMA): the
     /// built-in engine finds them in a million executions or so, not in
     /// the 200,000 the debug-build tests give every other bug, so a
     /// release-build test hunts them (`every_deep_planted_bug_is_found_…`

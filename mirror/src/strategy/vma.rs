@@ -22,6 +22,12 @@ fn build(_param: u8, planted: Planted) -> Box<dyn Strategy> {
 }
 
 /// A VMA-tracking interval and the unmaps it still has to be trimmed by.
+/// Holes a tracked VMA remembers before its deferred update; past that
+/// the update drops the whole interval (and the device PTEs under it).
+/// Small, so that the fallback is exercised: four holes in one VMA before
+/// its work runs are common in fuzzed programs, nine were not.
+const MAX_HOLES: usize = 4;
+
 #[derive(Debug)]
 struct Tracked {
     iv: Interval,
@@ -106,7 +112,7 @@ impl Strategy for Vma {
         let mut queue = false;
         let mut dropped = None;
         if let Some(t) = self.tracked.iter_mut().find(|t| t.iv.id() == iv.id()) {
-            if t.holes.len() < 8 {
+            if t.holes.len() < MAX_HOLES {
                 t.holes.push((range.start, range.end));
             } else {
                 // Too fragmented to trim: drop it whole.
