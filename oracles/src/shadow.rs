@@ -33,7 +33,8 @@
 
 use std::collections::BTreeMap;
 
-use mm::{MapKind, Prot, PAGE};
+use mm::{MapKind, MmError, MmOp, Outcome as MmOutcome, Prot, Task, PAGE};
+use notifier::Range;
 
 /// What a page of file `file` at page offset `pgoff` holds before anyone
 /// stores to it: the fixture's file contents, one distinct word per page
@@ -718,5 +719,123 @@ mod tests {
                 r(3 * PAGE, 4 * PAGE, f(5)),
             ]
         );
+    }
+}
+
+/// Why the shadow refused what an operation did at its finish.
+#[derive(Debug)]
+pub enum Refused {
+    /// The shadow's mappings do not allow what the operation did.
+    Inconsistent(String),
+    /// A store the shadow's protections forbid.
+    Store(Box<Mismatch>),
+}
+
+impl Shadow {
+    /// After a step of `task` on `mm`: the range it just applied, if it
+    /// did. An operation changes memory at its apply steps (between the
+    /// start and the end of an invalidation), so the shadow follows it
+    /// there, range by range, and loads in between are checked exactly.
+    /// Err: the shadow's mappings do not allow what the step did.
+    pub fn follow_step(&mut self, mm: usize, task: &Task) -> Result<(), String> {
+        if !task.just_applied() {
+            return Ok(());
+        }
+        let Some(r) = task.open_range() else {
+            return Ok(());
+        };
+        self.follow_range(mm, task, r)
+    }
+
+    fn follow_range(&mut self, mm: usize, task: &Task, r: Range) -> Result<(), String> {
+        match *task.op() {
+            MmOp::Mmap { .. } | MmOp::Munmap { .. } => self.unmap(mm, r.start, r.end),
+            MmOp::Mprotect { prot, .. } => self.protect(mm, r.start, r.end, prot),
+            MmOp::Dontneed { .. } | MmOp::OomReap | MmOp::Exit => self.zap(mm, r.start, r.end),
+            MmOp::Mremap {
+                addr,
+                old_len,
+                new_len,
+                new_addr,
+                dontunmap,
+            } => match task.destination() {
+                // The source range: it moves now. A duplicate (old length
+                // 0) moves nothing: its destination is cleared here and
+                // mapped when the mremap succeeds.
+                Some(dst) if r.start == addr && page_len(old_len) != 0 => {
+                    let (old_len, new_len) = (page_len(old_len), page_len(new_len));
+                    if new_addr.is_none() && self.any_mapped(mm, dst, dst.saturating_add(new_len)) {
+                        return Err(format!(
+                            "mremap without MREMAP_FIXED moved {addr:#x} over a mapping at {dst:#x}"
+                        ));
+                    }
+                    self.move_range(mm, addr, old_len, new_len, dst, dontunmap)?;
+                }
+                // The destination of MREMAP_FIXED, or a shrunk tail.
+                _ => self.unmap(mm, r.start, r.end),
+            },
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// `op` on `mm` finished with `r`: what it did at its finish (mmap's
+    /// new mapping, mremap's in-place growth or duplicate, fork's copy,
+    /// exit, a store). Loads are the caller's to check
+    /// ([`Shadow::check_load`]).
+    pub fn follow_done(
+        &mut self,
+        mm: usize,
+        op: MmOp,
+        r: &Result<MmOutcome, MmError>,
+    ) -> Result<(), Refused> {
+        let Ok(out) = r else {
+            return Ok(());
+        };
+        match (op, out) {
+            (
+                MmOp::Mmap {
+                    len, kind, prot, ..
+                },
+                MmOutcome::Addr(a),
+            ) => self.map(mm, *a, len, kind, prot),
+            // Applied range by range already, unless it had no
+            // invalidation to apply under; again is harmless (the write
+            // lock held all along).
+            (MmOp::Mprotect { addr, len, prot }, _) => {
+                self.protect(mm, addr, addr.saturating_add(page_len(len)), prot)
+            }
+            (
+                MmOp::Mremap {
+                    addr,
+                    old_len,
+                    new_len,
+                    ..
+                },
+                MmOutcome::Addr(a),
+            ) => {
+                let (old_len, new_len) = (page_len(old_len), page_len(new_len));
+                if old_len == 0 && *a != addr {
+                    // A duplicate of a shared mapping (old length 0): the
+                    // source stays, the new range maps the same object.
+                    self.move_range(mm, addr, 0, new_len, *a, true)
+                        .map_err(Refused::Inconsistent)?;
+                } else if *a == addr && new_len > old_len {
+                    self.grow(mm, addr, old_len, new_len)
+                        .map_err(Refused::Inconsistent)?;
+                }
+            }
+            (MmOp::Fork, MmOutcome::Forked(_)) => self.fork(mm, 1),
+            (MmOp::Exit, _) => self.exit(mm),
+            (
+                MmOp::Access {
+                    addr,
+                    write: Some(_),
+                },
+                MmOutcome::Value(v),
+            ) => self.store(mm, addr, *v).map_err(Refused::Store)?,
+            _ => {}
+        }
+        Ok(())
     }
 }

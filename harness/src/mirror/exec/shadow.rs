@@ -10,8 +10,7 @@
 //! shadow learns from its result.
 
 use mm::{MmOp, Outcome as MmOutcome, Task, PAGE};
-use notifier::Range;
-use oracles::shadow::{coalesce, page_len, Mismatch, Region, RegionKind};
+use oracles::shadow::{coalesce, Mismatch, Refused, Region, RegionKind};
 
 use super::{show, Access, World};
 use crate::outcome::{Divergence, DivergenceKind};
@@ -46,53 +45,12 @@ impl World<'_> {
     }
 
     /// After each step of an address space task: the range it just
-    /// applied, if it did.
+    /// applied, if it did ([`oracles::shadow::Shadow::follow_step`]).
     pub(super) fn shadow_step(&mut self, t: usize, mm: usize, task: &Task) -> Checked {
-        if !task.just_applied() {
-            return Ok(());
-        }
-        let Some(r) = task.open_range() else {
-            return Ok(());
-        };
-        self.shadow_apply(t, mm, task, r)
-    }
-
-    fn shadow_apply(&mut self, t: usize, mm: usize, task: &Task, r: Range) -> Checked {
-        let sh = &mut self.shadow;
-        match *task.op() {
-            MmOp::Mmap { .. } | MmOp::Munmap { .. } => sh.unmap(mm, r.start, r.end),
-            MmOp::Mprotect { prot, .. } => sh.protect(mm, r.start, r.end, prot),
-            MmOp::Dontneed { .. } | MmOp::OomReap | MmOp::Exit => sh.zap(mm, r.start, r.end),
-            MmOp::Mremap {
-                addr,
-                old_len,
-                new_len,
-                new_addr,
-                dontunmap,
-            } => match task.destination() {
-                // The source range: it moves now. A duplicate (old length
-                // 0) moves nothing: its destination is cleared here and
-                // mapped when the mremap succeeds.
-                Some(dst) if r.start == addr && page_len(old_len) != 0 => {
-                    let (old_len, new_len) = (page_len(old_len), page_len(new_len));
-                    if new_addr.is_none() && sh.any_mapped(mm, dst, dst.saturating_add(new_len)) {
-                        return Err(self.shadow_inconsistent(
-                            t,
-                            mm,
-                            "mremap",
-                            format!("mremap without MREMAP_FIXED moved {addr:#x} over a mapping at {dst:#x}"),
-                        ));
-                    }
-                    if let Err(why) = sh.move_range(mm, addr, old_len, new_len, dst, dontunmap) {
-                        return Err(self.shadow_inconsistent(t, mm, "mremap", why));
-                    }
-                }
-                // The destination of MREMAP_FIXED, or a shrunk tail.
-                _ => sh.unmap(mm, r.start, r.end),
-            },
-            _ => {}
-        }
-        Ok(())
+        // Only an mremap's move can be refused.
+        self.shadow
+            .follow_step(mm, task)
+            .map_err(|why| self.shadow_inconsistent(t, mm, "mremap", why))
     }
 
     /// An address space task finished with `r`: what it did at its finish.
@@ -104,65 +62,13 @@ impl World<'_> {
         op: MmOp,
         r: &Result<MmOutcome, mm::MmError>,
     ) -> Checked {
-        let Ok(out) = r else {
-            return Ok(());
-        };
-        match (op, out) {
-            (
-                MmOp::Mmap {
-                    len, kind, prot, ..
-                },
-                MmOutcome::Addr(a),
-            ) => self.shadow.map(mm, *a, len, kind, prot),
-            // Applied range by range already, unless it had no
-            // invalidation to apply under; again is harmless (the write
-            // lock held all along).
-            (MmOp::Mprotect { addr, len, prot }, _) => {
-                self.shadow
-                    .protect(mm, addr, addr.saturating_add(page_len(len)), prot)
+        match self.shadow.follow_done(mm, op, r) {
+            Ok(()) => Ok(()),
+            Err(Refused::Inconsistent(why)) => Err(self.shadow_inconsistent(t, mm, "mremap", why)),
+            Err(Refused::Store(m)) => {
+                Err(self.shadow_diverge(None, format!("t{t} m{mm} write {:#x}", m.addr), &m))
             }
-            (
-                MmOp::Mremap {
-                    addr,
-                    old_len,
-                    new_len,
-                    ..
-                },
-                MmOutcome::Addr(a),
-            ) => {
-                let (old_len, new_len) = (page_len(old_len), page_len(new_len));
-                if old_len == 0 && *a != addr {
-                    // A duplicate of a shared mapping (old length 0): the
-                    // source stays, the new range maps the same object.
-                    if let Err(why) = self.shadow.move_range(mm, addr, 0, new_len, *a, true) {
-                        return Err(self.shadow_inconsistent(t, mm, "mremap", why));
-                    }
-                } else if *a == addr && new_len > old_len {
-                    if let Err(why) = self.shadow.grow(mm, addr, old_len, new_len) {
-                        return Err(self.shadow_inconsistent(t, mm, "mremap", why));
-                    }
-                }
-            }
-            (MmOp::Fork, MmOutcome::Forked(_)) => self.shadow.fork(mm, 1),
-            (MmOp::Exit, _) => self.shadow.exit(mm),
-            (
-                MmOp::Access {
-                    addr,
-                    write: Some(_),
-                },
-                MmOutcome::Value(v),
-            ) => {
-                if let Err(m) = self.shadow.store(mm, addr, *v) {
-                    return Err(self.shadow_diverge(
-                        None,
-                        format!("t{t} m{mm} write {addr:#x}"),
-                        &m,
-                    ));
-                }
-            }
-            _ => {}
         }
-        Ok(())
     }
 
     /// A CPU load of `addr` in `mm` returned `v`.
