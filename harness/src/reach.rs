@@ -103,23 +103,23 @@ pub const NOTIFIER_STATES: [&str; 4] = ["quiet", "invalidating", "deferred", "in
 /// Whether the op could block.
 pub const BLOCKING: [&str; 3] = ["ran", "blocked", "nonblock"];
 
+/// The notifier ops other than `start`, which counts by event.
+const NOTIFIER_OPS: [&str; 10] = [
+    "insert",
+    "populate",
+    "remove",
+    "end",
+    "read_begin",
+    "commit",
+    "check_retry",
+    "register",
+    "unregister",
+    "release",
+];
+
 /// Notifier events: the ops, `start` by event.
 pub fn notifier_events() -> Vec<String> {
-    let mut v: Vec<String> = [
-        "insert",
-        "populate",
-        "remove",
-        "end",
-        "read_begin",
-        "commit",
-        "check_retry",
-        "register",
-        "unregister",
-        "release",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut v: Vec<String> = NOTIFIER_OPS.iter().map(|s| s.to_string()).collect();
     v.extend(
         notifier::Event::ALL
             .iter()
@@ -133,26 +133,13 @@ pub fn notifier_events() -> Vec<String> {
 pub fn notifier_event(kw: &str, event: Option<notifier::Event>) -> u32 {
     match event {
         Some(e) => {
-            10 + notifier::Event::ALL
-                .iter()
-                .position(|x| *x == e)
-                .unwrap_or(0) as u32
+            NOTIFIER_OPS.len() as u32
+                + notifier::Event::ALL
+                    .iter()
+                    .position(|x| *x == e)
+                    .unwrap_or(0) as u32
         }
-        None => [
-            "insert",
-            "populate",
-            "remove",
-            "end",
-            "read_begin",
-            "commit",
-            "check_retry",
-            "register",
-            "unregister",
-            "release",
-        ]
-        .iter()
-        .position(|x| *x == kw)
-        .unwrap_or(0) as u32,
+        None => NOTIFIER_OPS.iter().position(|x| *x == kw).unwrap_or(0) as u32,
     }
 }
 
