@@ -15,7 +15,8 @@
 //!               which ignores this byte; linux reads the mirror header:
 //!               threads, seq and task_size bytes and the devices byte with
 //!               its shift bytes are read as there, then threads = 1,
-//!               task_size = LINUX_TASK_SIZE and no devices; its kinds are
+//!               task_size = the target's window (`real_task_size`: 128
+//!               KiB, the kvm target 2 MiB) and no devices; its kinds are
 //!               the mirror table's with every kind it cannot run replaced,
 //!               see LINUX_KINDS). `decode_as(threads)` reads b % 4 == 1
 //!               as the threads target's mirror form: a devices byte (and
@@ -154,8 +155,8 @@ use notifier::Event;
 use crate::mirror::codec::*;
 use crate::notifier::codec::*;
 use crate::program::{
-    DevStep, MmStep, Op, Program, ProgramConfig, Step, Target, DEVICES, FILES, LINUX_TASK_SIZE,
-    MAX_STEPS, MIN_TASK_SIZE, MMS, PAGE, WINDOW_PAGES,
+    DevStep, MmStep, Op, Program, ProgramConfig, Step, Target, DEVICES, FILES, MAX_STEPS,
+    MIN_TASK_SIZE, MMS, PAGE, WINDOW_PAGES,
 };
 
 /// The code that is followed by 8 raw little-endian bytes.
@@ -305,7 +306,7 @@ pub(crate) const LINUX_KINDS: [Kind; 64] = linux_table(&MIRROR_KINDS);
 /// or `open` (`step`), and the rest is the linux target's.
 pub(crate) const fn kvm_kind(k: Kind) -> Kind {
     match k {
-        Kind::DevRead | Kind::DevWrite | Kind::DevOpen => k,
+        Kind::DevRead | Kind::DevWrite | Kind::DevOpen | Kind::Ksm | Kind::Collapse => k,
         Kind::Snapshot | Kind::DevExclusive => Kind::DevRead,
         Kind::DevMigrate | Kind::DevEvict => Kind::DevWrite,
         Kind::Yield => Kind::DevOpen,
@@ -324,8 +325,8 @@ const fn kvm_table(mirror: &[Kind; 64]) -> [Kind; 64] {
 }
 
 /// Kvm `tag & 63` to kind: guest read 9, guest write 9, open 5, read 7,
-/// write 7, mmap 6, mremap 5, dontneed 5, munmap 3, clear_refs 3,
-/// mprotect 2, fork 1, exit 1, expect 1. The target has no code of its
+/// write 7, mmap 5, dontneed 5, mremap 4, munmap 3, clear_refs 3,
+/// mprotect 2, ksm 1, collapse 1, fork 1, exit 1, expect 1. The target has no code of its
 /// own (like threads): only `decode_as` reads its programs.
 pub(crate) const KVM_KINDS: [Kind; 64] = kvm_table(&MIRROR_KINDS);
 
@@ -680,7 +681,7 @@ impl Reader<'_, '_> {
                 target,
                 threads: 1,
                 initial_seq,
-                task_size: LINUX_TASK_SIZE,
+                task_size: crate::program::real_task_size(target),
                 devices: [None, None],
                 kernel_compat: false,
                 schedule: 0,
@@ -1298,7 +1299,11 @@ pub(crate) mod tests {
                     target,
                     threads: if linux { 1 } else { threads },
                     initial_seq,
-                    task_size: if linux { LINUX_TASK_SIZE } else { task_size },
+                    task_size: if linux {
+                        crate::program::real_task_size(target)
+                    } else {
+                        task_size
+                    },
                     devices: match target {
                         Target::Notifier | Target::Threads | Target::Linux | Target::Kvm => {
                             [None, None]
@@ -1881,11 +1886,16 @@ pub(crate) mod tests {
             ),
             (9, 9, 5)
         );
+        // KSM and THP, which only a real process with a guest runs.
+        assert_eq!((count(Kind::Ksm), count(Kind::Collapse)), (1, 1));
         for (b, k) in KVM_KINDS.iter().enumerate() {
             assert_eq!(*k, kvm_kind(MIRROR_KINDS[b]));
             // Every kind it keeps keeps its tag: encode's first tags hold.
             assert_eq!(KVM_KINDS[FIRST_TAG[*k as usize] as usize], *k, "tag {b}");
-            if !matches!(k, Kind::DevRead | Kind::DevWrite | Kind::DevOpen) {
+            if !matches!(
+                k,
+                Kind::DevRead | Kind::DevWrite | Kind::DevOpen | Kind::Ksm | Kind::Collapse
+            ) {
                 assert_eq!(*k, LINUX_KINDS[b], "tag {b}");
             }
         }

@@ -109,7 +109,9 @@ pub struct EngineReport {
     pub ops: (u64, u64),
     /// Steps per executed program, summed (for the mean and the median).
     pub program_steps: Vec<u32>,
-    /// Executions that held at least [`big_tree`] intervals at once.
+    /// Executions that reached the target's rare state: at least
+    /// [`big_tree`] intervals at once; the kvm target, KSM pages or a
+    /// huge page in the window.
     pub big_trees: u64,
     /// State coverage: executions that reached each cell.
     pub reach: ReachCounts,
@@ -160,6 +162,7 @@ impl EngineReport {
             match target {
                 Target::Notifier => format!(" trees{BIG_TREE}={:.1}%", self.big_tree_pct()),
                 Target::Mirror => format!(" ivs{MIRROR_BIG}={:.1}%", self.big_tree_pct()),
+                Target::Kvm => format!(" ksm_or_thp={:.1}%", self.big_tree_pct()),
                 _ => String::new(),
             },
             match &self.finding {
@@ -342,7 +345,7 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
         if out.stats.ran == 0 {
             local.rejected += 1;
         }
-        if out.stats.peak_intervals >= big {
+        if out.stats.peak_intervals >= big || out.stats.layout_effects > 0 {
             local.big += 1;
         }
         local.reach.add(&out.cells);

@@ -140,6 +140,9 @@ pub struct ExecStats {
     pub callbacks: u64,
     /// Most intervals alive at once (the notifier target's tree).
     pub peak_intervals: u64,
+    /// The kvm target: `ksm` ops after which the window held KSM pages,
+    /// and `collapse` ops after which it held a huge page.
+    pub layout_effects: u64,
 }
 
 /// The result of one execution.

@@ -37,6 +37,19 @@ pub const FILES: u32 = 2;
 /// The `task_size` of every linux-target program: the size of the real
 /// child's address window.
 pub const LINUX_TASK_SIZE: u64 = MIN_TASK_SIZE;
+/// The `task_size` of every kvm-target program: one aligned 2 MiB
+/// extent, so that `collapse` can make a real transparent huge page and
+/// KVM can map it with one huge second-level entry.
+pub const KVM_TASK_SIZE: u64 = mm::HUGE;
+
+/// The window, and so the `task_size`, of a target that runs on a real
+/// child process ([`Target::real`]).
+pub const fn real_task_size(t: Target) -> u64 {
+    match t {
+        Target::Kvm => KVM_TASK_SIZE,
+        _ => LINUX_TASK_SIZE,
+    }
+}
 /// Most runs an `expect [STATES]` has.
 pub const MAX_RUNS: usize = 8;
 /// Most pages an `expect [STATES]` covers: the most a snapshot reports.
@@ -187,9 +200,10 @@ impl ProgramConfig {
             if self.threads != 1 {
                 return Err(format!("the {t} target runs one thread (threads=1)"));
             }
-            if self.task_size != LINUX_TASK_SIZE {
+            let window = real_task_size(self.target);
+            if self.task_size != window {
                 return Err(format!(
-                    "the {t} target's task_size is its window, {LINUX_TASK_SIZE:#x}"
+                    "the {t} target's task_size is its window, {window:#x}"
                 ));
             }
         }
@@ -362,11 +376,14 @@ pub const KVM_DEVICE: StrategySpec = StrategySpec {
     tlb: mirror::Tlb::Sync,
 };
 
-/// Whether the kvm target takes `op`: the linux target's mm ops, and
-/// the device ops a guest can do (open, read, write).
+/// Whether the kvm target takes `op`: the linux target's mm ops, KSM
+/// and THP collapse, and the device ops a guest can do (open, read,
+/// write).
 pub fn kvm_op(op: &Op) -> bool {
     match op {
-        Op::Mm { op, .. } => linux_op(op),
+        Op::Mm { op, .. } => {
+            linux_op(op) || matches!(op, MmStep::Ksm { .. } | MmStep::Collapse { .. })
+        }
         Op::Dev { op, .. } => match op {
             DevStep::Open { strategy, .. } => *strategy == KVM_DEVICE,
             DevStep::Read { .. } | DevStep::Write { .. } => true,

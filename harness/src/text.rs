@@ -528,7 +528,7 @@ fn parse_config(l: &mut Line<'_>) -> Result<ProgramConfig, ParseError> {
             c.threads = 1;
         }
         if !seen.contains(&"task_size") {
-            c.task_size = crate::program::LINUX_TASK_SIZE;
+            c.task_size = crate::program::real_task_size(c.target);
         }
     }
     // Whatever else the program module demands of a config: devices of a
@@ -2388,7 +2388,7 @@ t0 expect 0x100
         let p = parse("config target=kvm\nt0 d1 open m1 kvm\nt0 d1 write 0x1000 5\n")
             .expect("a kvm program");
         assert_eq!(p.config.threads, 1);
-        assert_eq!(p.config.task_size, crate::program::LINUX_TASK_SIZE);
+        assert_eq!(p.config.task_size, crate::program::KVM_TASK_SIZE);
         assert_eq!(
             p.steps[0].op,
             Op::Dev {

@@ -64,6 +64,46 @@ fn replay(path: &Path, target: Target) -> Result<(), Failed> {
     Ok(())
 }
 
+/// The KSM and THP tour does what it says on this kernel: MADV_COLLAPSE
+/// made the window one huge page, and once ksmd finished its scans the
+/// two equal pages were merged (a replay alone passes even when neither
+/// took effect, since nothing compared depends on them).
+fn ksm_and_thp_take_effect(root: &Path) -> Result<(), Failed> {
+    let path = root.join("kvm/ksm_thp_tour.ops");
+    if let Some(why) = kvm_missing() {
+        println!("skipped: /dev/kvm not available ({why}): ksm_and_thp_take_effect");
+        return Ok(());
+    }
+    let p = load_program(&path, Target::Kvm)?;
+    let out = run(
+        &p,
+        &RunOptions {
+            trace: true,
+            ..CHECKED
+        },
+    );
+    if let Some(d) = out.divergence {
+        return Err(format!("diverged: {} / {}", d.core, d.model).into());
+    }
+    let line = |op: &str| {
+        out.trace
+            .iter()
+            .find(|l| l.contains(op))
+            .cloned()
+            .ok_or_else(|| format!("no {op} line in the trace"))
+    };
+    let collapse = line("m0 collapse")?;
+    if !collapse.contains("; 512 THP pages in m0") {
+        return Err(format!("MADV_COLLAPSE made no huge page: {collapse}").into());
+    }
+    let ksm = line("m0 ksm")?;
+    if ksm.contains("full scans") && ksm.contains("; 0 KSM pages") {
+        return Err(format!("ksmd finished its scans and merged nothing: {ksm}").into());
+    }
+    println!("{ksm}\n{collapse}");
+    Ok(())
+}
+
 fn main() {
     // The linux target's child processes start as this binary.
     harness::linux::zygote_main_if_requested();
@@ -85,5 +125,9 @@ fn main() {
             }
         }
     }
+    let r = root.clone();
+    trials.push(Trial::test("kvm_ksm_and_thp_take_effect", move || {
+        ksm_and_thp_take_effect(&r)
+    }));
     libtest_mimic::run(&args, trials).exit();
 }

@@ -33,6 +33,21 @@
 //! on both sides and its write protection shows through COW), PTE write
 //! bits (pagemap does not report them), and everything the linux target
 //! does not generate (see [`crate::program::linux_op`]).
+//!
+//! The kvm target's `ksm` and `collapse` (KSM and THP) change the real
+//! layout on the kernel's own terms: ksmd merges every identical page of
+//! a mergeable process when it gets to it, not the pair the simulation
+//! merges, and `MADV_COLLAPSE` fills or refuses a huge page by rules the
+//! simulation does not have. Their results are recorded, not compared,
+//! and from the first of them on, pagemap is compared less: after `ksm`,
+//! frame sharing and exclusive mapping are not compared (in either
+//! address space: a merge in one changes the other's map counts); after
+//! `collapse`, neither is presence (nor "never swapped": a huge page's
+//! split, deferred to a moment of the kernel's choosing, briefly leaves
+//! migration entries, which pagemap reports as swap). What stays
+//! compared is what matters to a guest: every value a CPU or the guest
+//! reads, the shadow memory, the results of every other op, and the
+//! userfaultfd events (KSM and collapse must cause none).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -45,7 +60,7 @@ use super::shadow::Tracker;
 use crate::mirror::exec::Answer;
 use crate::outcome::{Divergence, DivergenceKind, Outcome, RunOptions};
 use crate::program::{
-    DevStep, ErrKind, Expect, MapKind, MmStep, Op, Program, Prot, Target, DEVICES, MMS, PAGE,
+    DevStep, ErrKind, Expect, MapKind, MmStep, Op, Program, Prot, Target, DEVICES, FILES, MMS, PAGE,
 };
 
 struct Free;
@@ -73,6 +88,27 @@ struct World<'p> {
     refusals: BTreeMap<(bool, bool), Reply>,
     /// The kvm target: the shadow memory, kept from the ops alone.
     shadow: Option<Tracker>,
+    /// How much of pagemap is still compared (`ksm` and `collapse`
+    /// lower it for the rest of the run).
+    layout: Layout,
+    /// Pages of each file whose initial contents the executors wrote.
+    filled: [u64; FILES as usize],
+    /// The last `ksm` op: whether ksmd finished its scans (None: the
+    /// prctl failed, or no two pages could merge, so nothing was waited
+    /// for).
+    ksm_settled: Option<bool>,
+}
+
+/// What [`World::compare_pages`] compares, from most to least.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Layout {
+    /// Presence, frame sharing, exclusive mapping.
+    Exact,
+    /// Presence only: KSM has run.
+    Presence,
+    /// Neither (nor that no page is swapped): a huge page may have been
+    /// collapsed.
+    Values,
 }
 
 fn show(v: Option<u64>) -> String {
@@ -120,6 +156,9 @@ pub fn run_linux(program: &Program, opts: &RunOptions) -> Outcome {
         kernel: String::new(),
         refusals: BTreeMap::new(),
         shadow: (program.config.target == Target::Kvm).then(|| Tracker::new(MMS as usize)),
+        layout: Layout::Exact,
+        filled: [0; FILES as usize],
+        ksm_settled: None,
     };
     w.mms[0] = Some(Mm::new(MmId(0), cfg));
     let r = w.run();
@@ -173,6 +212,8 @@ fn command(op: MmStep) -> Option<[u64; 6]> {
         MmStep::Write { addr, value } => [code::WRITE, addr, value, 0, 0, 0],
         MmStep::ClearRefs => [code::CLEAR_REFS, 0, 0, 0, 0, 0],
         MmStep::Exit => [code::EXIT, 0, 0, 0, 0, 0],
+        MmStep::Ksm { .. } => [code::KSM, 0, 0, 0, 0, 0],
+        MmStep::Collapse { addr } => [code::COLLAPSE, addr, 0, 0, 0, 0],
         _ => return None,
     })
 }
@@ -384,7 +425,7 @@ impl World<'_> {
             }
         };
         // The real process.
-        let reply = match self.real.call(m, cmd) {
+        let reply = match self.fill_files(m).and_then(|()| self.real_op(m, op, cmd)) {
             Ok(r) => r,
             Err(e) => {
                 return Err(self.diverge(
@@ -402,6 +443,8 @@ impl World<'_> {
         }
         self.last = Some(Answer::of_mm(&sim));
         match guest {
+            // The kernel's own terms (see the module doc).
+            None if matches!(op, MmStep::Ksm { .. } | MmStep::Collapse { .. }) => {}
             None => self.compare_result(i, op, &sim, reply)?,
             Some(d) => self.compare_guest(i, d, m, op, &sim, reply)?,
         }
@@ -428,11 +471,43 @@ impl World<'_> {
             (Some(d), Ok(MmOutcome::Value(v))) => Some((d, *v)),
             _ => None,
         };
-        let said = format!("{} / {who} {}", sim_text(&sim), reply_text(reply));
+        let mut said = format!("{} / {who} {}", sim_text(&sim), reply_text(reply));
+        // What ksmd and MADV_COLLAPSE made of it, for the trace and as
+        // feedback (nothing compared depends on it).
+        let flag = match op {
+            MmStep::Ksm { .. } => Some((21, "KSM")),
+            MmStep::Collapse { .. } => Some((22, "THP")),
+            _ => None,
+        };
+        if let Some((bit, name)) = flag {
+            let n = self.real.pages_flagged(m, bit).unwrap_or(0);
+            self.out.stats.layout_effects += u64::from(n > 0);
+            self.feature(0x6100 | bit << 4 | (n.min(1) as u32));
+            let _ = write!(said, "; {n} {name} pages in m{m}");
+            if let (MmStep::Ksm { .. }, Some(done)) = (op, self.ksm_settled) {
+                let n = super::ksm::SCANS;
+                let _ = match done {
+                    true => write!(said, " after {n} full scans"),
+                    false => write!(said, " (ksmd did not finish {n} scans in time)"),
+                };
+            }
+        }
         match sim {
             Ok(MmOutcome::Forked(mut child)) => {
                 child.id = MmId(1);
                 self.mms[1] = Some(*child);
+                // Mergeable as its parent, in case the kernel does not
+                // pass the prctl on (VMAs it maps later must not differ).
+                if self.layout >= Layout::Presence && self.real.live(1) {
+                    if let Err(e) = self.real.call(1, [code::KSM, 0, 0, 0, 0, 0]) {
+                        return Err(self.diverge(
+                            DivergenceKind::Linux,
+                            i,
+                            "ok".into(),
+                            format!("the real side broke: {e}"),
+                        ));
+                    }
+                }
             }
             Ok(_) => {
                 if matches!(op, MmStep::Mmap { .. } | MmStep::Mremap { .. }) {
@@ -454,6 +529,82 @@ impl World<'_> {
             self.host_sees(i, d, m, op, v)?;
         }
         Ok(said)
+    }
+
+    /// Has the files' initial contents written as far as the simulation's
+    /// file mappings reach, now that it ran the op (the real side runs
+    /// it next).
+    fn fill_files(&mut self, m: usize) -> Result<(), String> {
+        let mut reach = self.filled;
+        for mmx in self.mms.iter().flatten().filter(|x| !x.exited) {
+            for v in mmx.vmas() {
+                if let mm::Backing::File { file } = v.backing {
+                    let end = v.pgoff.saturating_add((v.end - v.start) / PAGE);
+                    if let Some(r) = reach.get_mut(file as usize) {
+                        *r = (*r).max(end);
+                    }
+                }
+            }
+        }
+        for (f, &to) in reach.iter().enumerate() {
+            let from = self.filled[f];
+            if to > from {
+                match self.real.call(m, [code::FILL, f as u64, from, to, 0, 0])? {
+                    Reply::Ok(_) => self.filled[f] = to,
+                    r => return Err(format!("writing file:{f}: {}", reply_text(r))),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether two present private anonymous pages in the window hold the
+    /// same contents, by the simulation (one word a page, the rest zero,
+    /// as the real pages are): only then may ksmd have anything to merge,
+    /// and only then is it worth waiting for its scans. Pages, not frames:
+    /// the simulation has merged its pair already, the kernel not yet.
+    fn mergeable_twins(&self) -> bool {
+        let mut seen = std::collections::BTreeSet::new();
+        for mmx in self.mms.iter().flatten().filter(|x| !x.exited) {
+            for (a, pte) in mmx.ptes() {
+                let Pte::Present { frame, .. } = pte else {
+                    continue;
+                };
+                let private = mmx.vma_at(a).is_some_and(|v| v.backing.is_private());
+                if private && frame != self.phys.zero() && !seen.insert(self.phys.data(frame)) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Runs `cmd` on the real `m`; around `ksm` and `collapse`, what
+    /// they need (ksmd running and given time; the window unwatched by
+    /// userfaultfd while it collapses) and the lower [`Layout`] after.
+    fn real_op(&mut self, m: usize, op: MmStep, cmd: [u64; 6]) -> Result<Reply, String> {
+        match op {
+            MmStep::Ksm { .. } => {
+                super::ksm::start()?;
+                let r = self.real.call(m, cmd)?;
+                self.layout = self.layout.max(Layout::Presence);
+                self.ksm_settled = None;
+                if r == Reply::Ok(0) && self.mergeable_twins() {
+                    let settled = super::ksm::settle()?;
+                    self.feature(0x6000 | u32::from(settled));
+                    self.ksm_settled = Some(settled);
+                }
+                Ok(r)
+            }
+            MmStep::Collapse { .. } => {
+                self.real.unregister_window(m)?;
+                let r = self.real.call(m, cmd);
+                self.real.register_window(m)?;
+                self.layout = Layout::Values;
+                r
+            }
+            _ => self.real.call(m, cmd),
+        }
     }
 
     /// A device op of the kvm target.
@@ -832,6 +983,10 @@ impl World<'_> {
                     _ => None,
                 };
                 let bad = match sim {
+                    // Splitting a huge page (deferred, by the kernel's own
+                    // choice of moment) briefly leaves migration entries,
+                    // which pagemap shows as swapped.
+                    _ if self.layout >= Layout::Values => None,
                     _ if swapped => Some("swapped out".to_string()),
                     None if real_present => Some(format!("present (pfn {pfn:#x})")),
                     Some(f) if !real_present => {
@@ -853,6 +1008,9 @@ impl World<'_> {
                 }
                 let Some(f) = sim else { continue };
                 present += 1;
+                if self.layout >= Layout::Presence {
+                    continue;
+                }
                 if pfn == 0 {
                     return Err(self.diverge(
                         DivergenceKind::Linux,

@@ -2,13 +2,15 @@
 //! child process (an executor of [`super::real`]) and whose
 //! guest-physical memory is that process's window.
 //!
-//! Memory: memslot 0 maps guest-physical `[0, task_size)` onto the
-//! window (`userspace_addr = WINDOW_BASE`), so guest-physical address `A`
-//! is window offset `A`, whatever the host maps there at that moment
-//! (the slot covers holes as well: KVM resolves host addresses at fault
-//! time, through its mmu notifier). Memslot 1 is one page of the
-//! process's private memory outside the window, at guest-physical
-//! [`CODE_GPA`], holding the guest's code.
+//! Memory: memslot 0 maps guest-physical `[WINDOW_GPA, WINDOW_GPA +
+//! task_size)` onto the window (`userspace_addr = WINDOW_BASE`), so
+//! guest-physical address `WINDOW_GPA + A` is window offset `A`, whatever
+//! the host maps there at that moment (the slot covers holes as well: KVM
+//! resolves host addresses at fault time, through its mmu notifier).
+//! [`WINDOW_GPA`] is 2 MiB aligned like the window itself, so that KVM
+//! may map a host transparent huge page with one huge entry. Memslot 1
+//! is one page of the process's private memory outside the window, at
+//! guest-physical [`CODE_GPA`], holding the guest's code.
 //!
 //! The guest: one vCPU in real mode with a flat data segment (base 0,
 //! limit 4 GiB: "unreal mode"), so that 32-bit addressing reaches the
@@ -39,10 +41,12 @@
 use kvm_bindings::{kvm_regs, kvm_userspace_memory_region};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 
-/// Where the guest's code page is, in guest-physical memory: above any
-/// window (whose size is at most this), below 1 MiB (real mode's code
-/// segment reaches it).
+/// Where the guest's code page is, in guest-physical memory: below the
+/// window and below 1 MiB (real mode's code segment reaches it).
 pub const CODE_GPA: u64 = 0xf_0000;
+/// Where the window starts in guest-physical memory: 2 MiB, congruent
+/// with the window's host address modulo a huge page.
+pub const WINDOW_GPA: u64 = 0x20_0000;
 /// The port a read reports on.
 pub const PORT_READ: u16 = 0x10;
 /// The port a write reports on.
@@ -162,7 +166,7 @@ impl Guest {
             kvm_userspace_memory_region {
                 slot: 0,
                 flags: 0,
-                guest_phys_addr: 0,
+                guest_phys_addr: WINDOW_GPA,
                 memory_size: size,
                 userspace_addr: base,
             },
@@ -208,13 +212,13 @@ impl Guest {
         })
     }
 
-    /// A guest load (`store` None) or store of the word at guest-physical
-    /// address `gpa`.
-    pub fn access(&mut self, gpa: u64, store: Option<u64>) -> GuestReply {
+    /// A guest load (`store` None) or store of the word at window offset
+    /// `offset` (guest-physical `WINDOW_GPA + offset`).
+    pub fn access(&mut self, offset: u64, store: Option<u64>) -> GuestReply {
         let v = store.unwrap_or(0);
         let regs = kvm_regs {
             rip: if store.is_some() { 0x10 } else { 0 },
-            rbx: gpa,
+            rbx: WINDOW_GPA + offset,
             rax: v & 0xffff_ffff,
             rdx: v >> 32,
             rflags: 2,

@@ -14,6 +14,8 @@ use crate::program::{Program, LINUX_TASK_SIZE};
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub mod exec;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub mod ksm;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub mod kvm;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub mod real;

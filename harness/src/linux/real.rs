@@ -71,6 +71,12 @@ struct UffdioApi {
 }
 
 #[repr(C)]
+struct UffdioRange {
+    start: u64,
+    len: u64,
+}
+
+#[repr(C)]
 struct UffdioRegister {
     start: u64,
     len: u64,
@@ -94,15 +100,17 @@ const UFFD_MSG: usize = 32;
 
 mod ioctls {
     #![allow(missing_docs)]
-    use super::{UffdioApi, UffdioRegister};
+    use super::{UffdioApi, UffdioRange, UffdioRegister};
     // USERFAULTFD_IOC_NEW = _IO(0xAA, 0x00), its argument the new fd's flags.
     nix::ioctl_write_int_bad!(uffd_ioc_new, nix::request_code_none!(0xaa, 0x00));
     // UFFDIO_API = _IOWR(0xAA, 0x3F, struct uffdio_api).
     nix::ioctl_readwrite!(uffdio_api, 0xaa, 0x3f, UffdioApi);
     // UFFDIO_REGISTER = _IOWR(0xAA, 0x00, struct uffdio_register).
     nix::ioctl_readwrite!(uffdio_register, 0xaa, 0x00, UffdioRegister);
+    // UFFDIO_UNREGISTER = _IOR(0xAA, 0x01, struct uffdio_range).
+    nix::ioctl_read!(uffdio_unregister, 0xaa, 0x01, UffdioRange);
 }
-use ioctls::{uffd_ioc_new, uffdio_api, uffdio_register};
+use ioctls::{uffd_ioc_new, uffdio_api, uffdio_register, uffdio_unregister};
 
 // --- the command protocol ----------------------------------------------------
 
@@ -141,6 +149,20 @@ pub mod code {
     pub const KVM_READ: u64 = 12;
     /// `[KVM_WRITE, dev, addr, value]`: a guest store.
     pub const KVM_WRITE: u64 = 13;
+    /// `[FILL, file, from, to]`: the initial contents of file `file`'s
+    /// pages `from..to`. Writing all of both files at startup cost most
+    /// of a kvm-target execution (16 MiB); the parent sends this before
+    /// an op whose mappings reach pages not written yet (it keeps the
+    /// mark: the executors of m0 and m1 share the files).
+    pub const FILL: u64 = 16;
+    /// `[KSM]`: `prctl(PR_SET_MEMORY_MERGE, 1)`, every compatible VMA of
+    /// the process mergeable, now and later (so that no VMA is split or
+    /// kept apart by the flag, as `MADV_MERGEABLE` on a part would).
+    pub const KSM: u64 = 14;
+    /// `[COLLAPSE, addr]`: THP allowed again for the process
+    /// (`PR_SET_THP_DISABLE` 0), then `MADV_COLLAPSE` of the aligned 2 MiB
+    /// around `addr`.
+    pub const COLLAPSE: u64 = 15;
 }
 
 /// What an executor answered.
@@ -526,11 +548,9 @@ fn executor(ch0: OwnedFd, ch1: OwnedFd, task_size: u64) -> ! {
             nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
         )
         .and_then(|fd| {
+            // Contents come with `FILL`, as far as mappings reach.
+            let _ = f;
             nix::unistd::ftruncate(&fd, (FILE_WINDOWS * task_size) as i64)?;
-            for pg in 0..FILE_WINDOWS * task_size / PAGE {
-                let w = file_word(f, pg).to_le_bytes();
-                nix::sys::uio::pwrite(&fd, &w, (pg * PAGE) as i64)?;
-            }
             Ok(fd)
         });
         match made {
@@ -802,7 +822,9 @@ impl Executor {
                     // A new length the window cannot hold is the
                     // simulation's task_size limit, which the real
                     // process does not have.
-                    if !win(a, old) || !win(0, new) {
+                    // And the start, for an old length of 0 (a duplicate):
+                    // the window's end is the first address outside it.
+                    if !win(a, old) || a >= self.task_size || !win(0, new) {
                         return Reply::OutOfWindow;
                     }
                     if to.is_some_and(|t| !win(t, new)) {
@@ -865,6 +887,42 @@ impl Executor {
                     match cpu_access(WINDOW_BASE + a / PAGE * PAGE, store) {
                         Ok(v) => Reply::Ok(v),
                         Err(c) => Reply::Segv(c),
+                    }
+                }
+                code::FILL => {
+                    let Some(fd) = self.files.get(a as usize) else {
+                        return Reply::Errno(libc::EBADF);
+                    };
+                    for pg in b..c.min(FILE_WINDOWS * self.task_size / PAGE) {
+                        let w = file_word(a as u32, pg).to_le_bytes();
+                        if let Err(e) = nix::sys::uio::pwrite(fd, &w, (pg * PAGE) as i64) {
+                            return Reply::Errno(e as i32);
+                        }
+                    }
+                    Reply::Ok(0)
+                }
+                code::KSM => {
+                    match libc::prctl(libc::PR_SET_MEMORY_MERGE, 1 as libc::c_ulong, 0, 0, 0) {
+                        0 => Reply::Ok(0),
+                        _ => Reply::Errno(Errno::last_raw()),
+                    }
+                }
+                code::COLLAPSE => {
+                    const HUGE: u64 = 2 << 20;
+                    let base = a / HUGE * HUGE;
+                    if !win(base, HUGE) {
+                        return Reply::OutOfWindow;
+                    }
+                    if nix::sys::prctl::set_thp_disable(false).is_err() {
+                        return Reply::Errno(Errno::last_raw());
+                    }
+                    match libc::madvise(
+                        (WINDOW_BASE + base) as *mut libc::c_void,
+                        HUGE as usize,
+                        libc::MADV_COLLAPSE,
+                    ) {
+                        0 => Reply::Ok(0),
+                        _ => Reply::Errno(Errno::last_raw()),
                     }
                 }
                 code::CLEAR_REFS => match std::fs::write("/proc/self/clear_refs", "4") {
@@ -1075,6 +1133,25 @@ impl Real {
         unsafe { uffdio_register(uffd.as_raw_fd(), &mut r) }.map(drop)
     }
 
+    /// Unregisters every VMA of `mm`'s window: `MADV_COLLAPSE` refuses a
+    /// range with empty PTEs in a VMA that userfaultfd watches (they
+    /// would be its faults to handle). [`Real::register_window`] undoes it.
+    pub fn unregister_window(&self, mm: usize) -> Result<(), String> {
+        let Some(uffd) = self.sides[mm].as_ref().and_then(|s| s.uffd.as_ref()) else {
+            return Ok(());
+        };
+        for (s, e) in self.maps(mm)? {
+            let mut r = UffdioRange {
+                start: WINDOW_BASE.wrapping_add(s),
+                len: e - s,
+            };
+            // SAFETY: UFFDIO_UNREGISTER with its struct.
+            unsafe { uffdio_unregister(uffd.as_raw_fd(), &mut r) }
+                .map_err(|err| format!("UFFDIO_UNREGISTER {s:#x}..{e:#x} in m{mm}: {err}"))?;
+        }
+        Ok(())
+    }
+
     /// Registers every VMA of `mm`'s window (new mappings are not
     /// registered by themselves).
     pub fn register_window(&self, mm: usize) -> Result<(), String> {
@@ -1091,6 +1168,24 @@ impl Real {
             return Ok(Vec::new());
         };
         window_maps(s.pid, self.task_size).map_err(|e| format!("/proc/{}/maps: {e}", s.pid))
+    }
+
+    /// How many of `mm`'s present window pages are on a frame with page
+    /// flag `bit` in `/proc/kpageflags` (21 KSM, 22 THP).
+    pub fn pages_flagged(&self, mm: usize, bit: u32) -> Result<usize, String> {
+        let f = File::open("/proc/kpageflags").map_err(|e| format!("/proc/kpageflags: {e}"))?;
+        let mut n = 0;
+        for ent in self.pagemap(mm)? {
+            let pfn = ent & ((1 << 55) - 1);
+            if ent >> 63 == 0 || pfn == 0 {
+                continue;
+            }
+            let mut w = [0u8; 8];
+            f.read_exact_at(&mut w, pfn * 8)
+                .map_err(|e| format!("/proc/kpageflags: {e}"))?;
+            n += usize::from(u64::from_le_bytes(w) >> bit & 1 == 1);
+        }
+        Ok(n)
     }
 
     /// The pagemap entries of `mm`'s window, one per page.

@@ -1015,6 +1015,7 @@ fn finish_outcome(results: &SinkRef, log: Option<Log>, trace: bool, schedule: u6
             blocked: 0,
             callbacks: s.callbacks,
             peak_intervals: 0,
+            layout_effects: 0,
         },
         turns: Vec::new(),
     }
