@@ -620,6 +620,13 @@ impl Mirror {
         lock(&self.state).dev.work.len()
     }
 
+    /// Items of deferred work waiting, and the most changes one of them
+    /// batches ([`Strategy::deepest_backlog`]).
+    pub fn backlog(&self) -> (usize, usize) {
+        let st = lock(&self.state);
+        (st.dev.work.len(), st.strategy.deepest_backlog())
+    }
+
     /// Frames pinned by registrations: a pinned frame must stay live.
     pub fn pinned_frames(&self) -> Vec<FrameId> {
         lock(&self.state).strategy.pinned_frames()

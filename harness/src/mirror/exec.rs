@@ -239,6 +239,9 @@ struct World<'p> {
     opened: [Option<mirror::strategy::StrategySpec>; 2],
     seen_huge: bool,
     seen_devmem: bool,
+    // Per device: the most items of deferred work waiting at once, and
+    // the most changes one of them batched.
+    backlog_peak: [(usize, usize); 2],
     // What every address space holds, kept from the ops alone.
     shadow: oracles::shadow::Shadow,
 }
@@ -277,6 +280,7 @@ pub fn run_mirror(program: &Program, opts: &RunOptions) -> Outcome {
         opened: [None, None],
         seen_huge: false,
         seen_devmem: false,
+        backlog_peak: [(0, 0); 2],
         shadow: oracles::shadow::Shadow::new(MMS as usize),
     };
     w.mms[0] = Some(Mm::new(MmId(0), cfg));
@@ -467,6 +471,27 @@ impl World<'_> {
             // `populate`: feedback keeps the inputs that grow them.
             if live >= 8 {
                 self.feature(0xd000 | (usize::BITS - live.leading_zeros()));
+            }
+        }
+        // Deferred work that piles up before it runs (a queue, a batch of
+        // changes for one item) is where drivers' overflow and ordering
+        // paths live: each new high per device is kept, so the engine can
+        // grow it one step at a time.
+        for d in 0..self.mirrors.len().min(2) {
+            let Some(m) = self.mirrors[d].as_ref() else {
+                continue;
+            };
+            let kind = u32::from(m.spec.kind) << 5;
+            let (queued, batch) = m.backlog();
+            let peak = &mut self.backlog_peak[d];
+            let grew = (queued > peak.0, batch > peak.1);
+            peak.0 = peak.0.max(queued);
+            peak.1 = peak.1.max(batch);
+            if grew.0 {
+                self.feature(0xe000 | kind | queued.min(31) as u32);
+            }
+            if grew.1 {
+                self.feature(0xe800 | kind | batch.min(31) as u32);
             }
         }
         r

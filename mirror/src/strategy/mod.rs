@@ -329,6 +329,14 @@ pub trait Strategy: Any + fmt::Debug + Send {
     /// state that holds them).
     fn clear(&mut self);
 
+    /// The most changes that one queued item of deferred work has
+    /// collected and will apply at once (a tracked VMA's holes); 0 for a
+    /// strategy whose items carry one change each. Feedback: a batch
+    /// that grows is state that few programs reach.
+    fn deepest_backlog(&self) -> usize {
+        0
+    }
+
     /// Bytes of its own state now (counted costs, issue 16): its
     /// structures' element sizes, [`INTERVAL_BYTES`] per interval it holds.
     fn state_bytes(&self) -> usize {

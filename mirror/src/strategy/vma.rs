@@ -105,6 +105,15 @@ impl Strategy for Vma {
             .any(|t| t.iv.id() == iv.id() && (stale_ok || !t.deferred))
     }
 
+    fn deepest_backlog(&self) -> usize {
+        self.tracked
+            .iter()
+            .filter(|t| t.deferred)
+            .map(|t| t.holes.len())
+            .max()
+            .unwrap_or(0)
+    }
+
     fn invalidated(&mut self, dev: &mut Dev, iv: &Interval, range: &Range) {
         if range.event != Event::Unmap {
             return;
