@@ -2,11 +2,11 @@
 //! that piles up (queued items, and the changes one item batches).
 
 use mirror::{Fault, FaultStep, Mirror, StrategySpec};
-use mm::{Mm, MmOp, Phys, Task, TaskStep, PAGE};
+use mm::{Mm, MmOp, Phys, PAGE};
 
 mod common;
 
-use common::{mapped, Idle, BASE};
+use common::{mapped, run_task, Idle, BASE};
 
 fn fault(m: &Mirror, mm: &mut Mm, phys: &mut Phys, addr: u64) {
     let mut f = Fault::new(addr, false);
@@ -24,18 +24,7 @@ fn fault(m: &Mirror, mm: &mut Mm, phys: &mut Phys, addr: u64) {
 }
 
 fn munmap(mm: &mut Mm, phys: &mut Phys, addr: u64) {
-    let mut t = Task::new(MmOp::Munmap { addr, len: PAGE }, 0);
-    for _ in 0..100 {
-        match t.step(mm, phys, &Idle) {
-            TaskStep::Progress => {}
-            TaskStep::Done(r) => {
-                r.expect("munmap");
-                return;
-            }
-            TaskStep::Blocked(b) => panic!("munmap blocked on an idle mm: {b:?}"),
-        }
-    }
-    panic!("munmap did not finish in 100 steps");
+    run_task(mm, phys, MmOp::Munmap { addr, len: PAGE });
 }
 
 #[test]

@@ -18,24 +18,29 @@ impl Env for Idle {
 pub fn mapped() -> (Mm, Phys) {
     let mut phys = Phys::new();
     let mut mm = Mm::new(MmId(0), MmConfig::default());
-    let mut t = Task::new(
-        MmOp::Mmap {
-            addr: BASE,
-            len: 4 * PAGE,
-            kind: MapKind::AnonPrivate,
-            prot: mm::Prot::ReadWrite,
-        },
-        0,
-    );
+    let op = MmOp::Mmap {
+        addr: BASE,
+        len: 4 * PAGE,
+        kind: MapKind::AnonPrivate,
+        prot: mm::Prot::ReadWrite,
+    };
+    run_task(&mut mm, &mut phys, op);
+    (mm, phys)
+}
+
+/// Runs `op` on an idle `mm` to its successful end.
+#[allow(dead_code)] // not every test binary that includes this module uses it
+pub fn run_task(mm: &mut Mm, phys: &mut Phys, op: MmOp) {
+    let mut t = Task::new(op, 0);
     for _ in 0..100 {
-        match t.step(&mut mm, &mut phys, &Idle) {
+        match t.step(mm, phys, &Idle) {
             TaskStep::Progress => {}
             TaskStep::Done(r) => {
-                r.expect("mmap");
-                return (mm, phys);
+                r.expect("an op on an idle mm");
+                return;
             }
-            TaskStep::Blocked(b) => panic!("mmap blocked on an idle mm: {b:?}"),
+            TaskStep::Blocked(b) => panic!("an op blocked on an idle mm: {b:?}"),
         }
     }
-    panic!("mmap did not finish in 100 steps");
+    panic!("an op did not finish in 100 steps");
 }
