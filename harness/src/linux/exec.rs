@@ -97,6 +97,8 @@ struct World<'p> {
     /// prctl failed, or no two pages could merge, so nothing was waited
     /// for).
     ksm_settled: Option<bool>,
+    /// A `ksm` op made m0 mergeable (a fork child is made so too).
+    ksm_on: bool,
 }
 
 /// What [`World::compare_pages`] compares, from most to least.
@@ -159,6 +161,7 @@ pub fn run_linux(program: &Program, opts: &RunOptions) -> Outcome {
         layout: Layout::Exact,
         filled: [0; FILES as usize],
         ksm_settled: None,
+        ksm_on: false,
     };
     w.mms[0] = Some(Mm::new(MmId(0), cfg));
     let r = w.run();
@@ -498,7 +501,7 @@ impl World<'_> {
                 self.mms[1] = Some(*child);
                 // Mergeable as its parent, in case the kernel does not
                 // pass the prctl on (VMAs it maps later must not differ).
-                if self.layout >= Layout::Presence && self.real.live(1) {
+                if self.ksm_on && self.real.live(1) {
                     if let Err(e) = self.real.call(1, [code::KSM, 0, 0, 0, 0, 0]) {
                         return Err(self.diverge(
                             DivergenceKind::Linux,
@@ -589,6 +592,7 @@ impl World<'_> {
                 let r = self.real.call(m, cmd)?;
                 self.layout = self.layout.max(Layout::Presence);
                 self.ksm_settled = None;
+                self.ksm_on |= m == 0 && r == Reply::Ok(0);
                 if r == Reply::Ok(0) && self.mergeable_twins() {
                     let settled = super::ksm::settle()?;
                     self.feature(0x6000 | u32::from(settled));
