@@ -43,21 +43,8 @@ fn assert_reaches(r: &ReachCounts, target: Target, d: usize, want: &[&str]) {
 fn a_bounded_mirror_run_reaches_the_named_cells() {
     let r = run(Target::Mirror, 4_000);
     // Strategies: every built-in kind.
-    assert_reaches(
-        &r,
-        Target::Mirror,
-        0,
-        &[
-            "fullva",
-            "perfault",
-            "odp",
-            "vma",
-            "regcache",
-            "gpusvm",
-            "kfd",
-            "kfd-noxnack",
-        ],
-    );
+    let kinds: Vec<&str> = mirror::strategy::BUILTIN.iter().map(|k| k.name).collect();
+    assert_reaches(&r, Target::Mirror, 0, &kinds);
     // Events: mm ops and device ops, prefetch among them.
     assert_reaches(
         &r,

@@ -615,11 +615,6 @@ impl Mirror {
         (dpt + work + st.strategy.state_bytes()) as u64
     }
 
-    /// Items of deferred work waiting.
-    pub fn pending_work(&self) -> usize {
-        lock(&self.state).dev.work.len()
-    }
-
     /// Items of deferred work waiting, and the most changes one of them
     /// batches ([`Strategy::deepest_backlog`]).
     pub fn backlog(&self) -> (usize, usize) {

@@ -34,16 +34,7 @@ fn size_grows_the_trace() {
 #[test]
 fn counts_are_deterministic() {
     for w in Workload::ALL {
-        for s in [
-            "fullva",
-            "perfault",
-            "odp",
-            "vma",
-            "regcache",
-            "gpusvm",
-            "kfd",
-            "kfd-noxnack",
-        ] {
+        for s in mirror::strategy::BUILTIN.iter().map(|k| k.name) {
             let a = count(w, 16, 3, spec(s));
             let b = count(w, 16, 3, spec(s));
             assert_eq!(a, b, "{w} {s}: two runs of one seed counted differently");

@@ -908,7 +908,7 @@ impl Executor {
                     }
                 }
                 code::COLLAPSE => {
-                    const HUGE: u64 = 2 << 20;
+                    use mm::HUGE;
                     let base = a / HUGE * HUGE;
                     if !win(base, HUGE) {
                         return Reply::OutOfWindow;
