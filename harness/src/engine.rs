@@ -7,7 +7,7 @@
 //! seed corpus: the wall clock only decides when to stop and what to print.
 
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -226,8 +226,15 @@ pub fn big_tree(target: Target) -> u64 {
     }
 }
 
+/// A kept input and the feature bits its execution set, whose hit counts
+/// rank it when a base for mutation is drawn ([`pick_base`]).
+struct Entry {
+    input: Vec<u8>,
+    bits: Box<[u32]>,
+}
+
 struct Shared {
-    corpus: Vec<Vec<u8>>,
+    corpus: Vec<Entry>,
     big: u64,
     reach: ReachCounts,
     rejected: u64,
@@ -246,6 +253,8 @@ const FLUSH_EVERY: u64 = 1024;
 /// executions and at the end.
 #[derive(Default)]
 struct Local {
+    /// The last run's feature bits (a buffer kept between runs).
+    bits: Vec<u32>,
     big: u64,
     reach: ReachCounts,
     rejected: u64,
@@ -266,21 +275,56 @@ impl Local {
     }
 }
 
-/// The feature map, one bit per hashed feature. Atomic, so that jobs merge
-/// their features without a lock.
-struct FeatureMap(Vec<AtomicU64>);
+/// The feature map, one bit per hashed feature, and how many executions
+/// set each bit. Atomic, so that jobs merge their features without a lock.
+struct FeatureMap {
+    seen: Vec<AtomicU64>,
+    hits: Vec<AtomicU32>,
+}
+
+fn map_bit(h: u32) -> u32 {
+    (h.wrapping_mul(0x85eb_ca6b) >> 16) % MAP_BITS as u32
+}
 
 impl FeatureMap {
     fn new() -> FeatureMap {
-        FeatureMap((0..MAP_BITS / 64).map(|_| AtomicU64::new(0)).collect())
+        FeatureMap {
+            seen: (0..MAP_BITS / 64).map(|_| AtomicU64::new(0)).collect(),
+            hits: (0..MAP_BITS).map(|_| AtomicU32::new(0)).collect(),
+        }
     }
 
-    // Marks `cells` one by one; true if any was new.
-    fn merge_singles(&self, cells: &[u32]) -> bool {
+    /// The bits of one run: its features one by one and as consecutive
+    /// pairs (so that orderings count), and its reach cells one by one
+    /// (pairs of cells made the corpus five times larger with no gain).
+    /// Sorted, each once.
+    fn bits_of(features: &[u32], cells: &[u32], bits: &mut Vec<u32>) {
+        bits.clear();
+        let mut prev = 0u32;
+        for &f in features {
+            bits.push(map_bit(f));
+            bits.push(map_bit(f ^ prev.rotate_left(7).wrapping_mul(0x9e37_79b1)));
+            prev = f;
+        }
+        bits.extend(cells.iter().map(|&c| map_bit(c)));
+        bits.sort_unstable();
+        bits.dedup();
+    }
+
+    /// Counts one run's `bits` (see [`FeatureMap::bits_of`]); true if any
+    /// was new.
+    fn merge(&self, bits: &[u32]) -> bool {
         let mut new = false;
-        for &c in cells {
-            let bit = (c.wrapping_mul(0x85eb_ca6b) >> 16) as usize % MAP_BITS;
-            let (w, b) = (&self.0[bit / 64], 1u64 << (bit % 64));
+        for &bit in bits {
+            let bit = bit as usize;
+            let h = &self.hits[bit];
+            h.store(
+                h.load(Ordering::Relaxed).saturating_add(1),
+                Ordering::Relaxed,
+            );
+            let (w, b) = (&self.seen[bit / 64], 1u64 << (bit % 64));
+            // Read first: a bit seen before is the common case, and a
+            // plain load does not take the cache line from other jobs.
             if w.load(Ordering::Relaxed) & b == 0 && w.fetch_or(b, Ordering::Relaxed) & b == 0 {
                 new = true;
             }
@@ -288,24 +332,13 @@ impl FeatureMap {
         new
     }
 
-    // Marks the features of one run; true if any was new.
-    fn merge(&self, features: &[u32]) -> bool {
-        let mut new = false;
-        let mut prev = 0u32;
-        for &f in features {
-            // Single features and consecutive pairs, so that orderings count.
-            for h in [f, f ^ prev.rotate_left(7).wrapping_mul(0x9e37_79b1)] {
-                let bit = (h.wrapping_mul(0x85eb_ca6b) >> 16) as usize % MAP_BITS;
-                let (w, b) = (&self.0[bit / 64], 1u64 << (bit % 64));
-                // Read first: a bit seen before is the common case, and a
-                // plain load does not take the cache line from other jobs.
-                if w.load(Ordering::Relaxed) & b == 0 && w.fetch_or(b, Ordering::Relaxed) & b == 0 {
-                    new = true;
-                }
-            }
-            prev = f;
-        }
-        new
+    /// How rare an entry's behaviour is now: the hit count of its rarest bit.
+    fn rarity(&self, e: &Entry) -> u32 {
+        e.bits
+            .iter()
+            .map(|&b| self.hits[b as usize].load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(u32::MAX)
     }
 }
 
@@ -365,18 +398,24 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
             stop.store(true, Ordering::Relaxed);
             return false;
         }
-        // The reach cells are features too, each on its own: an input
-        // that reaches a new combination of the report's dimensions (a
-        // fault that commits while its page is device-private, a
-        // nonblocking start over a deferred tree of 64) is kept and
-        // mutated, so the engine steers toward the cells the report says
-        // are unreached. Singles only: pairs of consecutive cells made
-        // the corpus five times larger with no gain.
-        if keep && (map.merge(&out.features) | map.merge_singles(&out.cells)) {
-            let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
-            if sh.corpus.len() < 1 << 14 {
-                sh.corpus.push(input.to_vec());
+        // The reach cells are features too: an input that reaches a new
+        // combination of the report's dimensions (a fault that commits
+        // while its page is device-private, a nonblocking start over a
+        // deferred tree of 64) is kept and mutated, so the engine steers
+        // toward the cells the report says are unreached.
+        if keep {
+            let mut bits = std::mem::take(&mut local.bits);
+            FeatureMap::bits_of(&out.features, &out.cells, &mut bits);
+            if map.merge(&bits) {
+                let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
+                if sh.corpus.len() < 1 << 14 {
+                    sh.corpus.push(Entry {
+                        input: input.to_vec(),
+                        bits: bits.as_slice().into(),
+                    });
+                }
             }
+            local.bits = bits;
         }
         true
     };
@@ -399,7 +438,7 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
     }
     local.flush(&shared);
 
-    let (execs_r, stop_r, shared_r) = (&execs, &stop, &shared);
+    let (execs_r, stop_r, shared_r, map_r) = (&execs, &stop, &shared, &map);
     std::thread::scope(|scope| {
         for job in 0..opts.jobs.max(1) {
             let exec_one = &exec_one;
@@ -410,15 +449,20 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
                 // the engine's fresh inputs are the random baseline's, in
                 // the same order, and feedback only adds mutants between
                 // them (a bug that plain generation finds at its k-th
-                // input, the engine finds by about its 4k/3-th).
+                // input, the engine finds by its 4k/3-th to 2k-th, see
+                // `next_input`).
                 let mut rngs = (
                     Rng::new(job_seed),
                     Rng::new(job_seed ^ 0x5851_f42d_4c95_7f2d),
                 );
                 let mut n = 0u64;
                 let mut local = Local::default();
-                // Check the clock every few runs only; it is not free.
-                while !(stop_r.load(Ordering::Relaxed) || n.is_multiple_of(16) && out_of_budget()) {
+                // Check the clock every few runs only; it is not free. A
+                // job runs one input at least, however late it started (a
+                // loaded machine, a short `--seconds`).
+                while !(stop_r.load(Ordering::Relaxed)
+                    || n > 0 && n.is_multiple_of(16) && out_of_budget())
+                {
                     if opts
                         .runs
                         .is_some_and(|r| execs_r.load(Ordering::Relaxed) >= r)
@@ -426,7 +470,7 @@ pub fn fuzz(opts: &EngineOptions) -> EngineReport {
                         break;
                     }
                     n += 1;
-                    let input = next_input(&mut rngs, opts, shared_r);
+                    let input = next_input(&mut rngs, n, opts, shared_r, map_r);
                     exec_one(&input, opts.feedback, &mut local);
                 }
                 local.flush(shared_r);
@@ -531,15 +575,29 @@ fn progress(
     bar.finish_and_clear();
 }
 
+/// A job's executions before it mutates one time in two instead of one
+/// in four ([`next_input`]).
+const EARLY: u64 = 32_768;
+
 fn next_input(
     (fresh, rng): &mut (Rng, Rng),
+    n: u64,
     opts: &EngineOptions,
     shared: &Mutex<Shared>,
+    map: &FeatureMap,
 ) -> Vec<u8> {
-    // Fresh programs 3 times in 4: measured over the planted bugs (11 bugs,
-    // seeds 1-5), mutating the kept corpus 7 times in 8 needed 27,919
-    // executions in all, 1 in 2 needed 19,083, 1 in 4 needed 15,164.
-    if !opts.feedback || rng.below(4) != 0 {
+    // Fresh programs 3 times in 4 for the first [`EARLY`] executions,
+    // then 1 in 2. Early, fresh programs find most of what there is to
+    // find: over the planted bugs (11 bugs, seeds 1-5), mutating 7 times
+    // in 8 needed 27,919 executions in all, 1 in 2 needed 19,083, 1 in 4
+    // needed 15,164. Later, what is left needs a rare state that only
+    // mutants of the kept inputs reach (plain generation missed the
+    // deepest bugs in 400,000 tries), so they get twice the share. A bug
+    // that plain generation finds at its k-th program, the engine still
+    // finds by its 4k/3-th (k up to 24,576) and never later than its
+    // 2k-th: the fresh programs are the random baseline's, in order.
+    let fresh_share = if n <= EARLY { 4 } else { 2 };
+    if !opts.feedback || rng.below(fresh_share) != 0 {
         return generate_for(fresh, opts);
     }
     // Both picks under one lock, the base first.
@@ -547,8 +605,10 @@ fn next_input(
         let sh = shared.lock().unwrap_or_else(|e| e.into_inner());
         let n = sh.corpus.len();
         (n > 0).then(|| {
-            let base = sh.corpus[rng.below(n)].clone();
-            (base, sh.corpus[rng.below(n)].clone())
+            let base = sh.corpus[pick_base(rng, &sh.corpus, map, opts.max_len)]
+                .input
+                .clone();
+            (base, sh.corpus[rng.below(n)].input.clone())
         })
     };
     let Some((mut base, other)) = picked else {
@@ -563,6 +623,37 @@ fn next_input(
     }
     base.truncate(opts.max_len.max(16) * 2);
     base
+}
+
+/// Candidates drawn for each base ([`pick_base`]).
+const TOURNAMENT: usize = 4;
+
+/// The base of a mutation: of [`TOURNAMENT`] entries drawn at random, the
+/// one whose rarest feature bit the fewest executions have set (AFL++'s
+/// "rare" schedule, by tournament so that no weight needs keeping up to
+/// date). Uniform picks spend most mutations on the thousands of entries
+/// that random generation reaches anyway; an entry that reached a rare
+/// state (a tall tree, a VMA full of holes, a fault whose interval left
+/// the tree) gets picked until its mutants have made that state common,
+/// and then gives way. Entries longer than a fresh input (mutants grow
+/// them up to twice that) count as rarer only in proportion: rare states
+/// come from long programs, and without the penalty the mirror target ran
+/// 1.5 times slower.
+fn pick_base(rng: &mut Rng, corpus: &[Entry], map: &FeatureMap, max_len: usize) -> usize {
+    let score = |e: &Entry| {
+        let len = e.input.len().max(max_len) as u64;
+        u64::from(map.rarity(e)).saturating_add(1) * len
+    };
+    let mut best = rng.below(corpus.len());
+    let mut best_score = score(&corpus[best]);
+    for _ in 1..TOURNAMENT {
+        let i = rng.below(corpus.len());
+        let s = score(&corpus[i]);
+        if s < best_score {
+            (best, best_score) = (i, s);
+        }
+    }
+    best
 }
 
 /// A fresh input for the engine: random bytes mostly; one time in 16

@@ -944,6 +944,13 @@ impl Fault {
         self.reg.is_some()
     }
 
+    /// Whether the interval it holds has left the tree (removed, or on its
+    /// way out) while the fault is in flight: the race every driver with
+    /// intervals of its own must settle at commit.
+    pub fn interval_gone(&self) -> bool {
+        self.iv.as_ref().is_some_and(|iv| !strategy::in_tree(iv))
+    }
+
     /// The step it is at, for traces.
     pub fn phase(&self) -> &'static str {
         match self.state {

@@ -173,6 +173,12 @@ impl<T> IntervalTree<T> {
         self.len == 0
     }
 
+    /// The height the root stores (0 when empty): how long the longest
+    /// rebalancing walk can be. `O(1)`.
+    pub fn root_height(&self) -> u32 {
+        self.height_of(self.root)
+    }
+
     /// Inserts the closed range `[start, last]` with tie-breaker `order` and
     /// returns its handle. `O(log n)`.
     ///

@@ -1051,4 +1051,11 @@ impl Subscriptions {
     pub fn tree_len(&self) -> usize {
         self.lock().tree.len()
     }
+
+    /// Height of the interval tree (0 when empty). The fuzz targets take
+    /// it as feedback: the shape of a balanced tree, not its size, decides
+    /// how far an insert or remove walks.
+    pub fn tree_height(&self) -> u32 {
+        self.lock().tree.root_height()
+    }
 }

@@ -1000,7 +1000,10 @@ impl World<'_> {
                 }
                 match r {
                     FaultStep::Progress => {
-                        self.feature(0x500 | phase.len() as u32 | fault.retries.min(3) << 4);
+                        // A fault that steps on while its interval left
+                        // the tree is a race of its own.
+                        let gone = u32::from(fault.interval_gone()) << 6;
+                        self.feature(0x500 | phase.len() as u32 | fault.retries.min(3) << 4 | gone);
                         let s = say!(self, "d{d} fault {addr:#x}: {phase}");
                         self.threads[t].work = Some(work);
                         return Ok(s);

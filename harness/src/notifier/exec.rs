@@ -186,6 +186,8 @@ struct Exec<'p> {
     observed: Vec<Observed>,
     snap: Snapshot,
     mem: Membership,
+    // The tallest the core's tree has been in this run.
+    peak_height: u32,
 }
 
 // Boxed: the error path is rare and the Ok path is hot.
@@ -220,6 +222,7 @@ pub(crate) fn run_notifier(program: &Program, opts: &RunOptions) -> Outcome {
         observed: Vec::new(),
         snap: Snapshot::default(),
         mem: Membership::default(),
+        peak_height: 0,
     };
     let r = ex.schedule().and_then(|()| ex.drain());
     ex.out.divergence = r.err().map(|d| *d);
@@ -765,6 +768,17 @@ impl Exec<'_> {
         self.out.cells.push(c);
         let peak = &mut self.out.stats.peak_intervals;
         *peak = (*peak).max(live as u64);
+        // Each new height of the run, from 4 up: the log2 size buckets say
+        // nothing between 64 and 127 intervals, over which an AVL tree can
+        // grow from 7 to 9 levels (and every walk up it, one or two nodes
+        // longer).
+        let h = self.core.tree_height();
+        if h > self.peak_height {
+            self.peak_height = h;
+            if h >= 4 {
+                self.feature(0xb100_0000 | h);
+            }
+        }
         if n >= 16 {
             let log2 = |x: usize| usize::BITS - x.leading_zeros();
             self.feature(0xb000_0000 | log2(n) << 4 | log2(calls));
