@@ -241,8 +241,8 @@ impl PlantedBug {
 
     /// The planted bugs of [`PlantedBug::ALL`] that need a rare state (a
     /// tree of over 87 intervals, five holes in one tracked VMA): the
-    /// built-in engine finds them in a million executions or so, not in
-    /// the 200,000 the debug-build tests give every other bug, so a
+    /// built-in engine needs up to several hundred thousand executions,
+    /// more than the debug-build tests give every other bug, so a
     /// release-build test hunts them (`every_deep_planted_bug_is_found_…`
     /// in `harness/tests/differential.rs`).
     pub const DEEP: [PlantedBug; 2] = [PlantedBug::DeepFixupStale, PlantedBug::VmaHolesOverflow];
