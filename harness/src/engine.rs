@@ -317,6 +317,8 @@ impl FeatureMap {
         let mut new = false;
         for &bit in bits {
             let bit = bit as usize;
+            // Load and store, not an atomic add: two jobs may lose a
+            // count, and the ranking needs only an estimate.
             let h = &self.hits[bit];
             h.store(
                 h.load(Ordering::Relaxed).saturating_add(1),
