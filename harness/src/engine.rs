@@ -635,12 +635,12 @@ const TOURNAMENT: usize = 4;
 /// "rare" schedule, by tournament so that no weight needs keeping up to
 /// date). Uniform picks spend most mutations on the thousands of entries
 /// that random generation reaches anyway; an entry that reached a rare
-/// state (a tall tree, a VMA full of holes, a fault whose interval left
-/// the tree) gets picked until its mutants have made that state common,
-/// and then gives way. Entries longer than a fresh input (mutants grow
-/// them up to twice that) count as rarer only in proportion: rare states
-/// come from long programs, and without the penalty the mirror target ran
-/// 1.5 times slower.
+/// state (a tall tree, a long backlog of deferred work) gets picked until
+/// its mutants have made that state common, and then gives way. Entries
+/// longer than a fresh input (mutants grow them up to twice that) count
+/// as rarer only in proportion, so that long programs do not take over
+/// the picks (20-second mirror runs, seed 3: 2,829 execs/s with the
+/// penalty, 2,486 without).
 fn pick_base(rng: &mut Rng, corpus: &[Entry], map: &FeatureMap, max_len: usize) -> usize {
     let score = |e: &Entry| {
         let len = e.input.len().max(max_len) as u64;
